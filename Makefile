@@ -1,0 +1,44 @@
+# Everything a fresh clone needs: `make demo` and `make test` set up what they use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install demo test lint typecheck schemas unit integration kafka-up kafka-down clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/fi-stream demo
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy fi_stream schemas
+
+schemas: install
+	$(BIN)/python -m schemas.generate --check
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+test: install lint typecheck schemas
+	$(BIN)/pytest
+
+kafka-up: install
+	$(BIN)/fi-stream kafka up
+
+kafka-down: install
+	$(BIN)/fi-stream kafka down
+
+clean:
+	-$(BIN)/fi-stream kafka down
+	rm -rf .fi

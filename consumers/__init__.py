@@ -1,0 +1,1 @@
+"""Services that read from Kafka: participant, aggregator, auditor."""

@@ -1,0 +1,288 @@
+"""The aggregator: joins responses to queries per partition, emits one Result per query and
+per-window Incentive events, in Kafka transactions together with its input offsets.
+
+Offsets advance only up to the oldest record an open query still needs, so a restart
+re-reads exactly what it must to rebuild its joins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from fi_stream.aggregation import STRATEGIES
+from fi_stream.clock import now_ms
+from fi_stream.join import JoinTable, OpenQuery
+from fi_stream.kafka import make_consumer, make_producer
+from fi_stream.kafka.dlq import dead_letter_headers
+from fi_stream.registry import RegistryView
+from fi_stream.results import IncentiveWindow, build_result
+from fi_stream.settings import Settings
+from fi_stream.signing import verify_batch
+from schemas import DecodeError, Event, Incentive, Query, ResponseBatch, Result, decode, encode, headers
+
+log = structlog.get_logger(__name__)
+
+Record = ConsumerRecord[bytes, bytes]
+
+#: Emit a due query even if the responses partition still lags, after this much grace.
+MAX_LAG_GRACE_MS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Out:
+    topic: str
+    partition: int | None
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.results = Counter("fi_aggregator_results", "Results emitted", ["status"],
+                               registry=registry)
+        self.dlq = Counter("fi_dlq_records", "Records sent to the dead-letter queue",
+                           ["reason"], registry=registry)
+        self.late = Counter("fi_aggregator_late_answers", "Answers after the deadline",
+                            registry=registry)
+        self.duplicates = Gauge("fi_aggregator_duplicates", "Duplicate answers ignored",
+                                registry=registry)
+        self.open = Gauge("fi_aggregator_open_queries", "Queries waiting", registry=registry)
+        self.latency = Histogram("fi_aggregator_result_latency_seconds",
+                                 "Query created → result emitted", registry=registry)
+
+
+class AggregatorService:
+    def __init__(self, settings: Settings, *, instance_id: str | None = None,
+                 group_id: str = "fi.aggregator",
+                 registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.topics = settings.topic_names
+        self.group_id = f"{settings.kafka.topic_prefix}{group_id}"
+        self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics_registry = registry if registry is not None else CollectorRegistry()
+        self._metrics = _Metrics(self.metrics_registry)
+        cfg = settings.aggregator
+        self.join = JoinTable(pending_ttl_ms=cfg.pending_response_ttl_ms)
+        self.registry = RegistryView(settings)
+        self._windows: dict[int, IncentiveWindow] = {}
+        self._outbox: list[_Out] = []
+        self._positions: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._closed = False
+        self.emitted = 0
+
+    async def __aenter__(self) -> AggregatorService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await self.registry.start()
+        self._producer = make_producer(
+            self.settings, transactional_id=f"{self.group_id}.{self.instance_id}")
+        await self._producer.start()
+        self._consumer = make_consumer(
+            self.settings, self.topics.queries, self.topics.responses, group_id=self.group_id,
+            partition_assignment_strategy=(RangePartitionAssignor,),
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name="aggregator")
+        self._task.add_done_callback(self._on_task_done)
+        log.info("aggregator_started", instance=self.instance_id,
+                 participants=sorted(self.registry.participants))
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("aggregator_failed", exc_info=task.exception())
+            self._stopping.set()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def wait(self) -> None:
+        await self._stopping.wait()
+
+    async def stop(self) -> None:
+        """Stop polling, commit what is emitted, close. Open queries stay uncommitted and are
+        rebuilt from the log by the next owner of their partitions."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        await self.registry.stop()
+        log.info("aggregator_stopped", emitted=self.emitted, open=len(self.join.open))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while not self._stopping.is_set():
+            now = now_ms()
+            nxt = self.join.next_deadline_ms()
+            wait = 100 if nxt is None else max(0, min(100, nxt - now))
+            got = await self._consumer.getmany(timeout_ms=wait, max_records=10_000)
+            now = now_ms()
+            for tp, records in got.items():
+                for record in records:
+                    if record.topic == self.topics.queries:
+                        self._on_query(record)
+                    else:
+                        self._on_responses(record, now)
+                self._positions[tp] = records[-1].offset + 1
+            await self._emit_ready(now_ms())
+            await self._commit()
+
+    def _on_query(self, record: Record) -> None:
+        try:
+            query = decode(record.value, Query)
+        except DecodeError as exc:
+            self._dead_letter(record, exc.reason, exc.detail)
+            return
+        self.join.add_query(query, record.partition, record.offset,
+                            self.registry.serving(query.task))
+
+    def _on_responses(self, record: Record, now: int) -> None:
+        try:
+            batch = decode(record.value, ResponseBatch)
+        except DecodeError as exc:
+            self._dead_letter(record, exc.reason, exc.detail)
+            return
+        entry = self.registry.participants.get(batch.participant_id)
+        if entry is None:
+            self._dead_letter(record, "unknown_participant",
+                                 f"{batch.participant_id} is not in {self.topics.registry}")
+            return
+        if not verify_batch(batch, entry.public_key):
+            self._dead_letter(record, "bad_signature",
+                                 f"signature of batch {batch.batch_id} does not verify with "
+                                 f"the registered key of {batch.participant_id}")
+            return
+        self.join.add_batch(batch, record.partition, record.offset, now)
+
+    async def _caught_up(self, partition: int) -> bool:
+        assert self._consumer is not None
+        tp = TopicPartition(self.topics.responses, partition)
+        lso = self._consumer.last_stable_offset(tp)
+        if lso is None:
+            return False
+        return self._positions.get(tp, -1) >= lso or await self._consumer.position(tp) >= lso
+
+    async def _emit_ready(self, now: int) -> None:
+        for oq in self.join.take_settled():
+            self._emit(oq, now)
+        for oq in self.join.take_due(now):
+            if oq.query.query_id not in self.join.open:
+                continue
+            if (now < oq.query.deadline_ms + MAX_LAG_GRACE_MS
+                    and not await self._caught_up(oq.partition)):
+                # Responses written before the deadline may still be unread: look again soon.
+                self.join.defer(oq, now + 20)
+                continue
+            self._emit(oq, now)
+        for pid, partition in self.join.late_after_result:
+            self._window(partition, now).add_late(pid)
+            self._metrics.late.inc()
+        self.join.late_after_result.clear()
+        cfg = self.settings.aggregator
+        for partition, window in list(self._windows.items()):
+            if window.results >= cfg.window_results or (
+                    window.results and now - window.opened_at_ms >= cfg.window_seconds * 1000):
+                self._close_window(partition, window, now)
+        self.join.expire(now)
+        self._metrics.open.set(len(self.join.open))
+        self._metrics.duplicates.set(self.join.duplicates)
+
+    def _window(self, partition: int, now: int) -> IncentiveWindow:
+        window = self._windows.get(partition)
+        if window is None:
+            window = self._windows[partition] = IncentiveWindow(partition, 0, now)
+        return window
+
+    def _close_window(self, partition: int, window: IncentiveWindow, now: int) -> None:
+        cfg = self.settings.aggregator
+        for incentive in window.close(method=cfg.incentive_method, budget=cfg.reward_budget):
+            self._send(self.topics.incentives, None, incentive.participant_id, incentive)
+        self._windows[partition] = IncentiveWindow(partition, window.seq + 1, now)
+
+    def _emit(self, oq: OpenQuery, now: int) -> None:
+        strategy = oq.query.strategy or self.settings.aggregator.strategy
+        if strategy not in STRATEGIES:
+            log.warning("unknown_strategy", query_id=oq.query.query_id, strategy=strategy)
+            strategy = self.settings.aggregator.strategy
+        window = self._window(oq.partition, now)
+        result, ids, outputs = build_result(oq, strategy=strategy, completed_at_ms=now,
+                                            window=window.ref)
+        window.add(result, ids, outputs)
+        self.join.close(oq, now)
+        # Results go to the query's partition number: a restarted owner of that partition
+        # finds what it already emitted on the same partition of fi.results.
+        self._send(self.topics.results, oq.partition, result.query_id, result)
+        self.emitted += 1
+        self._metrics.results.labels(result.status).inc()
+        self._metrics.latency.observe(max(0, now - oq.query.created_at_ms) / 1000)
+        log.debug("result", query_id=result.query_id, status=result.status,
+                  included=len(result.included), missing=result.missing)
+
+    def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
+        """Into the same transaction as the offsets that move past the bad record."""
+        self._outbox.append(_Out(self.topics.dlq, None, record.key or b"", record.value or b"",
+                                 dead_letter_headers(record, reason, detail, self.group_id)))
+        self._metrics.dlq.labels(reason).inc()
+        log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
+                    partition=record.partition, offset=record.offset)
+
+    def _send(self, topic: str, partition: int | None, key: str, event: Event) -> None:
+        self._outbox.append(_Out(topic, partition, key.encode(), encode(event),
+                                 headers(type(event))))
+
+    def _commit_offsets(self) -> dict[TopicPartition, int]:
+        offsets: dict[TopicPartition, int] = {}
+        for tp, position in self._positions.items():
+            if tp.topic == self.topics.queries:
+                oldest = self.join.oldest_query_offset(tp.partition)
+            else:
+                oldest = self.join.oldest_response_offset(tp.partition)
+            target = position if oldest is None else min(oldest, position)
+            if self._committed.get(tp) != target:
+                offsets[tp] = target
+        return offsets
+
+    async def _commit(self) -> None:
+        """One transaction: everything emitted since the last commit plus the input offsets."""
+        assert self._producer is not None
+        offsets = self._commit_offsets()
+        if not self._outbox and not offsets:
+            return
+        outbox, self._outbox = self._outbox, []
+        async with self._producer.transaction():
+            for out in outbox:
+                await self._producer.send(out.topic, out.value, key=out.key,
+                                          partition=out.partition, headers=out.headers)
+            if offsets:
+                await self._producer.send_offsets_to_transaction(offsets, self.group_id)
+        self._committed.update(offsets)

@@ -1,0 +1,209 @@
+"""The aggregator's join state: pure, no Kafka, no clock of its own (times are arguments).
+
+One `JoinTable` per aggregator. Queries and response batches come in (with their log
+positions); settled queries (every expected participant answered or declined) and due
+queries (deadline passed) come out. It also says how far each input partition may be
+committed: never past a record that an open query still needs after a restart.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schemas import DeclineReason, Query, ResponseBatch
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    participant_id: str
+    vector: np.ndarray[Any, Any]
+    partition: int
+    offset: int
+    index: int
+    produced_at_ms: int
+
+
+@dataclass(slots=True)
+class OpenQuery:
+    query: Query
+    partition: int
+    offset: int
+    expected: frozenset[str]
+    answers: dict[str, Answer] = field(default_factory=dict)
+    declines: dict[str, DeclineReason] = field(default_factory=dict)
+    late: set[str] = field(default_factory=set)
+    response_refs: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset)
+
+    @property
+    def settled(self) -> bool:
+        """Every expected participant has answered or declined: nothing left to wait for."""
+        return bool(self.expected) and self.expected <= (self.answers.keys() | self.declines.keys())
+
+
+class _MinTracker:
+    """Multiset of offsets with O(log n) min: a heap with lazy deletion."""
+
+    def __init__(self) -> None:
+        self._heap: list[int] = []
+        self._live: Counter[int] = Counter()
+
+    def add(self, offset: int) -> None:
+        if self._live[offset] == 0:
+            heapq.heappush(self._heap, offset)
+        self._live[offset] += 1
+
+    def remove(self, offset: int) -> None:
+        self._live[offset] -= 1
+        if self._live[offset] <= 0:
+            del self._live[offset]
+
+    def min(self) -> int | None:
+        while self._heap and self._heap[0] not in self._live:
+            heapq.heappop(self._heap)
+        return self._heap[0] if self._heap else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A response for a query this aggregator has not read yet (the topics race)."""
+
+    participant_id: str
+    answer: Answer | None
+    decline: DeclineReason | None
+    offset: int
+    partition: int
+    seen_at_ms: int
+
+
+class JoinTable:
+    def __init__(self, *, pending_ttl_ms: int = 60_000, done_ttl_ms: int = 60_000) -> None:
+        self.open: dict[str, OpenQuery] = {}
+        self._pending: dict[str, list[_Pending]] = defaultdict(list)
+        self._pending_order: deque[tuple[int, str]] = deque()
+        self._done: dict[str, int] = {}
+        self._done_order: deque[tuple[int, str]] = deque()
+        self._deadlines: list[tuple[int, str]] = []
+        self._settled: list[str] = []
+        self._query_offsets: dict[int, _MinTracker] = defaultdict(_MinTracker)
+        self._response_offsets: dict[int, _MinTracker] = defaultdict(_MinTracker)
+        self.pending_ttl_ms = pending_ttl_ms
+        self.done_ttl_ms = done_ttl_ms
+        self.duplicates = 0
+        #: (participant_id, query partition) of answers that came after the result was out.
+        self.late_after_result: list[tuple[str, int]] = []
+
+    # -- input ------------------------------------------------------------------------------
+
+    def add_query(self, query: Query, partition: int, offset: int,
+                  expected: frozenset[str]) -> None:
+        qid = query.query_id
+        if qid in self.open or qid in self._done:
+            self.duplicates += 1
+            return
+        oq = OpenQuery(query=query, partition=partition, offset=offset, expected=expected)
+        self.open[qid] = oq
+        self._query_offsets[partition].add(offset)
+        heapq.heappush(self._deadlines, (query.deadline_ms, qid))
+        for p in self._pending.pop(qid, []):
+            self._response_offsets[p.partition].remove(p.offset)
+            self._attach(oq, p.participant_id, p.answer, p.decline, p.partition, p.offset)
+
+    def add_batch(self, batch: ResponseBatch, partition: int, offset: int, now_ms: int) -> None:
+        pid = batch.participant_id
+        rows = batch.outputs.to_numpy()
+        for index, qid in enumerate(batch.answered):
+            answer = Answer(pid, rows[index], partition, offset, index, batch.produced_at_ms)
+            self._route(qid, pid, answer, None, partition, offset, now_ms)
+        for decline in batch.declined:
+            self._route(decline.query_id, pid, None, decline.reason, partition, offset, now_ms)
+
+    def _route(self, qid: str, pid: str, answer: Answer | None, decline: DeclineReason | None,
+               partition: int, offset: int, now_ms: int) -> None:
+        oq = self.open.get(qid)
+        if oq is not None:
+            self._attach(oq, pid, answer, decline, partition, offset)
+        elif qid in self._done:
+            if answer is not None:
+                self.late_after_result.append((pid, partition))
+        else:
+            self._pending[qid].append(_Pending(pid, answer, decline, offset, partition, now_ms))
+            self._pending_order.append((now_ms, qid))
+            self._response_offsets[partition].add(offset)
+
+    def _attach(self, oq: OpenQuery, pid: str, answer: Answer | None,
+                decline: DeclineReason | None, partition: int, offset: int) -> None:
+        if pid in oq.answers or pid in oq.declines or pid in oq.late:
+            self.duplicates += 1  # redelivered batch: at-least-once upstream, once here
+            return
+        if answer is not None:
+            if answer.produced_at_ms > oq.query.deadline_ms:
+                oq.late.add(pid)
+                return
+            oq.answers[pid] = answer
+        elif decline is not None:
+            oq.declines[pid] = decline
+        oq.response_refs.append((partition, offset))
+        self._response_offsets[partition].add(offset)
+        if oq.settled:
+            self._settled.append(oq.query.query_id)
+
+    # -- output -----------------------------------------------------------------------------
+
+    def take_settled(self) -> list[OpenQuery]:
+        out = [self.open[q] for q in dict.fromkeys(self._settled) if q in self.open]
+        self._settled.clear()
+        return out
+
+    def take_due(self, now_ms: int) -> list[OpenQuery]:
+        out: list[OpenQuery] = []
+        while self._deadlines and self._deadlines[0][0] <= now_ms:
+            _, qid = heapq.heappop(self._deadlines)
+            oq = self.open.get(qid)
+            if oq is not None:
+                out.append(oq)
+        return out
+
+    def defer(self, oq: OpenQuery, until_ms: int) -> None:
+        """Look at a due query again at `until_ms` (its responses may still be unread)."""
+        heapq.heappush(self._deadlines, (until_ms, oq.query.query_id))
+
+    def next_deadline_ms(self) -> int | None:
+        while self._deadlines and self._deadlines[0][1] not in self.open:
+            heapq.heappop(self._deadlines)
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def close(self, oq: OpenQuery, now_ms: int) -> None:
+        """The result is out: forget the query's state, remember its id for a while."""
+        qid = oq.query.query_id
+        del self.open[qid]
+        self._query_offsets[oq.partition].remove(oq.offset)
+        for partition, offset in oq.response_refs:
+            self._response_offsets[partition].remove(offset)
+        self._done[qid] = now_ms
+        self._done_order.append((now_ms, qid))
+
+    def expire(self, now_ms: int) -> int:
+        """Drop remembered ids and orphan responses older than their TTL; returns orphans."""
+        while self._done_order and self._done_order[0][0] <= now_ms - self.done_ttl_ms:
+            _, qid = self._done_order.popleft()
+            self._done.pop(qid, None)
+        orphans = 0
+        while self._pending_order and self._pending_order[0][0] <= now_ms - self.pending_ttl_ms:
+            _, qid = self._pending_order.popleft()
+            for p in self._pending.pop(qid, []):
+                self._response_offsets[p.partition].remove(p.offset)
+                orphans += 1
+        return orphans
+
+    # -- commit positions -------------------------------------------------------------------
+
+    def oldest_query_offset(self, partition: int) -> int | None:
+        return self._query_offsets[partition].min()
+
+    def oldest_response_offset(self, partition: int) -> int | None:
+        return self._response_offsets[partition].min()

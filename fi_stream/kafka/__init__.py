@@ -1,0 +1,15 @@
+"""Kafka plumbing shared by all services: clients, topics, dead letters, the local broker."""
+
+from fi_stream.kafka.client import bootstrap_servers, make_admin, make_consumer, make_producer
+from fi_stream.kafka.dlq import DeadLetterQueue
+from fi_stream.kafka.topics import ensure_topics, topic_specs
+
+__all__ = [
+    "DeadLetterQueue",
+    "bootstrap_servers",
+    "ensure_topics",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+    "topic_specs",
+]

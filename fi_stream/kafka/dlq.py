@@ -1,0 +1,55 @@
+"""Dead-letter queue: bad records are kept with their reason and origin, never dropped."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry, Counter
+from structlog import get_logger
+
+log = get_logger(__name__)
+
+
+def dead_letter_headers(record: ConsumerRecord[bytes, bytes], reason: str, detail: str,
+                        consumer: str) -> list[tuple[str, bytes]]:
+    """Why the record is here and where it came from (DESIGN §2, fi.dlq)."""
+    return [
+        ("error", reason.encode()),
+        ("error-detail", detail[:2000].encode()),
+        ("source-topic", record.topic.encode()),
+        ("source-partition", str(record.partition).encode()),
+        ("source-offset", str(record.offset).encode()),
+        ("consumer", consumer.encode()),
+    ]
+
+
+class DeadLetterQueue:
+    """Sends a record's original key and bytes to the DLQ topic with headers saying why."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, topic: str, consumer: str,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._consumer = consumer
+        self.counts: dict[str, int] = {}
+        self._metric = Counter(
+            "fi_dlq_records", "Records sent to the dead-letter queue", ["reason"],
+            registry=registry if registry is not None else CollectorRegistry(),
+        )
+
+    async def send(self, record: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
+        """Enqueue the dead letter on the service's producer.
+
+        The caller flushes (or commits its transaction) before committing the source offset,
+        so a dead letter is never lost and, in a transaction, never duplicated.
+        """
+        headers = dead_letter_headers(record, reason, detail, self._consumer)
+        await self._producer.send(
+            self._topic, record.value, key=record.key, headers=headers
+        )
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        self._metric.labels(reason).inc()
+        log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
+                    partition=record.partition, offset=record.offset)

@@ -1,0 +1,78 @@
+"""The topics of DESIGN §2 and an idempotent `ensure_topics` that creates and checks them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.admin import NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from fi_stream.errors import KafkaSetupError
+from fi_stream.kafka.client import make_admin
+from fi_stream.settings import Settings
+
+_FOREVER = "-1"
+_WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Queries, responses and results share the partition count: the join is co-partitioned."""
+    t = settings.topic_names
+    p = settings.kafka.partitions
+    audit = {"retention.ms": _FOREVER, "cleanup.policy": "delete"}
+    return [
+        TopicSpec(t.queries, p, audit),
+        TopicSpec(t.responses, p, audit),
+        TopicSpec(t.results, p, audit),
+        TopicSpec(t.incentives, p, audit),
+        TopicSpec(t.feedback, p, audit),
+        TopicSpec(t.registry, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}),
+        TopicSpec(t.dlq, 1, {"retention.ms": _WEEK_MS}),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics; fail if an existing co-partitioned topic has the wrong count.
+
+    Returns the names it created.
+    """
+    specs = topic_specs(settings)
+    admin = make_admin(settings)
+    try:
+        await admin.start()
+    except Exception as exc:
+        raise KafkaSetupError(
+            f"cannot reach Kafka to create topics ({exc}); run `fi-stream kafka up` "
+            "or set FI_KAFKA_BOOTSTRAP"
+        ) from exc
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics([
+                    NewTopic(s.name, s.partitions, settings.kafka.replication_factor,
+                             topic_configs=s.config)
+                    for s in missing
+                ])
+            except TopicAlreadyExistsError:
+                pass  # a concurrent creator won the race; the check below still runs
+        described = await admin.describe_topics([s.name for s in specs])
+        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        for s in specs:
+            if counts.get(s.name) != s.partitions:
+                raise KafkaSetupError(
+                    f"topic {s.name} has {counts.get(s.name)} partitions, expected {s.partitions};"
+                    " the co-partitioned join needs equal counts: delete it or change"
+                    " FI_KAFKA__PARTITIONS"
+                )
+        return [s.name for s in missing]
+    finally:
+        await admin.close()

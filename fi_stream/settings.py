@@ -1,0 +1,141 @@
+"""One settings model for every service: flags > environment (FI_...) > TOML file > defaults.
+
+`FI_KAFKA_BOOTSTRAP` points everything at an existing cluster; without it the CLI starts
+(or reuses) the local broker under `.fi/kafka/`. Nested groups use `__` in the
+environment, e.g. `FI_PRIVACY__NOISE_MULTIPLIER=0.8`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fi_stream.errors import ConfigError
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicNames(_Group):
+    queries: str = "fi.queries"
+    responses: str = "fi.responses"
+    results: str = "fi.results"
+    incentives: str = "fi.incentives"
+    feedback: str = "fi.feedback"
+    registry: str = "fi.registry"
+    dlq: str = "fi.dlq"
+
+    def prefixed(self, prefix: str) -> TopicNames:
+        """The same topics under `prefix` (tests give each run its own)."""
+        return TopicNames(**{k: f"{prefix}{v}" for k, v in self.model_dump().items()})
+
+
+class KafkaSettings(_Group):
+    bootstrap: str | None = Field(
+        default=None, description="host:port list; unset means the local broker"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    topic_prefix: str = ""
+    local_port: int = 19092
+    local_controller_port: int = 19093
+    local_home: Path = Path(".fi/kafka")
+
+
+class PrivacySettings(_Group):
+    clip_norm: float = Field(default=1.0, gt=0)
+    noise_multiplier: float = Field(default=0.3, ge=0)
+    epsilon_max: float = Field(default=1.0e6, gt=0)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+
+
+class ParticipantSettings(_Group):
+    max_batch: int = Field(default=256, ge=1)
+    max_wait_ms: int = Field(default=5, ge=0)
+    device: str = "auto"
+
+
+class AggregatorSettings(_Group):
+    strategy: str = "soft_vote"
+    window_results: int = Field(default=200, ge=1)
+    window_seconds: float = Field(default=10.0, gt=0)
+    reward_budget: float = Field(default=100.0, ge=0)
+    incentive_method: str = "loo_agreement"
+    pending_response_ttl_ms: int = Field(default=60_000, ge=0)
+
+
+class Settings(BaseSettings):
+    """Every knob of fi-stream in one place; services receive it, never read the env themselves."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FI_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicNames = TopicNames()
+    privacy: PrivacySettings = PrivacySettings()
+    participant: ParticipantSettings = ParticipantSettings()
+    aggregator: AggregatorSettings = AggregatorSettings()
+    log_level: str = "INFO"
+    log_json: bool | None = None
+    metrics_port: int | None = None
+    default_deadline_ms: int = Field(default=2000, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings
+
+    @property
+    def topic_names(self) -> TopicNames:
+        return self.topics.prefixed(self.kafka.topic_prefix) if self.kafka.topic_prefix \
+            else self.topics
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional TOML file, the environment and explicit overrides.
+
+    Overrides are nested dicts (`{"privacy": {"clip_norm": 2.0}}`) and win over everything;
+    the environment wins over the file.
+    """
+    file_values: dict[str, Any] = {}
+    if config is not None:
+        try:
+            file_values = tomllib.loads(config.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config} is not valid TOML: {exc}") from None
+    env_only = Settings()
+    env_set = env_only.model_dump(exclude_unset=True)
+    merged = _deep_merge(_deep_merge(file_values, env_set), overrides)
+    try:
+        return Settings(**merged)
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None

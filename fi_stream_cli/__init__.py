@@ -1,0 +1,1 @@
+"""The `fi-stream` command line: thin wrappers around the services."""

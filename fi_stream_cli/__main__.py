@@ -1,0 +1,3 @@
+from fi_stream_cli.main import app
+
+app()

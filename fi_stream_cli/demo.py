@@ -1,0 +1,249 @@
+"""`make demo`: the whole loop on a local broker, as separate processes, with a report."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiokafka import TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fi_stream.clock import now_ms
+from fi_stream.kafka import bootstrap_servers, ensure_topics, make_consumer, make_producer
+from fi_stream.kafka.local_broker import LocalKafka
+from fi_stream.models import load_digits_split, save_model, train_participant
+from fi_stream.registry import RegistryView
+from fi_stream.settings import Settings, load_settings
+from producers.query_client import QueryClient
+from schemas import Feedback, Incentive, ResponseBatch, Result, decode, encode, headers
+
+
+@dataclass
+class Report:
+    labels: dict[str, int] = field(default_factory=dict)
+    results: dict[str, Result] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def _service_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "FI_KAFKA__BOOTSTRAP": bootstrap_servers(settings),
+        "FI_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "FI_KAFKA__PARTITIONS": str(settings.kafka.partitions),
+        "FI_AGGREGATOR__WINDOW_SECONDS": str(settings.aggregator.window_seconds),
+        "FI_AGGREGATOR__WINDOW_RESULTS": str(settings.aggregator.window_results),
+        "FI_PRIVACY__CLIP_NORM": str(settings.privacy.clip_norm),
+        "FI_PRIVACY__NOISE_MULTIPLIER": str(settings.privacy.noise_multiplier),
+        "FI_LOG_JSON": "true",
+    })
+    return env
+
+
+async def _spawn(args: list[str], env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    out = log.open("wb")
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fi_stream_cli", *args, env=env,
+            stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL)
+    finally:
+        out.close()
+
+
+async def _stop_all(procs: list[asyncio.subprocess.Process], timeout: float = 30) -> list[int]:
+    for p in procs:
+        if p.returncode is None:
+            p.send_signal(signal.SIGTERM)
+    codes = []
+    for p in procs:
+        try:
+            codes.append(await asyncio.wait_for(p.wait(), timeout))
+        except TimeoutError:
+            p.kill()
+            codes.append(await p.wait())
+    return codes
+
+
+async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int,
+                   deadline_ms: int, console: Console) -> int:
+    run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    settings = load_settings(None, **{
+        **base.model_dump(exclude_unset=True),
+        "kafka": {**base.kafka.model_dump(exclude_unset=True),
+                  "topic_prefix": f"demo-{run_id}."},
+        "aggregator": {**base.aggregator.model_dump(exclude_unset=True), "window_seconds": 2.0},
+    })
+    home = Path(".fi/demo") / run_id
+    broker = None if settings.kafka.bootstrap else LocalKafka(
+        settings.kafka.local_home, port=settings.kafka.local_port,
+        controller_port=settings.kafka.local_controller_port)
+    started_broker = broker is not None and not broker.status().running
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        if broker is not None:
+            console.print("starting the local Kafka broker …")
+            await broker.up()
+        await ensure_topics(settings)
+        ids = [f"p{k + 1}" for k in range(participants)]
+        console.print(f"training {participants} participants on Dirichlet(α={alpha}) shards …")
+        solo_clean: dict[str, float] = {}
+        for k, pid in enumerate(ids):
+            module, spec = train_participant(shard=k, of=participants, alpha=alpha, seed=seed,
+                                             participant_id=pid)
+            save_model(home / "models" / pid, module, spec)
+            solo_clean[pid] = spec.metrics["test_accuracy"]
+        env = _service_env(settings)
+        (home / "logs").mkdir(parents=True, exist_ok=True)
+        for pid in ids:
+            procs.append(await _spawn(["participant", "run", "--id", pid, "--model",
+                                       str(home / "models" / pid)], env,
+                                      home / "logs" / f"{pid}.log"))
+        procs.append(await _spawn(["aggregator", "run", "--instance-id", "demo"], env,
+                                  home / "logs" / "aggregator.log"))
+        registry = RegistryView(settings)
+        await registry.start()
+        try:
+            await registry.wait_for(set(ids), timeout=120)
+        finally:
+            await registry.stop()
+        report = await _stream(settings, deadline_ms, console)
+        await _publish_feedback(settings, report)
+        rewards = await _collect_rewards(settings, len(report.results), timeout=30)
+        solo_noised = await _solo_accuracy(settings, report.labels)
+        codes = await _stop_all(procs)
+        procs = []
+        _print_report(console, report, solo_clean, solo_noised, rewards, settings, ids)
+        console.print(f"logs and models: {home}; service exit codes {codes}")
+        return 0 if all(c == 0 for c in codes) else 1
+    finally:
+        if procs:
+            await _stop_all(procs)
+        if broker is not None and started_broker:
+            broker.down()
+        if home.exists() and not any(home.iterdir()):
+            shutil.rmtree(home)
+
+
+async def _stream(settings: Settings, deadline_ms: int, console: Console) -> Report:
+    split = load_digits_split()
+    report = Report()
+    async with QueryClient(settings, client_id="demo", quorum=3) as client:
+        warm = await client.infer(split.x_test[0], deadline_ms=deadline_ms)  # the loop is live
+        del warm
+        started = time.perf_counter()
+        with Progress(TextColumn("streaming queries"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=False) as bar:
+            task = bar.add_task("queries", total=len(split.x_test))
+            async for i, query, result in client.stream(split.x_test, deadline_ms=deadline_ms):
+                report.labels[query.query_id] = int(split.y_test[i])
+                report.results[query.query_id] = result
+                report.latencies_ms.append(now_ms() - query.created_at_ms)
+                bar.advance(task)
+        report.wall_s = time.perf_counter() - started
+    return report
+
+
+async def _publish_feedback(settings: Settings, report: Report) -> None:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for qid, label in report.labels.items():
+            fb = Feedback(query_id=qid, label=label, created_at_ms=now_ms())
+            await producer.send(settings.topic_names.feedback, encode(fb), key=qid.encode(),
+                                headers=headers(Feedback))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _read_all(settings: Settings, topic: str) -> list[bytes]:
+    consumer = make_consumer(settings, topic, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        end = await consumer.end_offsets(tps)
+        values: list[bytes] = []
+        while any(await consumer.position(tp) < end[tp] for tp in tps):
+            got = await consumer.getmany(timeout_ms=500)
+            values.extend(r.value for recs in got.values() for r in recs if r.value)
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def _collect_rewards(settings: Settings, n_results: int, timeout: float
+                           ) -> dict[str, float]:
+    """Wait until incentive windows cover every result, then sum rewards per participant."""
+    deadline = time.monotonic() + timeout
+    while True:
+        incentives = [decode(v, Incentive)
+                      for v in await _read_all(settings, settings.topic_names.incentives)]
+        windows = {(i.window.partition, i.window.seq): i.window.results for i in incentives}
+        if sum(windows.values()) >= n_results + 1 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    rewards: dict[str, float] = defaultdict(float)
+    for inc in incentives:
+        rewards[inc.participant_id] += inc.reward
+    return dict(rewards)
+
+
+async def _solo_accuracy(settings: Settings, labels: dict[str, int]) -> dict[str, float]:
+    """Each participant's accuracy on what the aggregator saw: its noised outputs."""
+    hits: dict[str, int] = defaultdict(int)
+    seen: dict[str, int] = defaultdict(int)
+    for value in await _read_all(settings, settings.topic_names.responses):
+        batch = decode(value, ResponseBatch)
+        preds = batch.outputs.to_numpy().argmax(axis=1)
+        for qid, pred in zip(batch.answered, preds, strict=True):
+            if qid in labels:
+                seen[batch.participant_id] += 1
+                hits[batch.participant_id] += int(pred == labels[qid])
+    return {pid: hits[pid] / n for pid, n in seen.items()}
+
+
+def _accuracy(report: Report) -> float:
+    ok = sum(r.prediction == report.labels[q] for q, r in report.results.items())
+    return ok / max(1, len(report.results))
+
+
+def _print_report(console: Console, report: Report, solo_clean: dict[str, float],
+                  solo_noised: dict[str, float], rewards: dict[str, float],
+                  settings: Settings, ids: list[str]) -> None:
+    table = Table(title="fi-stream demo: digits, federated vs. solo")
+    table.add_column("participant")
+    table.add_column("solo acc. (noised outputs)", justify="right")
+    table.add_column("solo acc. (own model, no noise)", justify="right")
+    table.add_column("reward", justify="right")
+    for pid in ids:
+        table.add_row(pid, f"{solo_noised.get(pid, 0.0):.3f}", f"{solo_clean[pid]:.3f}",
+                      f"{rewards.get(pid, 0.0):.2f}")
+    lat = np.asarray(report.latencies_ms, dtype=np.float64)
+    statuses: dict[str, int] = defaultdict(int)
+    for r in report.results.values():
+        statuses[r.status] += 1
+    table.add_section()
+    table.add_row("[bold]federated[/]", f"[bold]{_accuracy(report):.3f}[/]", "", "")
+    console.print(table)
+    p = settings.privacy
+    console.print(
+        f"queries {len(report.results)} ({dict(statuses)}), "
+        f"latency mean {lat.mean():.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
+        f"{len(report.results) / report.wall_s:.1f} queries/s; "
+        f"privacy: clip C = {p.clip_norm:g}, noise σ = {p.noise_multiplier:g} (std σ·C = "
+        f"{p.clip_norm * p.noise_multiplier:g})")
+    best = max(solo_noised.values(), default=0.0)
+    verdict = "above" if _accuracy(report) > best else "NOT above"
+    console.print(f"federated accuracy {_accuracy(report):.3f} is {verdict} the best single "
+                  f"participant's {best:.3f}")

@@ -1,0 +1,56 @@
+"""Running a service from the shell: signals → graceful stop, exit codes, shared options."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import typer
+
+from fi_stream.errors import FiStreamError
+from fi_stream.logging import configure_logging
+from fi_stream.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def wait(self) -> None: ...
+    def request_stop(self) -> None: ...
+
+
+def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
+    """Settings from the global --config file, the environment and command flags."""
+    obj = ctx.ensure_object(dict)
+    config: Path | None = obj.get("config")
+    settings = load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    configure_logging(obj.get("log_level") or settings.log_level, settings.log_json)
+    return settings
+
+
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    """Run `main`; a FiStreamError becomes one clear line on stderr and exit code 2."""
+    try:
+        return asyncio.run(main())  # type: ignore[arg-type]
+    except FiStreamError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+async def serve(service: Service) -> None:
+    """Start, wait for SIGTERM/SIGINT (or the service's own end), stop gracefully."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.request_stop)
+    try:
+        await service.start()
+        await service.wait()
+    finally:
+        await service.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

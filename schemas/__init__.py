@@ -1,0 +1,51 @@
+"""The wire contract of fi-stream: event models, tensors and their codec."""
+
+from schemas.codec import DecodeError, canonical_bytes, decode, encode, headers
+from schemas.events import (
+    ALL_EVENTS,
+    SCHEMA_VERSION,
+    Decline,
+    DeclineReason,
+    Event,
+    Feedback,
+    IncentiveCounts,
+    Incentive,
+    IncludedAnswer,
+    Participant,
+    ParticipantDecline,
+    Privacy,
+    Query,
+    ResponseBatch,
+    Result,
+    ResultStatus,
+    Window,
+    WindowRef,
+)
+from schemas.tensor import Tensor
+
+__all__ = [
+    "ALL_EVENTS",
+    "SCHEMA_VERSION",
+    "DecodeError",
+    "Decline",
+    "DeclineReason",
+    "Event",
+    "Feedback",
+    "Incentive",
+    "IncentiveCounts",
+    "IncludedAnswer",
+    "Participant",
+    "ParticipantDecline",
+    "Privacy",
+    "Query",
+    "ResponseBatch",
+    "Result",
+    "ResultStatus",
+    "Tensor",
+    "Window",
+    "WindowRef",
+    "canonical_bytes",
+    "decode",
+    "encode",
+    "headers",
+]

@@ -1,0 +1,190 @@
+"""The events of DESIGN §3: frozen pydantic models, one per topic value.
+
+Every event names its schema (`SCHEMA`, e.g. ``fi.query``) and carries `schema_version`;
+a consumer that meets an unknown major version sends the record to the DLQ instead of
+guessing. Nothing here knows about Kafka.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.tensor import Base64Bytes, Tensor
+
+SCHEMA_VERSION = 1
+
+Id = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
+
+DeclineReason = Literal["budget_exhausted", "expired", "bad_input", "unsupported_task"]
+ResultStatus = Literal["complete", "partial", "insufficient"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(_Frozen):
+    """Base of every topic value."""
+
+    SCHEMA: ClassVar[str] = ""
+    schema_version: int = SCHEMA_VERSION
+
+
+class Query(Event):
+    """One inference request; `deadline_ms` is absolute epoch milliseconds."""
+
+    SCHEMA: ClassVar[str] = "fi.query"
+    query_id: str = Id
+    task: str = Id
+    input: Tensor
+    created_at_ms: int = Field(ge=0)
+    deadline_ms: int = Field(ge=0)
+    quorum: int = Field(default=1, ge=1)
+    strategy: str | None = None
+    client_id: str = "anonymous"
+
+
+class Privacy(_Frozen):
+    """The Gaussian mechanism a participant applied: clip to L2 <= C, add N(0, (σ·C)²)."""
+
+    clip_norm: float = Field(gt=0)
+    noise_multiplier: float = Field(ge=0)
+    mechanism: Literal["gaussian"] = "gaussian"
+
+
+class Decline(_Frozen):
+    query_id: str = Id
+    reason: DeclineReason
+
+
+class ResponseBatch(Event):
+    """A participant's answers to queries of ONE partition, signed once.
+
+    Row i of `outputs` is the noised output for `answered[i]`; one matrix per batch keeps
+    decoding O(1) Python operations per batch for the vectors.
+    """
+
+    SCHEMA: ClassVar[str] = "fi.response_batch"
+    participant_id: str = Id
+    batch_id: str = Id
+    task: str = Id
+    model_version: str
+    privacy: Privacy
+    produced_at_ms: int = Field(ge=0)
+    query_partition: int = Field(ge=0)
+    answered: list[str]
+    outputs: Tensor
+    declined: list[Decline] = Field(default_factory=list)
+    signature: Base64Bytes = b""
+
+    @model_validator(mode="after")
+    def _rows_match(self) -> ResponseBatch:
+        shape = self.outputs.shape
+        if len(shape) != 2 or shape[0] != len(self.answered):
+            raise ValueError(
+                f"outputs must be ({len(self.answered)}, classes), one row per answered id;"
+                f" got shape {shape}"
+            )
+        return self
+
+
+class IncludedAnswer(_Frozen):
+    """Where an answer used in a result lives in the log: fi.responses partition/offset/row."""
+
+    participant_id: str = Id
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    index: int = Field(ge=0)
+
+
+class ParticipantDecline(_Frozen):
+    participant_id: str = Id
+    reason: DeclineReason
+
+
+class WindowRef(_Frozen):
+    """The incentive window a result belongs to: per aggregator partition, a sequence."""
+
+    partition: int = Field(ge=0)
+    seq: int = Field(ge=0)
+
+
+class Result(Event):
+    """The aggregate answer to one query; exactly one per query in read_committed order."""
+
+    SCHEMA: ClassVar[str] = "fi.result"
+    query_id: str = Id
+    task: str = Id
+    status: ResultStatus
+    aggregate: Tensor | None = None
+    prediction: int | None = None
+    confidence: float | None = None
+    included: list[IncludedAnswer] = Field(default_factory=list)
+    declined: list[ParticipantDecline] = Field(default_factory=list)
+    late: list[str] = Field(default_factory=list)
+    missing: list[str] = Field(default_factory=list)
+    strategy: str
+    quorum: int = Field(ge=1)
+    created_at_ms: int = Field(ge=0)
+    deadline_ms: int = Field(ge=0)
+    completed_at_ms: int = Field(ge=0)
+    window: WindowRef
+
+
+class IncentiveCounts(_Frozen):
+    included: int = Field(default=0, ge=0)
+    late: int = Field(default=0, ge=0)
+    missing: int = Field(default=0, ge=0)
+    declined: int = Field(default=0, ge=0)
+
+
+class Window(_Frozen):
+    """An incentive window: the results of one aggregator partition with one `seq`."""
+
+    partition: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    results: int = Field(ge=0)
+    first_completed_at_ms: int = Field(ge=0)
+    last_completed_at_ms: int = Field(ge=0)
+
+
+class Incentive(Event):
+    """A participant's score and reward for one window; recomputable from the window's results."""
+
+    SCHEMA: ClassVar[str] = "fi.incentive"
+    participant_id: str = Id
+    window: Window
+    method: str
+    score: float
+    reward: float = Field(ge=0)
+    budget: float = Field(ge=0)
+    counts: IncentiveCounts
+
+
+class Feedback(Event):
+    """A true label for a query, arriving later (enables merit-based rewards)."""
+
+    SCHEMA: ClassVar[str] = "fi.feedback"
+    query_id: str = Id
+    label: int = Field(ge=0)
+    created_at_ms: int = Field(ge=0)
+
+
+class Participant(Event):
+    """A participant's registry entry (compacted topic, key participant_id)."""
+
+    SCHEMA: ClassVar[str] = "fi.participant"
+    participant_id: str = Id
+    public_key: Base64Bytes
+    tasks: list[str]
+    model_version: str
+    privacy: Privacy
+    registered_at_ms: int = Field(ge=0)
+    active: bool = True
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    Query, ResponseBatch, Result, Incentive, Feedback, Participant,
+)

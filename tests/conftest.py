@@ -1,0 +1,63 @@
+"""Shared fixtures: a real broker for the session, fresh topics and groups per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fi_stream.logging import configure_logging
+from fi_stream.settings import Settings, load_settings
+
+TEST_PORT = int(os.environ.get("FI_TEST_KAFKA_PORT", "29092"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging() -> None:
+    configure_logging("WARNING", json=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """FI_KAFKA_BOOTSTRAP if given; else a local KRaft broker started for this session."""
+    given = os.environ.get("FI_KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    import asyncio
+
+    from fi_stream.kafka.local_broker import LocalKafka
+
+    home = Path(os.environ.get("FI_TEST_KAFKA_HOME", ".fi/test-kafka"))
+    broker = LocalKafka(home, port=TEST_PORT, controller_port=TEST_PORT + 1)
+    was_running = broker.status().running
+    asyncio.run(broker.up(timeout=120))
+    yield broker.bootstrap
+    if not was_running:
+        broker.down()
+
+
+@pytest.fixture
+def settings_factory(kafka_bootstrap: str) -> Callable[..., Settings]:
+    """Settings on the test broker with a topic prefix of their own (isolated topics, groups)."""
+
+    def make(**overrides: object) -> Settings:
+        prefix = f"t-{uuid.uuid4().hex[:10]}."
+        kafka = {"bootstrap": kafka_bootstrap, "topic_prefix": prefix, "partitions": 2}
+        kafka.update(overrides.pop("kafka", {}))  # type: ignore[arg-type]
+        return load_settings(None, kafka=kafka, **overrides)
+
+    return make
+
+
+@pytest.fixture
+async def topics(settings_factory: Callable[..., Settings]) -> AsyncIterator[Settings]:
+    """Settings whose topics exist."""
+    from fi_stream.kafka import ensure_topics
+
+    settings = settings_factory()
+    await ensure_topics(settings)
+    yield settings
