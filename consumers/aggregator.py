@@ -12,15 +12,14 @@ import contextlib
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord
+from fi_stream.aggregation import STRATEGIES
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from fi_stream.aggregation import STRATEGIES
 from fi_stream.clock import now_ms
 from fi_stream.join import JoinTable, OpenQuery
 from fi_stream.kafka import make_consumer, make_producer
@@ -29,7 +28,15 @@ from fi_stream.registry import RegistryView
 from fi_stream.results import IncentiveWindow, build_result
 from fi_stream.settings import Settings
 from fi_stream.signing import verify_batch
-from schemas import DecodeError, Event, Incentive, Query, ResponseBatch, Result, decode, encode, headers
+from schemas import (
+    DecodeError,
+    Event,
+    Query,
+    ResponseBatch,
+    decode,
+    encode,
+    headers,
+)
 
 log = structlog.get_logger(__name__)
 

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from fi_stream.kafka.client import make_consumer
+from fi_stream.kafka.reading import behind, partitions_of
 from fi_stream.settings import Settings
 from schemas import DecodeError, Participant, decode
 
@@ -16,7 +17,7 @@ log = structlog.get_logger(__name__)
 
 
 class RegistryView:
-    """Reads the registry from the beginning (no consumer group, nothing committed) and follows it."""
+    """Reads the registry from the start (no consumer group, no commits), then follows it."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -30,14 +31,17 @@ class RegistryView:
         """Start following; returns once every record present at start has been read."""
         self._consumer = make_consumer(self._settings, group_id=None)
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self._topic) or {0}
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        end = await self._consumer.end_offsets(tps)
-        async with asyncio.timeout(catch_up_timeout):
-            while any(await self._consumer.position(tp) < end[tp] for tp in tps):
-                await self._poll(200)
+        try:
+            tps = await partitions_of(self._consumer, self._topic)
+            self._consumer.assign(tps)
+            await self._consumer.seek_to_beginning(*tps)
+            end = await self._consumer.end_offsets(tps)
+            async with asyncio.timeout(catch_up_timeout):
+                while await behind(self._consumer, end):
+                    await self._poll(200)
+        except BaseException:
+            await self.stop()
+            raise
         self._task = asyncio.create_task(self._follow(), name="registry-follow")
 
     async def _poll(self, timeout_ms: int) -> None:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from fi_stream.aggregation import aggregate
 from fi_stream.incentives import split_rewards, window_scores
+
 from fi_stream.join import OpenQuery
 from schemas import (
     Incentive,

@@ -7,6 +7,7 @@ environment, e.g. `FI_PRIVACY__NOISE_MULTIPLIER=0.8`.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -132,8 +133,10 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"config file {config} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config} is not valid TOML: {exc}") from None
-    env_only = Settings()
-    env_set = env_only.model_dump(exclude_unset=True)
+    env_set = Settings().model_dump(exclude_unset=True)
+    alias = os.environ.get("FI_KAFKA_BOOTSTRAP")  # the documented short form
+    if alias and not env_set.get("kafka", {}).get("bootstrap"):
+        env_set.setdefault("kafka", {})["bootstrap"] = alias
     merged = _deep_merge(_deep_merge(file_values, env_set), overrides)
     try:
         return Settings(**merged)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from aiokafka import TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -21,6 +20,7 @@ from rich.table import Table
 from fi_stream.clock import now_ms
 from fi_stream.kafka import bootstrap_servers, ensure_topics, make_consumer, make_producer
 from fi_stream.kafka.local_broker import LocalKafka
+from fi_stream.kafka.reading import read_to_end
 from fi_stream.models import load_digits_split, save_model, train_participant
 from fi_stream.registry import RegistryView
 from fi_stream.settings import Settings, load_settings
@@ -168,16 +168,10 @@ async def _publish_feedback(settings: Settings, report: Report) -> None:
 
 
 async def _read_all(settings: Settings, topic: str) -> list[bytes]:
-    consumer = make_consumer(settings, topic, group_id=None)
+    consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        end = await consumer.end_offsets(tps)
-        values: list[bytes] = []
-        while any(await consumer.position(tp) < end[tp] for tp in tps):
-            got = await consumer.getmany(timeout_ms=500)
-            values.extend(r.value for recs in got.values() for r in recs if r.value)
-        return values
+        return [r.value for r in await read_to_end(consumer, topic) if r.value]
     finally:
         await consumer.stop()
 

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from uuid6 import uuid7
 
 from fi_stream.clock import now_ms
 from fi_stream.errors import FiStreamError
 from fi_stream.kafka import make_consumer, make_producer
+from fi_stream.kafka.reading import partitions_of
 from fi_stream.settings import Settings
 from schemas import DecodeError, Query, Result, Tensor, decode, encode, headers
 
@@ -61,11 +62,7 @@ class QueryClient:
         # Results are read from the end as of now: start listening before sending anything.
         self._consumer = make_consumer(self.settings, group_id=None, auto_offset_reset="latest")
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self.topics.results)
-        if not partitions:
-            raise FiStreamError(
-                f"topic {self.topics.results} does not exist: run `fi-stream topics create`")
-        tps = [TopicPartition(self.topics.results, p) for p in sorted(partitions)]
+        tps = await partitions_of(self._consumer, self.topics.results)
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:

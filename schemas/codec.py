@@ -46,7 +46,8 @@ def decode(raw: bytes | None, cls: type[E]) -> E:
     if version != SCHEMA_VERSION:
         raise DecodeError(
             "unsupported_version",
-            f"{cls.SCHEMA}/{version} is not understood; this build reads {cls.SCHEMA}/{SCHEMA_VERSION}",
+            f"{cls.SCHEMA}/{version} is not understood; this build reads"
+            f" {cls.SCHEMA}/{SCHEMA_VERSION}",
         )
     try:
         return cls.model_validate(obj)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, model_validator
 
+
 def _b64decode(value: Any) -> Any:
     if isinstance(value, str):
         return base64.b64decode(value, validate=True)
@@ -23,7 +24,8 @@ def _b64decode(value: Any) -> Any:
 Base64Bytes = Annotated[
     bytes,
     BeforeValidator(_b64decode),
-    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"),
+    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str,
+                    when_used="json"),
 ]
 
 DType = Literal["<f4", "<f8", "<f2", "<i8", "<i4", "|u1"]
@@ -64,7 +66,7 @@ class Tensor(BaseModel):
         code = le.dtype.str
         if code not in _ITEMSIZE:
             raise ValueError(f"unsupported dtype {array.dtype}; use one of {sorted(_ITEMSIZE)}")
-        return cls(dtype=code, shape=tuple(int(d) for d in le.shape),  # type: ignore[arg-type]
+        return cls(dtype=code, shape=tuple(int(d) for d in le.shape),
                    data=np.ascontiguousarray(le).tobytes())
 
     def to_numpy(self) -> np.ndarray[Any, Any]:

@@ -172,23 +172,26 @@ class LocalKafka:
     async def up(self, timeout: float = 90.0) -> BrokerStatus:
         """Start the broker unless it runs, then wait until the admin API answers."""
         if self._read_pid() is None:
-            self._pid_file.unlink(missing_ok=True)
-            self.home.mkdir(parents=True, exist_ok=True)
-            (self.home / "logs").mkdir(exist_ok=True)
-            self.resolve_jars()
-            config = self._write_config()
-            self._format_once(config)
-            out = (self.home / "logs" / "stdout.log").open("ab")
-            self._child = proc = subprocess.Popen(
+            await asyncio.to_thread(self._launch)
+        await self.wait_ready(timeout)
+        return self.status()
+
+    def _launch(self) -> None:
+        """Resolve jars, format storage once, start the JVM detached (blocking: run in a thread)."""
+        self._pid_file.unlink(missing_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
+        self.resolve_jars()
+        config = self._write_config()
+        self._format_once(config)
+        with (self.home / "logs" / "stdout.log").open("ab") as out:
+            self._child = subprocess.Popen(
                 self._java_cmd("kafka.Kafka", str(config)),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the CLI that started it
             )
-            out.close()
-            self._pid_file.write_text(str(proc.pid))
-            log.info("kafka_starting", pid=proc.pid, bootstrap=self.bootstrap)
-        await self.wait_ready(timeout)
-        return self.status()
+        self._pid_file.write_text(str(self._child.pid))
+        log.info("kafka_starting", pid=self._child.pid, bootstrap=self.bootstrap)
 
     async def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -208,7 +211,8 @@ class LocalKafka:
                 await admin.close()
             await asyncio.sleep(0.5)
         raise KafkaSetupError(
-            f"Kafka at {self.bootstrap} not ready after {timeout:.0f}s ({last}):\n{self._log_tail()}"
+            f"Kafka at {self.bootstrap} not ready after {timeout:.0f}s ({last}):\n"
+            f"{self._log_tail()}"
         )
 
     def _log_tail(self) -> str:

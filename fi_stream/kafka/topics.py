@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from aiokafka.admin import NewTopic
@@ -56,14 +57,13 @@ async def ensure_topics(settings: Settings) -> list[str]:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
-            try:
+            # A concurrent creator may win the race; the partition check below still runs.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([
                     NewTopic(s.name, s.partitions, settings.kafka.replication_factor,
                              topic_configs=s.config)
                     for s in missing
                 ])
-            except TopicAlreadyExistsError:
-                pass  # a concurrent creator won the race; the check below still runs
         described = await admin.describe_topics([s.name for s in specs])
         counts = {d["topic"]: len(d["partitions"]) for d in described}
         for s in specs:

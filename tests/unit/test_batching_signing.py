@@ -10,7 +10,13 @@ import pytest
 
 from fi_stream.batching import MicroBatcher
 from fi_stream.errors import SignatureError
-from fi_stream.signing import generate_key, load_private_key, public_key_bytes, sign_batch, verify_batch
+from fi_stream.signing import (
+    generate_key,
+    load_private_key,
+    public_key_bytes,
+    sign_batch,
+    verify_batch,
+)
 from schemas import Privacy, ResponseBatch, Tensor
 
 

@@ -1,0 +1,52 @@
+"""Reading a topic up to a point: the shared loop of registry catch-up, demo and audit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from fi_stream.errors import KafkaSetupError
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str, wait: float = 10.0
+                        ) -> list[TopicPartition]:
+    """All partitions of `topic`. A topic created a moment ago may take a little while to
+    reach the metadata of every broker, so ask again for up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        # aiokafka's public `topics()` does not refresh the cluster view that
+        # `partitions_for_topic` reads; tracking the topic on the client does.
+        await consumer._client.add_topic(topic)
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return [TopicPartition(topic, p) for p in sorted(partitions)]
+        if time.monotonic() > deadline:
+            raise KafkaSetupError(f"topic {topic} does not exist: run `fi-stream topics create`")
+        await asyncio.sleep(0.2)
+
+
+async def behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+    """True while some partition's position is short of its `end` offset."""
+    for tp, offset in end.items():
+        if await consumer.position(tp) < offset:
+            return True
+    return False
+
+
+async def read_to_end(consumer: AIOKafkaConsumer, topic: str
+                      ) -> list[ConsumerRecord[bytes, bytes]]:
+    """Assign every partition of `topic` from the beginning; return all records up to the
+    end offsets as of the call (for read_committed consumers: the last stable offsets)."""
+    tps = await partitions_of(consumer, topic)
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    end = await consumer.end_offsets(tps)
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    while await behind(consumer, end):
+        got = await consumer.getmany(timeout_ms=300)
+        out.extend(r for records in got.values() for r in records)
+    return out

@@ -1,0 +1,133 @@
+"""Building blocks for tests on the real broker: a federation of in-process services,
+a raw topic reader, and a hand-driven participant that signs what the test tells it to."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka.structs import ConsumerRecord
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from consumers.aggregator import AggregatorService
+from consumers.participant import ParticipantService
+from fi_stream.clock import now_ms
+from fi_stream.kafka import make_consumer, make_producer
+from fi_stream.kafka.reading import read_to_end
+from fi_stream.registry import RegistryView
+from fi_stream.settings import Settings
+from fi_stream.signing import public_key_bytes, sign_batch
+from schemas import (
+    Decline,
+    Participant,
+    Privacy,
+    ResponseBatch,
+    Tensor,
+    encode,
+    headers,
+)
+
+
+@dataclass
+class Federation:
+    participants: dict[str, ParticipantService]
+    aggregator: AggregatorService
+
+
+@contextlib.asynccontextmanager
+async def federation(settings: Settings, model_dirs: dict[str, Path],
+                     with_aggregator: bool = True) -> AsyncIterator[Federation]:
+    """Participants first (they register), then the aggregator (it reads the registry)."""
+    services: list[Any] = []
+    try:
+        participants = {}
+        for pid, directory in model_dirs.items():
+            p = ParticipantService(settings, participant_id=pid, model_dir=directory)
+            await p.start()
+            services.append(p)
+            participants[pid] = p
+        aggregator = AggregatorService(settings, instance_id=uuid.uuid4().hex[:6])
+        if with_aggregator:
+            await aggregator.start()
+            await aggregator.registry.wait_for(set(model_dirs), timeout=30)
+            services.append(aggregator)
+        yield Federation(participants, aggregator)
+    finally:
+        for s in reversed(services):
+            await s.stop()
+
+
+async def read_topic(settings: Settings, topic: str, *, min_records: int = 0,
+                     timeout: float = 20.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of `topic` (waiting until there are at least `min_records`)."""
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                records = await read_to_end(consumer, topic)
+                if len(records) >= min_records:
+                    return records
+                await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+class HandParticipant:
+    """A registered participant whose answers the test writes by hand."""
+
+    def __init__(self, settings: Settings, participant_id: str) -> None:
+        self.settings = settings
+        self.participant_id = participant_id
+        self.key = Ed25519PrivateKey.generate()
+        self.privacy = Privacy(clip_norm=1.0, noise_multiplier=0.0)
+
+    async def register(self) -> None:
+        entry = Participant(participant_id=self.participant_id,
+                            public_key=public_key_bytes(self.key), tasks=["digits"],
+                            model_version="hand", privacy=self.privacy,
+                            registered_at_ms=now_ms())
+        await self.produce_raw(self.settings.topic_names.registry, encode(entry),
+                               key=self.participant_id, hdrs=headers(Participant))
+
+    def batch(self, partition: int, answers: dict[str, int],
+              declined: dict[str, str] | None = None,
+              key: Ed25519PrivateKey | None = None) -> bytes:
+        """answers: query_id → predicted class (a one-hot output)."""
+        rows = np.zeros((len(answers), 10), np.float32)
+        for i, cls in enumerate(answers.values()):
+            rows[i, cls] = 1.0
+        batch = ResponseBatch(
+            participant_id=self.participant_id, batch_id=uuid.uuid4().hex, task="digits",
+            model_version="hand", privacy=self.privacy, produced_at_ms=now_ms(),
+            query_partition=partition, answered=list(answers),
+            outputs=Tensor.from_numpy(rows),
+            declined=[Decline(query_id=q, reason=r)  # type: ignore[arg-type]
+                      for q, r in (declined or {}).items()])
+        return encode(sign_batch(batch, key or self.key))
+
+    async def produce_raw(self, topic: str, value: bytes, *, key: str,
+                          partition: int | None = None,
+                          hdrs: list[tuple[str, bytes]] | None = None) -> None:
+        producer = make_producer(self.settings)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, value, key=key.encode(), partition=partition,
+                                         headers=hdrs)
+        finally:
+            await producer.stop()
+
+
+async def registered(settings: Settings, ids: set[str]) -> None:
+    view = RegistryView(settings)
+    await view.start()
+    try:
+        await view.wait_for(ids, timeout=20)
+    finally:
+        await view.stop()

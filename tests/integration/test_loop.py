@@ -1,0 +1,99 @@
+"""The walking skeleton on a real broker: round trip, expiry, partial results, DLQ, dedupe."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fi_stream.clock import now_ms
+from fi_stream.models import load_digits_split
+from fi_stream.settings import Settings
+from producers.query_client import QueryClient
+from schemas import Query, Result, Tensor, decode, encode, headers
+
+from .harness import HandParticipant, federation, read_topic, registered
+
+pytestmark = pytest.mark.kafka
+
+X = load_digits_split().x_test
+
+
+async def test_round_trip_completes_before_the_deadline(
+        topics: Settings, model_dirs: dict[str, Path]) -> None:
+    async with federation(topics, model_dirs), QueryClient(topics, quorum=2) as client:
+        result = await client.infer(X[0], deadline_ms=20_000)
+    assert result.status == "complete"
+    assert [a.participant_id for a in result.included] == ["p1", "p2", "p3"]
+    assert result.missing == [] and result.late == []
+    assert result.completed_at_ms < result.deadline_ms  # emitted once all answered
+    assert result.aggregate is not None and result.aggregate.shape == (10,)
+    assert result.prediction == int(np.argmax(result.aggregate.to_numpy()))
+
+
+async def test_expired_query_is_skipped_and_insufficient(
+        topics: Settings, model_dirs: dict[str, Path]) -> None:
+    async with federation(topics, model_dirs) as fed, QueryClient(topics) as client:
+        spent = {pid: p.ledger.answers for pid, p in fed.participants.items()}
+        result = await client.infer(X[1], deadline_ms=-1_000)  # already past its deadline
+        await asyncio.sleep(0.5)
+        assert {pid: p.ledger.answers for pid, p in fed.participants.items()} == spent
+    assert result.status == "insufficient"
+    assert result.included == [] and result.aggregate is None
+
+
+async def test_stopped_participant_gives_partial_result_naming_it(
+        topics: Settings, model_dirs: dict[str, Path]) -> None:
+    async with federation(topics, model_dirs) as fed, QueryClient(topics, quorum=2) as client:
+        await fed.participants["p3"].stop()
+        result = await client.infer(X[2], deadline_ms=2_000)
+    assert result.status == "partial"
+    assert result.missing == ["p3"]
+    assert [a.participant_id for a in result.included] == ["p1", "p2"]
+    assert result.completed_at_ms >= result.deadline_ms
+
+
+async def test_malformed_record_goes_to_dlq_and_consumers_go_on(
+        topics: Settings, model_dirs: dict[str, Path]) -> None:
+    hand = HandParticipant(topics, "nobody")
+    await hand.produce_raw(topics.topic_names.queries, b"\x00 not an event", key="junk")
+    async with federation(topics, model_dirs), QueryClient(topics) as client:
+        result = await client.infer(X[3], deadline_ms=20_000)
+    assert result.status == "complete"
+    dead = await read_topic(topics, topics.topic_names.dlq, min_records=4)
+    consumers = {dict(r.headers)["consumer"].decode() for r in dead}
+    assert all(dict(r.headers)["error"] == b"malformed" for r in dead)
+    assert all(r.value == b"\x00 not an event" for r in dead)
+    assert consumers >= {"fi.participant.p1", "fi.participant.p2", "fi.participant.p3"}
+    assert any(c.endswith("fi.aggregator") for c in consumers)
+
+
+async def test_duplicate_response_counts_once_and_forgeries_change_nothing(
+        topics: Settings) -> None:
+    t = topics.topic_names
+    p1, p2 = HandParticipant(topics, "h1"), HandParticipant(topics, "h2")
+    await p1.register()
+    await p2.register()
+    await registered(topics, {"h1", "h2"})
+    async with federation(topics, {}) as fed:
+        await fed.aggregator.registry.wait_for({"h1", "h2"}, timeout=20)
+        query = Query(query_id="dup-1", task="digits",
+                      input=Tensor.from_numpy(X[4]), created_at_ms=now_ms(), deadline_ms=now_ms() + 60_000,
+                      quorum=2)
+        await p1.produce_raw(t.queries, encode(query), key="dup-1", partition=0,
+                             hdrs=headers(Query))
+        answer = p1.batch(0, {"dup-1": 3})
+        await p1.produce_raw(t.responses, answer, key="h1", partition=0)
+        await p1.produce_raw(t.responses, answer, key="h1", partition=0)  # redelivery
+        forged = p2.batch(0, {"dup-1": 7}, key=HandParticipant(topics, "x").key)
+        await p1.produce_raw(t.responses, forged, key="h2", partition=0)  # not h2's key
+        await p2.produce_raw(t.responses, p2.batch(0, {"dup-1": 3}), key="h2", partition=0)
+        [record] = await read_topic(topics, t.results, min_records=1)
+        result = decode(record.value, Result)
+        assert fed.aggregator.join.duplicates == 1
+    assert result.status == "complete" and result.prediction == 3
+    assert [(a.participant_id, a.offset) for a in result.included] == [("h1", 0), ("h2", 3)]
+    dead = await read_topic(topics, t.dlq, min_records=1)
+    assert [dict(r.headers)["error"] for r in dead] == [b"bad_signature"]
