@@ -8,6 +8,7 @@ request that succeeds, never a sleep.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -194,6 +195,16 @@ class LocalKafka:
         log.info("kafka_starting", pid=self._child.pid, bootstrap=self.bootstrap)
 
     async def wait_ready(self, timeout: float) -> None:
+        # Connection refusals are expected until the broker listens: keep them out of the log.
+        client_log = logging.getLogger("aiokafka")
+        level = client_log.level
+        client_log.setLevel(logging.CRITICAL)
+        try:
+            await self._poll_ready(timeout)
+        finally:
+            client_log.setLevel(level)
+
+    async def _poll_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from fi_stream.errors import KafkaSetupError
@@ -39,6 +41,18 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str],
+                            wait: float = 15.0) -> dict[str, int]:
+    """Partition counts; a topic created a moment ago may show none for a short while."""
+    deadline = time.monotonic() + wait
+    while True:
+        described = await admin.describe_topics(names)
+        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        if all(counts.get(n) for n in names) or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.2)
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; fail if an existing co-partitioned topic has the wrong count.
 
@@ -64,8 +78,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
                              topic_configs=s.config)
                     for s in missing
                 ])
-        described = await admin.describe_topics([s.name for s in specs])
-        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        counts = await _partition_counts(admin, [s.name for s in specs])
         for s in specs:
             if counts.get(s.name) != s.partitions:
                 raise KafkaSetupError(

@@ -7,12 +7,16 @@ from fi_stream.models.store import load_model, load_spec, save_model
 from fi_stream.models.train import evaluate, train_participant
 
 __all__ = [
-    # data
-    "DigitsSplit", "dirichlet_shards", "load_digits_split",
-    # architectures and specs
-    "ModelSpec", "build", "known_architectures", "register",
-    # storage
-    "load_model", "load_spec", "save_model",
-    # training
-    "evaluate", "train_participant",
+    "DigitsSplit",
+    "ModelSpec",
+    "build",
+    "dirichlet_shards",
+    "evaluate",
+    "known_architectures",
+    "load_digits_split",
+    "load_model",
+    "load_spec",
+    "register",
+    "save_model",
+    "train_participant",
 ]

@@ -79,9 +79,9 @@ async def test_duplicate_response_counts_once_and_forgeries_change_nothing(
     await registered(topics, {"h1", "h2"})
     async with federation(topics, {}) as fed:
         await fed.aggregator.registry.wait_for({"h1", "h2"}, timeout=20)
-        query = Query(query_id="dup-1", task="digits",
-                      input=Tensor.from_numpy(X[4]), created_at_ms=now_ms(), deadline_ms=now_ms() + 60_000,
-                      quorum=2)
+        now = now_ms()
+        query = Query(query_id="dup-1", task="digits", input=Tensor.from_numpy(X[4]),
+                      created_at_ms=now, deadline_ms=now + 60_000, quorum=2)
         await p1.produce_raw(t.queries, encode(query), key="dup-1", partition=0,
                              hdrs=headers(Query))
         answer = p1.batch(0, {"dup-1": 3})
