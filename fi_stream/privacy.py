@@ -56,7 +56,7 @@ def clip_rows(x: torch.Tensor, clip_norm: float) -> torch.Tensor:
     x32 = x.float()
     norms = torch.linalg.vector_norm(x32, ord=2, dim=-1, keepdim=True)
     # clamp(max=1) keeps short rows as they are; the tiny floor makes zero rows safe.
-    scale = (clip_norm / norms.clamp_min(1e-12)).clamp(max=1.0)
+    scale: torch.Tensor = (clip_norm / norms.clamp_min(1e-12)).clamp(max=1.0)
     return x32 * scale
 
 

@@ -80,7 +80,8 @@ class ResNet18C(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.body(self.stem(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        logits: torch.Tensor = self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return logits
 
 
 @register("resnet18-c")

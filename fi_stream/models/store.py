@@ -45,6 +45,7 @@ def load_spec(directory: Path) -> ModelSpec:
 def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
     """Build the spec's architecture and fill it with the weights; eval mode."""
     spec = load_spec(directory)
+    module = build(spec)
     path = directory / WEIGHTS_FILE
     if not path.exists():
         raise ModelNotFoundError(
@@ -53,7 +54,6 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptModelError(f"{path} is not a readable safetensors file: {exc}") from None
-    module = build(spec)
     expected = module.state_dict()
     missing = sorted(expected.keys() - tensors.keys())
     unexpected = sorted(tensors.keys() - expected.keys())

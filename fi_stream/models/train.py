@@ -39,7 +39,8 @@ def train_participant(*, shard: int, of: int, alpha: float, seed: int = 0, epoch
         for start in range(0, len(xt), 64):
             b = order[start:start + 64]
             opt.zero_grad()
-            nn.functional.cross_entropy(module(xt[b]), yt[b]).backward()
+            loss = nn.functional.cross_entropy(module(xt[b]), yt[b])
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
     module.eval()
     counts = np.bincount(y, minlength=10).tolist()
