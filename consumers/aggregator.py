@@ -12,18 +12,22 @@ import contextlib
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.structs import ConsumerRecord
-from fi_stream.aggregation import STRATEGIES
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from fi_stream.aggregation import STRATEGIES
 from fi_stream.clock import now_ms
 from fi_stream.join import JoinTable, OpenQuery
-from fi_stream.kafka import make_consumer, make_producer
+from fi_stream.kafka import make_admin, make_consumer, make_producer
 from fi_stream.kafka.dlq import dead_letter_headers
+from fi_stream.kafka.reading import read_range
 from fi_stream.registry import RegistryView
 from fi_stream.results import IncentiveWindow, build_result
 from fi_stream.settings import Settings
@@ -87,6 +91,11 @@ class AggregatorService:
         self._outbox: list[_Out] = []
         self._positions: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
+        #: Next fi.results offset after everything this member emitted, per partition.
+        self._results_next: dict[int, int] = {}
+        self._owned: set[int] = set()
+        self._lock = asyncio.Lock()  # the poll loop and rebalance callbacks share the state
+        self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -106,11 +115,17 @@ class AggregatorService:
         self._producer = make_producer(
             self.settings, transactional_id=f"{self.group_id}.{self.instance_id}")
         await self._producer.start()
+        self._admin = make_admin(self.settings)
+        await self._admin.start()
+        # Range assignment gives a member the same partition numbers of both co-partitioned
+        # topics, so every query meets its responses in one member.
         self._consumer = make_consumer(
-            self.settings, self.topics.queries, self.topics.responses, group_id=self.group_id,
+            self.settings, group_id=self.group_id,
             partition_assignment_strategy=(RangePartitionAssignor,),
         )
         await self._consumer.start()
+        self._consumer.subscribe([self.topics.queries, self.topics.responses],
+                                 listener=_Rebalance(self))
         self._task = asyncio.create_task(self._run(), name="aggregator")
         self._task.add_done_callback(self._on_task_done)
         log.info("aggregator_started", instance=self.instance_id,
@@ -141,6 +156,8 @@ class AggregatorService:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
+        if self._admin is not None:
+            await self._admin.close()
         await self.registry.stop()
         log.info("aggregator_stopped", emitted=self.emitted, open=len(self.join.open))
 
@@ -153,16 +170,19 @@ class AggregatorService:
             nxt = self.join.next_deadline_ms()
             wait = 100 if nxt is None else max(0, min(100, nxt - now))
             got = await self._consumer.getmany(timeout_ms=wait, max_records=10_000)
-            now = now_ms()
-            for tp, records in got.items():
-                for record in records:
-                    if record.topic == self.topics.queries:
-                        self._on_query(record)
-                    else:
-                        self._on_responses(record, now)
-                self._positions[tp] = records[-1].offset + 1
-            await self._emit_ready(now_ms())
-            await self._commit()
+            async with self._lock:
+                now = now_ms()
+                for tp, records in got.items():
+                    if tp.partition not in self._owned:
+                        continue  # fetched just before a revocation: the new owner reads it
+                    for record in records:
+                        if record.topic == self.topics.queries:
+                            self._on_query(record)
+                        else:
+                            self._on_responses(record, now)
+                    self._positions[tp] = records[-1].offset + 1
+                await self._emit_ready(now_ms())
+                await self._commit()
 
     def _on_query(self, record: Record) -> None:
         try:
@@ -171,7 +191,8 @@ class AggregatorService:
             self._dead_letter(record, exc.reason, exc.detail)
             return
         self.join.add_query(query, record.partition, record.offset,
-                            self.registry.serving(query.task))
+                            self.registry.serving(query.task),
+                            results_mark=self._results_next.get(record.partition, 0))
 
     def _on_responses(self, record: Record, now: int) -> None:
         try:
@@ -227,14 +248,16 @@ class AggregatorService:
     def _window(self, partition: int, now: int) -> IncentiveWindow:
         window = self._windows.get(partition)
         if window is None:
-            window = self._windows[partition] = IncentiveWindow(partition, 0, now)
+            window = self._windows[partition] = IncentiveWindow(
+                partition, 0, now, self.settings.aggregator.incentive_method)
         return window
 
     def _close_window(self, partition: int, window: IncentiveWindow, now: int) -> None:
         cfg = self.settings.aggregator
-        for incentive in window.close(method=cfg.incentive_method, budget=cfg.reward_budget):
+        for incentive in window.close(budget=cfg.reward_budget):
             self._send(self.topics.incentives, None, incentive.participant_id, incentive)
-        self._windows[partition] = IncentiveWindow(partition, window.seq + 1, now)
+        self._windows[partition] = IncentiveWindow(partition, window.seq + 1, now,
+                                                   cfg.incentive_method)
 
     def _emit(self, oq: OpenQuery, now: int) -> None:
         strategy = oq.query.strategy or self.settings.aggregator.strategy
@@ -267,29 +290,115 @@ class AggregatorService:
         self._outbox.append(_Out(topic, partition, key.encode(), encode(event),
                                  headers(type(event))))
 
-    def _commit_offsets(self) -> dict[TopicPartition, int]:
-        offsets: dict[TopicPartition, int] = {}
+    def _commit_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Input offsets to commit, never past a record an open query still needs.
+
+        Every owned queries partition is committed in every transaction, with metadata that
+        lets the next owner resume exactly: where in fi.results to look for results it
+        must not emit again, and the running incentive window.
+        """
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, position in self._positions.items():
             if tp.topic == self.topics.queries:
                 oldest = self.join.oldest_query_offset(tp.partition)
             else:
                 oldest = self.join.oldest_response_offset(tp.partition)
             target = position if oldest is None else min(oldest, position)
-            if self._committed.get(tp) != target:
-                offsets[tp] = target
+            if tp.topic == self.topics.queries:
+                offsets[tp] = OffsetAndMetadata(target, self._resume_state(tp.partition))
+            elif self._committed.get(tp) != target:
+                offsets[tp] = OffsetAndMetadata(target, "")
         return offsets
 
-    async def _commit(self) -> None:
+    def _resume_state(self, partition: int) -> str:
+        mark = self.join.oldest_results_mark(partition)
+        scan_from = self._results_next.get(partition, 0) if mark is None else mark
+        window = self._windows.get(partition)
+        return orjson.dumps({
+            "results_from": scan_from,
+            "window": window.to_state() if window is not None else None,
+        }).decode()
+
+    async def _commit(self, force: bool = False) -> None:
         """One transaction: everything emitted since the last commit plus the input offsets."""
         assert self._producer is not None
+        if not self._outbox and not force and all(
+                self._committed.get(tp) == pos for tp, pos in self._positions.items()):
+            return
         offsets = self._commit_offsets()
-        if not self._outbox and not offsets:
+        if not offsets and not self._outbox:
             return
         outbox, self._outbox = self._outbox, []
+        futures = []
         async with self._producer.transaction():
             for out in outbox:
-                await self._producer.send(out.topic, out.value, key=out.key,
-                                          partition=out.partition, headers=out.headers)
+                futures.append(await self._producer.send(
+                    out.topic, out.value, key=out.key, partition=out.partition,
+                    headers=out.headers))
             if offsets:
                 await self._producer.send_offsets_to_transaction(offsets, self.group_id)
-        self._committed.update(offsets)
+        for out, fut in zip(outbox, futures, strict=True):
+            if out.topic == self.topics.results and out.partition is not None:
+                meta = fut.result()
+                self._results_next[out.partition] = max(
+                    self._results_next.get(out.partition, 0), meta.offset + 1)
+        self._committed.update({tp: om.offset for tp, om in offsets.items()})
+
+    # -- rebalances -----------------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Commit what is emitted, then forget the partitions (the new owner rebuilds them)."""
+        async with self._lock:
+            if self._producer is not None:
+                await self._commit(force=True)
+            for partition in {tp.partition for tp in revoked}:
+                self.join.drop_partition(partition)
+                self._windows.pop(partition, None)
+                self._owned.discard(partition)
+            for tp in revoked:
+                self._positions.pop(tp, None)
+                self._committed.pop(tp, None)
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Resume each queries partition from its commit metadata and the results log."""
+        assert self._admin is not None
+        async with self._lock:
+            tps = [tp for tp in assigned if tp.topic == self.topics.queries]
+            committed = await self._admin.list_consumer_group_offsets(self.group_id,
+                                                                      partitions=tps)
+            for tp in tps:
+                meta = committed.get(tp)
+                state = orjson.loads(meta.metadata) if meta and meta.metadata else {}
+                await self._resume(tp.partition, state)
+                self._owned.add(tp.partition)
+
+    async def _resume(self, partition: int, state: dict[str, Any]) -> None:
+        window = state.get("window")
+        if window is not None:
+            self._windows[partition] = IncentiveWindow.from_state(window)
+        reader = make_consumer(self.settings, group_id=None)
+        await reader.start()
+        try:
+            records, end = await read_range(reader, TopicPartition(self.topics.results, partition),
+                                            start=int(state.get("results_from", 0)))
+        finally:
+            await reader.stop()
+        emitted: set[str] = set()
+        for record in records:
+            if record.key:
+                emitted.add(record.key.decode())
+        self.join.mark_emitted(partition, emitted)
+        self._results_next[partition] = end
+        if emitted:
+            log.info("aggregator_resumed", partition=partition, results_seen=len(emitted))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: AggregatorService) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._service.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._service.on_assigned(assigned)

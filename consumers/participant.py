@@ -19,7 +19,6 @@ import numpy as np
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from fi_stream.privacy import GaussianMechanism, PrivacyBudget
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fi_stream.batching import MicroBatcher
@@ -28,6 +27,7 @@ from fi_stream.engine import InferenceEngine, pick_device
 from fi_stream.kafka import DeadLetterQueue, make_consumer, make_producer
 from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
 from fi_stream.models import load_model
+from fi_stream.privacy import GaussianMechanism, PrivacyBudget
 from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes, sign_batch
 from schemas import (

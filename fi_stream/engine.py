@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from fi_stream.privacy import GaussianMechanism, privatize
 from torch import nn
 
 from fi_stream.models import ModelSpec
+from fi_stream.privacy import GaussianMechanism, privatize
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -7,30 +7,37 @@ participant id, float64), so the auditor recomputes every Incentive event exactl
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from fi_stream.aggregation import to_simplex
+from fi_stream.aggregation import as_outputs, entropy, to_simplex
 from fi_stream.errors import ConfigError
 
 F64 = npt.NDArray[np.float64]
+Value = Callable[[frozenset[str]], float]
 
+#: Exact Shapley enumerates 2^N coalitions; above this use shapley_monte_carlo.
+MAX_EXACT_SHAPLEY = 12
+
+
+# -- label-free, per query: (k, C) outputs → (k,) scores ------------------------------------
 
 def loo_consensus(outputs: npt.ArrayLike) -> F64:
-    """Row k: the mean of every OTHER row (k ≥ 2)."""
-    x = np.asarray(outputs, dtype=np.float64)
+    """Row k: the mean of every OTHER row, i.e. what the ensemble says without k."""
+    x = as_outputs(outputs)
     k = len(x)
+    if k < 2:
+        raise ValueError("a leave-one-out consensus needs at least 2 participants")
     out: F64 = (x.sum(axis=0, keepdims=True) - x) / (k - 1)
     return out
 
 
 def loo_agreement(outputs: npt.ArrayLike) -> F64:
     """1 where a participant's argmax equals that of the others' consensus, else 0."""
-    x = np.asarray(outputs, dtype=np.float64)
+    x = as_outputs(outputs)
     if len(x) < 2:
         return np.zeros(len(x))
     agree: F64 = (x.argmax(axis=1) == loo_consensus(x).argmax(axis=1)).astype(np.float64)
@@ -38,8 +45,8 @@ def loo_agreement(outputs: npt.ArrayLike) -> F64:
 
 
 def loo_cosine(outputs: npt.ArrayLike) -> F64:
-    """Cosine similarity of each vector with the others' consensus (0 for zero vectors)."""
-    x = np.asarray(outputs, dtype=np.float64)
+    """Cosine similarity with the others' consensus; 0 when either vector is zero."""
+    x = as_outputs(outputs)
     if len(x) < 2:
         return np.zeros(len(x))
     c = loo_consensus(x)
@@ -50,20 +57,24 @@ def loo_cosine(outputs: npt.ArrayLike) -> F64:
 
 
 def loo_confidence_effect(outputs: npt.ArrayLike) -> F64:
-    """How much the soft-vote ensemble's confidence in its own prediction drops without k."""
-    x = np.asarray(outputs, dtype=np.float64)
+    """How much k raises the soft vote's confidence in the answer it gives.
+
+    Both ensembles (with and without k) are projected with `to_simplex` and read at
+    the FULL ensemble's prediction, so a participant that tips the decision is credited
+    for it rather than compared with a different class.
+    """
+    x = as_outputs(outputs)
     if len(x) < 2:
         return np.zeros(len(x))
     full = to_simplex(x.mean(axis=0))
-    pred = int(full.argmax())
-    without = to_simplex(loo_consensus(x))[:, pred]
-    effect: F64 = full[pred] - without
+    prediction = int(full.argmax())
+    effect: F64 = full[prediction] - to_simplex(loo_consensus(x))[:, prediction]
     return effect
 
 
 def final_agreement(outputs: npt.ArrayLike) -> F64:
-    """Each query's unit of reward, split among those whose argmax matches the ensemble's."""
-    x = np.asarray(outputs, dtype=np.float64)
+    """Each query's unit of reward, split equally among those who said what the ensemble said."""
+    x = as_outputs(outputs)
     match = (x.argmax(axis=1) == x.mean(axis=0).argmax()).astype(np.float64)
     total = match.sum()
     share: F64 = match / total if total > 0 else np.zeros(len(x))
@@ -71,47 +82,70 @@ def final_agreement(outputs: npt.ArrayLike) -> F64:
 
 
 def entropy_score(outputs: npt.ArrayLike) -> F64:
-    """Per query, exp(−H(p_k)) normalised to sum 1: confident participants earn more."""
-    p = to_simplex(np.asarray(outputs, dtype=np.float64))
-    logs = np.log(np.where(p > 0, p, 1.0))
-    w = np.exp((p * logs).sum(axis=1))
+    """exp(−H(p_k)) normalised to sum 1 per query: confident participants earn more."""
+    w = np.exp(-entropy(to_simplex(as_outputs(outputs))))
     share: F64 = w / w.sum()
     return share
 
 
 def equal_split(outputs: npt.ArrayLike) -> F64:
-    k = len(np.asarray(outputs))
+    """1/k each: the baseline every other method should beat."""
+    k = len(as_outputs(outputs))
     return np.full(k, 1.0 / k)
 
 
 LABEL_FREE_METHODS: Mapping[str, Callable[[npt.ArrayLike], F64]] = {
     "loo_agreement": loo_agreement,
     "loo_cosine": loo_cosine,
-    "loo_confidence": loo_confidence_effect,
+    "loo_confidence_effect": loo_confidence_effect,
     "final_agreement": final_agreement,
-    "entropy": entropy_score,
+    "entropy_score": entropy_score,
     "equal_split": equal_split,
 }
 
 
+def _sorted_query(ids: Sequence[str], outputs: npt.ArrayLike) -> tuple[list[str], F64]:
+    """Rows in participant-id order: the float64 sums then do not depend on arrival order."""
+    x = as_outputs(outputs)
+    if len(ids) != len(x):
+        raise ValueError(f"{len(ids)} participant ids for {len(x)} output rows")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate participant ids in one query: {sorted(ids)}")
+    order = sorted(range(len(ids)), key=lambda j: ids[j])
+    return [ids[j] for j in order], x[order]
+
+
 def window_scores(per_query: Iterable[tuple[Sequence[str], npt.ArrayLike]],
                   method: str) -> dict[str, float]:
-    """Sum a per-query label-free score over a window of (sorted ids, outputs) pairs."""
+    """Sum a per-query label-free score over a window of (ids, outputs) pairs.
+
+    A participant absent from a query gets nothing for it; one absent from every query
+    is absent from the result (the caller adds zeros for ids it knows about).
+    """
     fn = LABEL_FREE_METHODS.get(method)
     if fn is None:
-        raise ConfigError(f"unknown incentive method {method!r}; known: "
-                          f"{sorted(LABEL_FREE_METHODS)}")
+        raise ConfigError(f"unknown incentive method {method!r}; "
+                          f"use one of {', '.join(sorted(LABEL_FREE_METHODS))}")
     totals: dict[str, float] = {}
     for ids, outputs in per_query:
-        for pid, score in zip(ids, fn(outputs), strict=True):
+        sorted_ids, x = _sorted_query(ids, outputs)
+        for pid, score in zip(sorted_ids, fn(x), strict=True):
             totals[pid] = totals.get(pid, 0.0) + float(score)
     return totals
 
 
 def split_rewards(scores: Mapping[str, float], budget: float) -> dict[str, float]:
-    """The budget in proportion to positive scores; nothing for non-positive ones."""
+    """The budget in proportion to positive scores; nothing for non-positive ones.
+
+    Negative scores earn 0 rather than a debt: a reward is a payment, never a fine.
+    """
+    if not (budget >= 0 and math.isfinite(budget)):
+        raise ValueError(f"budget must be a finite number >= 0, got {budget}")
     ids = sorted(scores)
-    positive = np.array([max(0.0, scores[i]) for i in ids], dtype=np.float64)
+    raw = np.array([scores[i] for i in ids], dtype=np.float64)
+    if not np.isfinite(raw).all():
+        raise ValueError("scores contain NaN or Inf")
+    positive = np.clip(raw, 0.0, None)
     total = positive.sum()
     if total <= 0:
         return dict.fromkeys(ids, 0.0)
@@ -120,96 +154,151 @@ def split_rewards(scores: Mapping[str, float], budget: float) -> dict[str, float
 
 # -- merit: Shapley values of ensemble accuracy ------------------------------------------------
 
-Value = Callable[[frozenset[str]], float]
-
-
 def ensemble_accuracy_value(outputs_by_query: Sequence[tuple[Sequence[str], npt.ArrayLike]],
                             labels: Sequence[int]) -> Value:
-    """v(S): accuracy over the window of the soft vote of coalition S (cached per S)."""
+    """v(S): accuracy over the window of the soft vote of coalition S.
+
+    A query none of S answered counts as wrong, so v(∅) = 0 and v is comparable across
+    coalitions. Queries with the same participants are stacked and evaluated together,
+    and every coalition's value is cached: Shapley calls v up to 2^N times.
+    """
+    if len(outputs_by_query) != len(labels):
+        raise ValueError(f"{len(outputs_by_query)} queries but {len(labels)} labels")
+    n_queries = len(labels)
+    grouped: dict[tuple[tuple[str, ...], int], tuple[list[F64], list[int]]] = {}
+    for (ids, outputs), label in zip(outputs_by_query, labels, strict=True):
+        sorted_ids, x = _sorted_query(ids, outputs)
+        rows, group_labels = grouped.setdefault((tuple(sorted_ids), x.shape[1]), ([], []))
+        rows.append(x)
+        group_labels.append(int(label))
+    groups = [(ids, np.stack(rows), np.asarray(lab, dtype=np.int64))
+              for (ids, _), (rows, lab) in sorted(grouped.items())]
     cache: dict[frozenset[str], float] = {}
-    rows = [(list(ids), np.asarray(o, dtype=np.float64)) for ids, o in outputs_by_query]
 
     def value(coalition: frozenset[str]) -> float:
-        if coalition not in cache:
-            hits = 0
-            for (ids, outputs), label in zip(rows, labels, strict=True):
-                mask = [i in coalition for i in ids]
-                if any(mask):
-                    hits += int(outputs[mask].mean(axis=0).argmax() == label)
-            cache[coalition] = hits / len(rows) if rows else 0.0
-        return cache[coalition]
+        cached = cache.get(coalition)
+        if cached is not None:
+            return cached
+        hits = 0
+        for ids, stacked, group_labels in groups:
+            mask = np.array([i in coalition for i in ids])
+            if mask.any():
+                votes = stacked[:, mask, :].mean(axis=1).argmax(axis=1)
+                hits += int((votes == group_labels).sum())
+        result = hits / n_queries if n_queries else 0.0
+        cache[coalition] = result
+        return result
 
     return value
 
 
-def shapley_exact(participants: Sequence[str], value: Value) -> dict[str, float]:
-    """Exact Shapley values by coalition enumeration (2^N value calls; N ≤ 12)."""
+def _checked_ids(participants: Sequence[str]) -> list[str]:
     ids = sorted(participants)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate participant ids: {ids}")
+    return ids
+
+
+def shapley_exact(participants: Sequence[str], value: Value) -> dict[str, float]:
+    """Exact Shapley values: v is called once per coalition (2^N), then combined in float64.
+
+    φ_i = Σ_{S ∌ i} |S|!(N−|S|−1)!/N! · (v(S ∪ {i}) − v(S)).
+    """
+    ids = _checked_ids(participants)
     n = len(ids)
-    if n > 12:
-        raise ConfigError(f"exact Shapley over {n} participants is too costly; use Monte Carlo")
-    weight = [math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n) for s in range(n)]
-    phi = dict.fromkeys(ids, 0.0)
-    for pid in ids:
-        others = [i for i in ids if i != pid]
-        for size in range(n):
-            for subset in itertools.combinations(others, size):
-                s = frozenset(subset)
-                phi[pid] += weight[size] * (value(s | {pid}) - value(s))
+    if n > MAX_EXACT_SHAPLEY:
+        raise ConfigError(f"exact Shapley over {n} participants costs 2^{n} coalitions; "
+                          f"use shapley_monte_carlo above {MAX_EXACT_SHAPLEY}")
+    if n == 0:
+        return {}
+    masks = np.arange(1 << n)
+    values = np.array([value(frozenset(ids[j] for j in range(n) if m >> j & 1))
+                       for m in range(1 << n)], dtype=np.float64)
+    sizes = np.array([m.bit_count() for m in range(1 << n)])
+    weights = np.array([math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n)
+                        for s in range(n)], dtype=np.float64)
+    phi: dict[str, float] = {}
+    for j, pid in enumerate(ids):
+        without = masks[(masks >> j) & 1 == 0]
+        gains = values[without | (1 << j)] - values[without]
+        phi[pid] = float((weights[sizes[without]] * gains).sum())
     return phi
 
 
 def shapley_monte_carlo(participants: Sequence[str], value: Value, permutations: int,
                         rng: np.random.Generator) -> tuple[dict[str, float], dict[str, float]]:
-    """Permutation-sampling estimates and their standard errors."""
-    ids = sorted(participants)
-    samples: dict[str, list[float]] = {i: [] for i in ids}
-    for _ in range(permutations):
-        order = [ids[j] for j in rng.permutation(len(ids))]
+    """Permutation-sampling estimates of Shapley values and their standard errors.
+
+    Each permutation gives every participant one unbiased sample of its marginal gain,
+    so the standard error is the sample std / √permutations (inf with one permutation).
+    """
+    if permutations < 1:
+        raise ValueError(f"permutations must be >= 1, got {permutations}")
+    ids = _checked_ids(participants)
+    n = len(ids)
+    gains = np.zeros((permutations, n), dtype=np.float64)
+    empty = value(frozenset())
+    for t in range(permutations):
         coalition: frozenset[str] = frozenset()
-        before = value(coalition)
-        for pid in order:
-            coalition = coalition | {pid}
+        before = empty
+        for j in rng.permutation(n):
+            coalition = coalition | {ids[j]}
             after = value(coalition)
-            samples[pid].append(after - before)
+            gains[t, j] = after - before
             before = after
-    means = {i: float(np.mean(v)) for i, v in samples.items()}
-    errors = {i: float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.inf
-              for i, v in samples.items()}
-    return means, errors
+    means = gains.mean(axis=0)
+    errors = (gains.std(axis=0, ddof=1) / math.sqrt(permutations) if permutations > 1
+              else np.full(n, math.inf))
+    return ({pid: float(means[j]) for j, pid in enumerate(ids)},
+            {pid: float(errors[j]) for j, pid in enumerate(ids)})
 
 
 # -- comparing label-free and merit rewards ------------------------------------------------------
 
-def _shares(values: Mapping[str, float], ids: Sequence[str]) -> F64:
-    v = np.array([max(0.0, values.get(i, 0.0)) for i in ids], dtype=np.float64)
-    out: F64 = v / v.sum() if v.sum() > 0 else np.zeros(len(ids))
+def _shares(values: Mapping[str, float], ids: Sequence[str]) -> F64 | None:
+    """Positive parts normalised to sum 1; None when there is no positive mass."""
+    v = np.clip(np.array([values.get(i, 0.0) for i in ids], dtype=np.float64), 0.0, None)
+    total = v.sum()
+    if not total > 0:
+        return None
+    out: F64 = v / total
     return out
 
 
-def skill_fairness(merit: Mapping[str, float], rewards: Mapping[str, float]) -> float:
-    """F = 1 − ½·‖p − r‖₁ over merit shares p and reward shares r (1 = perfectly fair)."""
-    ids = sorted(set(merit) | set(rewards))
-    return float(1.0 - 0.5 * np.abs(_shares(merit, ids) - _shares(rewards, ids)).sum())
+def skill_fairness(merit_shares: Mapping[str, float],
+                   reward_shares: Mapping[str, float]) -> float:
+    """F = 1 − ½·‖p − r‖₁ over the union of ids (1 = rewards follow merit exactly).
+
+    Both sides are clipped at 0 and renormalised; nan when either has nothing positive,
+    because there is then no distribution to compare.
+    """
+    ids = sorted(set(merit_shares) | set(reward_shares))
+    p, r = _shares(merit_shares, ids), _shares(reward_shares, ids)
+    if p is None or r is None:
+        return math.nan
+    return float(1.0 - 0.5 * np.abs(p - r).sum())
 
 
-def _ranks(v: F64) -> F64:
-    order = v.argsort(kind="stable")
-    ranks = np.empty(len(v), dtype=np.float64)
-    ranks[order] = np.arange(len(v), dtype=np.float64)
-    for value in np.unique(v):  # ties share their average rank
-        tie = v == value
-        ranks[tie] = ranks[tie].mean()
+def _average_ranks(v: F64) -> F64:
+    """Ranks 0..n−1; tied values share the mean of the ranks they span."""
+    order = np.argsort(v, kind="stable")
+    ordinal = np.empty(len(v), dtype=np.float64)
+    ordinal[order] = np.arange(len(v), dtype=np.float64)
+    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    mean_rank = np.bincount(inverse, weights=ordinal) / counts
+    ranks: F64 = mean_rank[inverse]
     return ranks
 
 
 def spearman(a: Mapping[str, float], b: Mapping[str, float]) -> float:
-    """Rank correlation over common ids; nan with < 2 ids or no variance."""
+    """Spearman's ρ over common ids (average ranks for ties); nan with < 2 ids or no variance."""
     ids = sorted(set(a) & set(b))
     if len(ids) < 2:
         return math.nan
-    ra = _ranks(np.array([a[i] for i in ids], dtype=np.float64))
-    rb = _ranks(np.array([b[i] for i in ids], dtype=np.float64))
-    if ra.std() == 0 or rb.std() == 0:
+    ra = _average_ranks(np.array([a[i] for i in ids], dtype=np.float64))
+    rb = _average_ranks(np.array([b[i] for i in ids], dtype=np.float64))
+    da, db = ra - ra.mean(), rb - rb.mean()
+    denom = math.sqrt(float((da * da).sum()) * float((db * db).sum()))
+    if denom == 0:
         return math.nan
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(np.clip((da * db).sum() / denom, -1.0, 1.0))

@@ -34,6 +34,8 @@ class OpenQuery:
     partition: int
     offset: int
     expected: frozenset[str]
+    #: fi.results offset from which a restarted owner must look for this query's result.
+    results_mark: int = 0
     answers: dict[str, Answer] = field(default_factory=dict)
     declines: dict[str, DeclineReason] = field(default_factory=dict)
     late: set[str] = field(default_factory=set)
@@ -94,18 +96,23 @@ class JoinTable:
         self.pending_ttl_ms = pending_ttl_ms
         self.done_ttl_ms = done_ttl_ms
         self.duplicates = 0
+        #: Queries whose result an earlier owner of the partition already emitted (replay).
+        self._emitted_before: dict[int, set[str]] = defaultdict(set)
         #: (participant_id, query partition) of answers that came after the result was out.
         self.late_after_result: list[tuple[str, int]] = []
 
     # -- input ------------------------------------------------------------------------------
 
     def add_query(self, query: Query, partition: int, offset: int,
-                  expected: frozenset[str]) -> None:
+                  expected: frozenset[str], results_mark: int = 0) -> None:
         qid = query.query_id
+        if qid in self._emitted_before[partition]:
+            return  # re-read after a restart or rebalance: its result is already out
         if qid in self.open or qid in self._done:
             self.duplicates += 1
             return
-        oq = OpenQuery(query=query, partition=partition, offset=offset, expected=expected)
+        oq = OpenQuery(query=query, partition=partition, offset=offset, expected=expected,
+                       results_mark=results_mark)
         self.open[qid] = oq
         self._query_offsets[partition].add(offset)
         heapq.heappush(self._deadlines, (query.deadline_ms, qid))
@@ -127,6 +134,8 @@ class JoinTable:
         oq = self.open.get(qid)
         if oq is not None:
             self._attach(oq, pid, answer, decline, partition, offset)
+        elif qid in self._emitted_before[partition]:  # responses are co-partitioned
+            return
         elif qid in self._done:
             if answer is not None:
                 self.late_after_result.append((pid, partition))
@@ -200,7 +209,29 @@ class JoinTable:
                 orphans += 1
         return orphans
 
+    def mark_emitted(self, partition: int, query_ids: set[str]) -> None:
+        """Results found in the log for these ids: re-reading them must emit nothing."""
+        self._emitted_before[partition] |= query_ids
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget everything of a partition this aggregator no longer owns (a rebalance):
+        the new owner rebuilds it from the committed offsets."""
+        for qid in [q for q, oq in self.open.items() if oq.partition == partition]:
+            del self.open[qid]
+        for qid in [q for q, ps in self._pending.items()
+                    if all(p.partition == partition for p in ps)]:
+            del self._pending[qid]
+        self._query_offsets.pop(partition, None)
+        self._response_offsets.pop(partition, None)
+        self._settled = [q for q in self._settled if q in self.open]
+        self._emitted_before.pop(partition, None)
+
     # -- commit positions -------------------------------------------------------------------
+
+    def oldest_results_mark(self, partition: int) -> int | None:
+        """Smallest results mark among the partition's open queries."""
+        marks = [oq.results_mark for oq in self.open.values() if oq.partition == partition]
+        return min(marks) if marks else None
 
     def oldest_query_offset(self, partition: int) -> int | None:
         return self._query_offsets[partition].min()

@@ -11,9 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fi_stream.privacy import PrivacyBudget, answers_that_fit, epsilon_spent
-
 from fi_stream.errors import ConfigError
+from fi_stream.privacy import PrivacyBudget, answers_that_fit, epsilon_spent
 
 LEDGER_FILE = "privacy_ledger.json"
 

@@ -6,14 +6,13 @@ auditor recomputes exactly what the aggregator emitted.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
 from fi_stream.aggregation import aggregate
 from fi_stream.incentives import split_rewards, window_scores
-
 from fi_stream.join import OpenQuery
 from schemas import (
     Incentive,
@@ -64,24 +63,35 @@ def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int,
     return result, ids, outputs
 
 
+_COUNT_KEYS = ("included", "late", "missing", "declined")
+
+
 @dataclass
 class IncentiveWindow:
-    """Results of one aggregator partition that share a `seq`; closes by count or age."""
+    """Results of one aggregator partition that share a `seq`; closes by count or age.
+
+    Label-free scores are sums of per-query scores, so the window keeps running tallies:
+    small enough to travel in the offset-commit metadata of the transaction that emits
+    its results, which is how a restarted aggregator resumes the window exactly.
+    """
 
     partition: int
     seq: int
     opened_at_ms: int
+    method: str
     results: int = 0
     first_completed_at_ms: int = 0
     last_completed_at_ms: int = 0
-    per_query: list[tuple[list[str], np.ndarray[Any, Any]]] = field(default_factory=list)
-    counts: dict[str, dict[str, int]] = field(
-        default_factory=lambda: defaultdict(lambda: dict.fromkeys(
-            ("included", "late", "missing", "declined"), 0)))
+    scores: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def ref(self) -> WindowRef:
         return WindowRef(partition=self.partition, seq=self.seq)
+
+    def _count(self, pid: str, key: str) -> None:
+        row = self.counts.setdefault(pid, dict.fromkeys(_COUNT_KEYS, 0))
+        row[key] += 1
 
     def add(self, result: Result, ids: list[str], outputs: np.ndarray[Any, Any] | None) -> None:
         if self.results == 0:
@@ -89,31 +99,37 @@ class IncentiveWindow:
         self.results += 1
         self.last_completed_at_ms = result.completed_at_ms
         if outputs is not None:
-            self.per_query.append((ids, outputs))
+            for pid, score in window_scores([(ids, outputs)], self.method).items():
+                self.scores[pid] = self.scores.get(pid, 0.0) + score
         for pid in ids:
-            self.counts[pid]["included"] += 1
+            self._count(pid, "included")
         for pid in result.late:
-            self.counts[pid]["late"] += 1
+            self._count(pid, "late")
         for pid in result.missing:
-            self.counts[pid]["missing"] += 1
+            self._count(pid, "missing")
         for d in result.declined:
-            self.counts[d.participant_id]["declined"] += 1
+            self._count(d.participant_id, "declined")
 
     def add_late(self, participant_id: str) -> None:
         """An answer that arrived after its result was out: counted, never used."""
-        self.counts[participant_id]["late"] += 1
+        self._count(participant_id, "late")
 
-    def close(self, *, method: str, budget: float) -> list[Incentive]:
-        scores = window_scores(self.per_query, method)
-        for pid in self.counts:
-            scores.setdefault(pid, 0.0)
+    def close(self, *, budget: float) -> list[Incentive]:
+        scores = {pid: self.scores.get(pid, 0.0) for pid in self.scores.keys() | self.counts}
         rewards = split_rewards(scores, budget)
         window = Window(partition=self.partition, seq=self.seq, results=self.results,
                         first_completed_at_ms=self.first_completed_at_ms,
                         last_completed_at_ms=self.last_completed_at_ms)
         return [
-            Incentive(participant_id=pid, window=window, method=method, score=scores[pid],
+            Incentive(participant_id=pid, window=window, method=self.method, score=scores[pid],
                       reward=rewards[pid], budget=budget,
-                      counts=IncentiveCounts(**self.counts[pid]))
+                      counts=IncentiveCounts(**self.counts.get(pid, {})))
             for pid in sorted(scores)
         ]
+
+    def to_state(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> IncentiveWindow:
+        return cls(**state)

@@ -160,9 +160,8 @@ def participant_budget(
     model: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Print the privacy spent so far (ε at δ) and what is left."""
-    from fi_stream.privacy import PrivacyBudget, max_answers
-
     from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
+    from fi_stream.privacy import PrivacyBudget, max_answers
 
     settings = settings_from(ctx)
     p = settings.privacy

@@ -50,3 +50,17 @@ async def read_to_end(consumer: AIOKafkaConsumer, topic: str
         got = await consumer.getmany(timeout_ms=300)
         out.extend(r for records in got.values() for r in records)
     return out
+
+
+async def read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int
+                     ) -> tuple[list[ConsumerRecord[bytes, bytes]], int]:
+    """Records of one partition from `start` to its end as of the call, and that end."""
+    consumer.assign([tp])
+    end = (await consumer.end_offsets([tp]))[tp]
+    begin = (await consumer.beginning_offsets([tp]))[tp]
+    consumer.seek(tp, max(start, begin))
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    while await behind(consumer, {tp: end}):
+        got = await consumer.getmany(tp, timeout_ms=300)
+        out.extend(got.get(tp, []))
+    return out, end
