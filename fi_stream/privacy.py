@@ -91,7 +91,7 @@ def clip_rows(x: torch.Tensor, clip_norm: float) -> torch.Tensor:
         return x32.clone()
     rows = x32.reshape(x32.shape[0], -1) if x32.ndim > 1 else x32.reshape(1, -1)
     peak = rows.abs().amax(dim=1, keepdim=True).clamp_min(_TINY)
-    unit_norm = torch.linalg.vector_norm(rows / peak, ord=2, dim=1, keepdim=True)
+    unit_norm: torch.Tensor = torch.linalg.vector_norm(rows / peak, ord=2, dim=1, keepdim=True)
     # norm = peak·unit_norm, never formed; zero rows give C/0 = inf, clamped to 1.
     scale = ((clip_norm / peak) / unit_norm).clamp(max=1.0)
     return (rows * scale).reshape(x32.shape)
