@@ -31,6 +31,7 @@ from fi_stream.privacy import GaussianMechanism, PrivacyBudget
 from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes, sign_batch
 from schemas import (
+    Budget,
     Decline,
     DeclineReason,
     DecodeError,
@@ -136,6 +137,8 @@ class ParticipantService:
         entry = Participant(
             participant_id=self.participant_id, public_key=public_key_bytes(self._key),
             tasks=[self.spec.task], model_version=self.spec.version, privacy=self._privacy,
+            budget=Budget(epsilon_max=self.ledger.budget.epsilon_max,
+                          delta=self.ledger.budget.delta),
             registered_at_ms=now_ms(),
         )
         await self._producer.send_and_wait(

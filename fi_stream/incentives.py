@@ -146,10 +146,14 @@ def split_rewards(scores: Mapping[str, float], budget: float) -> dict[str, float
     if not np.isfinite(raw).all():
         raise ValueError("scores contain NaN or Inf")
     positive = np.clip(raw, 0.0, None)
-    total = positive.sum()
-    if total <= 0:
+    top = positive.max(initial=0.0)
+    if top <= 0:
         return dict.fromkeys(ids, 0.0)
-    return {i: float(budget * s / total) for i, s in zip(ids, positive, strict=True)}
+    # Scaling by the largest score first keeps both tiny (subnormal) and huge scores exact
+    # enough that the shares sum to 1 within rounding.
+    scaled = positive / top
+    shares = scaled / scaled.sum()
+    return {i: float(budget * s) for i, s in zip(ids, shares, strict=True)}
 
 
 # -- merit: Shapley values of ensemble accuracy ------------------------------------------------

@@ -4,6 +4,7 @@ from schemas.codec import DecodeError, canonical_bytes, decode, encode, headers
 from schemas.events import (
     ALL_EVENTS,
     SCHEMA_VERSION,
+    Budget,
     Decline,
     DeclineReason,
     Event,
@@ -26,6 +27,7 @@ from schemas.tensor import Tensor
 __all__ = [
     "ALL_EVENTS",
     "SCHEMA_VERSION",
+    "Budget",
     "Decline",
     "DeclineReason",
     "DecodeError",

@@ -54,6 +54,13 @@ class Privacy(_Frozen):
     mechanism: Literal["gaussian"] = "gaussian"
 
 
+class Budget(_Frozen):
+    """A participant's privacy budget, published so that anyone can audit its spend."""
+
+    epsilon_max: float = Field(gt=0)
+    delta: float = Field(gt=0, lt=1)
+
+
 class Decline(_Frozen):
     query_id: str = Id
     reason: DeclineReason
@@ -181,6 +188,7 @@ class Participant(Event):
     tasks: list[str]
     model_version: str
     privacy: Privacy
+    budget: Budget | None = None
     registered_at_ms: int = Field(ge=0)
     active: bool = True
 

@@ -91,8 +91,8 @@ async def test_sigkill_three_times_yields_every_result_exactly_once(
         proc = await _spawn_aggregator(topics, log)
     await streaming
     try:
-        records = await read_topic(topics, topics.topic_names.results, min_records=N_QUERIES,
-                                   timeout=120)
+        await read_topic(topics, topics.topic_names.results, min_records=N_QUERIES,
+                         timeout=120)
         await asyncio.sleep(2.5)  # let the last incentive windows close (1 s) and commit
     finally:
         proc.send_signal(signal.SIGTERM)
