@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import structlog
@@ -23,24 +20,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fi_stream.batching import MicroBatcher
 from fi_stream.clock import now_ms
-from fi_stream.engine import InferenceEngine, pick_device
+from fi_stream.engine import InferenceEngine, Prepared, Signer, assemble, pick_device, prepare
 from fi_stream.kafka import DeadLetterQueue, make_consumer, make_producer
 from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
 from fi_stream.models import load_model
 from fi_stream.privacy import GaussianMechanism, PrivacyBudget
 from fi_stream.settings import Settings
-from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes, sign_batch
+from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes
 from schemas import (
     Budget,
     Decline,
-    DeclineReason,
-    DecodeError,
     Participant,
     Privacy,
-    Query,
     ResponseBatch,
-    Tensor,
-    decode,
     encode,
     headers,
 )
@@ -67,6 +59,10 @@ class _Metrics:
                                     buckets=(1, 4, 16, 64, 256, 1024, 4096), registry=registry)
         self.device_seconds = Histogram("fi_participant_device_seconds",
                                         "Forward+privatize time per batch", registry=registry)
+        self.decode_seconds = Histogram("fi_participant_decode_seconds",
+                                        "Decode+check time per batch", registry=registry)
+        self.encode_seconds = Histogram("fi_participant_encode_seconds",
+                                        "Encode+sign time per batch", registry=registry)
         self.epsilon = Gauge("fi_participant_epsilon_spent", "Privacy spent (ε at δ)",
                              registry=registry)
 
@@ -113,6 +109,8 @@ class ParticipantService:
         )
         self._key = load_or_create_key(self.model_dir / PRIVATE_KEY_FILE)
         self._privacy = Privacy(clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier)
+        self._signer = Signer(participant_id=self.participant_id, spec=spec,
+                              privacy=self._privacy, key=self._key)
         self._producer = make_producer(self.settings)
         await self._producer.start()
         self._dlq = DeadLetterQueue(self._producer, self.topics.dlq, self.group_id,
@@ -177,57 +175,62 @@ class ParticipantService:
         return [r for recs in got.values() for r in recs]
 
     async def _run(self) -> None:
+        """Two stages joined by a short queue: while one batch is on the device (a worker
+        thread), the event loop collects and decodes the next one."""
         cfg = self.settings.participant
         batcher = MicroBatcher[Record](fetch=self._fetch, max_batch=cfg.max_batch,
                                        max_wait_ms=cfg.max_wait_ms)
-        while not self._stopping.is_set():
-            records = await batcher.next_batch()
-            if records:
-                await self._process(records)
+        queue: asyncio.Queue[tuple[list[Record], Prepared] | None] = asyncio.Queue(maxsize=2)
+        worker = asyncio.create_task(self._compute_and_publish(queue), name="participant-compute")
+        try:
+            while not self._stopping.is_set() and not worker.done():
+                records = await batcher.next_batch()
+                if records:
+                    await queue.put((records, await self._prepare(records)))
+        finally:
+            if not worker.done():
+                await queue.put(None)  # drain: finish the batches in hand, then stop
+            await worker
 
-    async def _process(self, records: list[Record]) -> None:
-        """Decode → forward (worker thread) → sign → produce → await acks → commit."""
-        assert self._consumer is not None and self._producer is not None
-        now = now_ms()
-        by_partition: dict[int, _PartitionAnswers] = defaultdict(_PartitionAnswers)
-        inputs: list[np.ndarray[Any, Any]] = []
-        pending: list[tuple[int, str]] = []  # (partition, query_id) in input order
-        for record in records:
-            try:
-                query = decode(record.value, Query)
-            except DecodeError as exc:
-                await self._dlq.send(record, exc.reason, exc.detail)
-                self._metrics.queries.labels("dlq").inc()
-                continue
-            reason = self._check(query, now)
-            if reason is not None:
-                by_partition[record.partition].declined.append(
-                    Decline(query_id=query.query_id, reason=reason))
-                self._metrics.queries.labels(reason).inc()
-                continue
-            inputs.append(query.input.to_numpy())
-            pending.append((record.partition, query.query_id))
+    async def _prepare(self, records: list[Record]) -> Prepared:
+        started = time.perf_counter()
+        prepared = prepare([(r.partition, r.value) for r in records], self.spec, now_ms())
+        for index, exc in prepared.broken:
+            await self._dlq.send(records[index], exc.reason, exc.detail)
+        self._metrics.decode_seconds.observe(time.perf_counter() - started)
+        self._metrics.queries.labels("dlq").inc(len(prepared.broken))
+        for declines in prepared.declined.values():
+            for d in declines:
+                self._metrics.queries.labels(d.reason).inc()
+        return prepared
 
-        granted = await asyncio.to_thread(self.ledger.reserve, len(pending)) if pending else 0
-        for partition, query_id in pending[granted:]:
-            by_partition[partition].declined.append(
-                Decline(query_id=query_id, reason="budget_exhausted"))
-        self._metrics.queries.labels("budget_exhausted").inc(len(pending) - granted)
+    async def _compute_and_publish(
+            self, queue: asyncio.Queue[tuple[list[Record], Prepared] | None]) -> None:
+        while (item := await queue.get()) is not None:
+            await self._publish(*item)
+
+    def _compute(self, prepared: Prepared, granted: int) -> list[tuple[int, bytes]]:
+        """Device work and encoding, on a worker thread."""
         outputs = np.zeros((0, self.spec.num_classes), np.float32)
         if granted:
-            batch = np.stack(inputs[:granted]).astype(np.float32, copy=False)
+            assert prepared.inputs is not None
             started = time.perf_counter()
-            outputs = await asyncio.to_thread(self.engine.infer, batch)
+            outputs = self.engine.infer(np.ascontiguousarray(prepared.inputs[:granted]))
             self._metrics.device_seconds.observe(time.perf_counter() - started)
-            for row, (partition, query_id) in enumerate(pending[:granted]):
-                part = by_partition[partition]
-                part.answered.append(query_id)
-                part.rows.append(row)
-            self._metrics.queries.labels("answered").inc(granted)
-            self._metrics.epsilon.set(self.ledger.epsilon)
+        started = time.perf_counter()
+        encoded = assemble(prepared, granted, outputs, self._signer, now_ms())
+        self._metrics.encode_seconds.observe(time.perf_counter() - started)
+        return encoded
 
-        futures = [await self._send(partition, part, outputs)
-                   for partition, part in sorted(by_partition.items())]
+    async def _publish(self, records: list[Record], prepared: Prepared) -> None:
+        """Reserve budget → compute → produce → await acks → commit (at-least-once)."""
+        assert self._consumer is not None and self._producer is not None
+        wanted = len(prepared.answerable)
+        granted = await asyncio.to_thread(self.ledger.reserve, wanted) if wanted else 0
+        encoded = await asyncio.to_thread(self._compute, prepared, granted)
+        futures = [await self._producer.send(
+            self.topics.responses, value, key=self.participant_id.encode(), partition=partition,
+            headers=headers(ResponseBatch)) for partition, value in encoded]
         await asyncio.gather(*futures)
         await self._producer.flush()  # dead letters too, before their offsets are committed
         offsets: dict[TopicPartition, int] = {}
@@ -238,31 +241,6 @@ class ParticipantService:
         self.batches += 1
         self.answered += granted
         self._metrics.batch_size.observe(len(records))
-
-    def _check(self, query: Query, now: int) -> DeclineReason | None:
-        if query.task != self.spec.task:
-            return "unsupported_task"
-        if query.deadline_ms <= now:
-            return "expired"  # answering would spend privacy on a result nobody waits for
-        if (query.input.shape != tuple(self.spec.input_shape) or query.input.dtype != "<f4"
-                or not np.isfinite(query.input.to_numpy()).all()):
-            return "bad_input"
-        return None
-
-    async def _send(self, partition: int, part: _PartitionAnswers,
-                    outputs: np.ndarray[Any, Any]) -> asyncio.Future[Any]:
-        assert self._producer is not None
-        rows = outputs[part.rows] if part.rows else np.zeros((0, self.spec.num_classes),
-                                                              np.float32)
-        batch = ResponseBatch(
-            participant_id=self.participant_id, batch_id=uuid.uuid4().hex, task=self.spec.task,
-            model_version=self.spec.version, privacy=self._privacy, produced_at_ms=now_ms(),
-            query_partition=partition, answered=part.answered,
-            outputs=Tensor.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)),
-            declined=part.declined,
-        )
-        signed = sign_batch(batch, self._key)
-        return await self._producer.send(
-            self.topics.responses, encode(signed), key=self.participant_id.encode(),
-            partition=partition, headers=headers(ResponseBatch),
-        )
+        self._metrics.queries.labels("answered").inc(granted)
+        self._metrics.queries.labels("budget_exhausted").inc(wanted - granted)
+        self._metrics.epsilon.set(self.ledger.epsilon)

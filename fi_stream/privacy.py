@@ -79,9 +79,10 @@ def clip_rows(x: torch.Tensor, clip_norm: float) -> torch.Tensor:
     """Scale each row (dim 0; a 1-D tensor is one row) to L2 norm ≤ `clip_norm`.
 
     Returns float32 on x's device; rows already inside the ball are returned unchanged.
-    Norms are taken in float32 (bf16 would round the bound away) and on rows divided by
-    their largest |entry| first, so a huge finite row cannot overflow its norm to inf and
-    a zero row never divides by zero.
+    Norms are taken in float32 (bf16 would round the bound away) on rows divided by their
+    largest |entry|: a huge finite row cannot overflow its norm to inf, a long row is
+    rescaled from that unit-peak form (no subnormal scale factor eats its precision),
+    and a zero row never divides by zero.
     """
     _check_clip_norm(clip_norm)
     if x.ndim == 0:
@@ -91,10 +92,11 @@ def clip_rows(x: torch.Tensor, clip_norm: float) -> torch.Tensor:
         return x32.clone()
     rows = x32.reshape(x32.shape[0], -1) if x32.ndim > 1 else x32.reshape(1, -1)
     peak = rows.abs().amax(dim=1, keepdim=True).clamp_min(_TINY)
-    unit_norm: torch.Tensor = torch.linalg.vector_norm(rows / peak, ord=2, dim=1, keepdim=True)
-    # norm = peak·unit_norm, never formed; zero rows give C/0 = inf, clamped to 1.
-    scale = ((clip_norm / peak) / unit_norm).clamp(max=1.0)
-    return (rows * scale).reshape(x32.shape)
+    unit = rows / peak
+    unit_norm: torch.Tensor = torch.linalg.vector_norm(unit, ord=2, dim=1, keepdim=True)
+    inside = peak * unit_norm <= clip_norm  # an overflow to inf correctly says "outside"
+    clipped = unit * (clip_norm / unit_norm.clamp_min(_TINY))
+    return torch.where(inside, rows, clipped).reshape(x32.shape)
 
 
 def privatize(x: torch.Tensor, mechanism: GaussianMechanism,

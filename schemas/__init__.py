@@ -1,6 +1,14 @@
 """The wire contract of fi-stream: event models, tensors and their codec."""
 
-from schemas.codec import DecodeError, canonical_bytes, decode, encode, headers
+from schemas.codec import (
+    DecodeError,
+    QueryView,
+    canonical_bytes,
+    decode,
+    decode_query_view,
+    encode,
+    headers,
+)
 from schemas.events import (
     ALL_EVENTS,
     SCHEMA_VERSION,
@@ -40,6 +48,7 @@ __all__ = [
     "ParticipantDecline",
     "Privacy",
     "Query",
+    "QueryView",
     "ResponseBatch",
     "Result",
     "ResultStatus",
@@ -48,6 +57,7 @@ __all__ = [
     "WindowRef",
     "canonical_bytes",
     "decode",
+    "decode_query_view",
     "encode",
     "headers",
 ]

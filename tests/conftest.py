@@ -33,11 +33,20 @@ def kafka_bootstrap() -> Iterator[str]:
 
     home = Path(os.environ.get("FI_TEST_KAFKA_HOME", ".fi/test-kafka"))
     broker = LocalKafka(home, port=TEST_PORT, controller_port=TEST_PORT + 1)
-    was_running = broker.status().running
+    if _listening(TEST_PORT):  # another session's broker: use it, leave it running
+        yield broker.bootstrap
+        return
     asyncio.run(broker.up(timeout=120))
     yield broker.bootstrap
-    if not was_running:
-        broker.down()
+    broker.down()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ clip_norms = st.floats(1e-3, 1e3)
 
 
 def row_norms(t: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(t.double().reshape(t.shape[0], -1), dim=1)
+    norms: torch.Tensor = torch.linalg.vector_norm(t.double().reshape(t.shape[0], -1), dim=1)
+    return norms
 
 
 # -- clipping ----------------------------------------------------------------------------------
