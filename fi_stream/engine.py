@@ -107,7 +107,8 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
             chunks.append(q.data)
     if chunks:
         inputs = np.frombuffer(b"".join(chunks), dtype=np.float32).reshape(len(chunks), *shape)
-        finite: list[bool] = np.isfinite(inputs.reshape(len(chunks), -1)).all(axis=1).tolist()
+        mask: np.ndarray[Any, Any] = np.isfinite(inputs.reshape(len(chunks), -1)).all(axis=1)
+        finite: list[bool] = mask.tolist()
         if not all(finite):
             for (partition, qid), ok in zip(out.answerable, finite, strict=True):
                 if not ok:
