@@ -106,9 +106,11 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
             out.answerable.append((partition, q.query_id))
             chunks.append(q.data)
     if chunks:
-        inputs = np.frombuffer(b"".join(chunks), dtype=np.float32).reshape(len(chunks), *shape)
-        mask: np.ndarray[Any, Any] = np.isfinite(inputs.reshape(len(chunks), -1)).all(axis=1)
-        finite: list[bool] = mask.tolist()
+        # bytearray: one copy that torch may write to (frombuffer over bytes is read-only)
+        inputs = np.frombuffer(bytearray(b"".join(chunks)), dtype=np.float32).reshape(
+            len(chunks), *shape)
+        flat = inputs.reshape(len(chunks), -1)
+        finite: list[bool] = np.isfinite(flat).all(axis=1, keepdims=False).reshape(-1).tolist()
         if not all(finite):
             for (partition, qid), ok in zip(out.answerable, finite, strict=True):
                 if not ok:

@@ -12,6 +12,7 @@ from rich.console import Console
 from fi_stream.kafka import bootstrap_servers, ensure_topics
 from fi_stream.kafka.local_broker import LocalKafka
 from fi_stream.settings import Settings
+from fi_stream_cli.bench import bench_app
 from fi_stream_cli.runtime import run_async, serve, settings_from
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -26,6 +27,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(keys_app, name="keys")
 app.add_typer(participant_app, name="participant")
 app.add_typer(aggregator_app, name="aggregator")
+app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
 
