@@ -143,3 +143,118 @@ def bench_engine(
     if json_out is not None:
         json_out.write_text(text + "\n")
     print(text)
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+async def _drive(settings: Any, *, rate: float, duration: float, deadline_ms: int,
+                 max_in_flight: int) -> dict[str, Any]:
+    """Offer `rate` queries/s (0: as fast as `max_in_flight` allows) for `duration` seconds;
+    latency is query created → result received by the client."""
+    import asyncio
+
+    from fi_stream.clock import now_ms
+    from fi_stream.models import load_digits_split
+    from producers.query_client import QueryClient
+
+    xs = load_digits_split().x_test
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    missed = 0
+    async with QueryClient(settings, client_id="bench", quorum=1) as client:
+        await client.infer(xs[0], deadline_ms=30_000)  # the pipeline is live
+        slots = asyncio.Semaphore(max_in_flight)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def track(fut: Any, created: int) -> None:
+            nonlocal missed
+            try:
+                result = await fut
+            finally:
+                slots.release()
+            latencies.append(now_ms() - created)
+            statuses[result.status] = statuses.get(result.status, 0) + 1
+            missed += result.status != "complete" or result.completed_at_ms > result.deadline_ms
+
+        started = time.perf_counter()
+        sent = 0
+        while (elapsed := time.perf_counter() - started) < duration:
+            if rate > 0 and sent >= rate * elapsed:
+                await asyncio.sleep(min(0.005, (sent + 1) / rate - elapsed))
+                continue
+            await slots.acquire()
+            query, fut = await client.submit(xs[sent % len(xs)], deadline_ms=deadline_ms)
+            task = asyncio.create_task(track(fut, query.created_at_ms))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - started
+    lat = np.asarray(latencies, dtype=np.float64)
+    return {
+        "offered_rate": rate or None, "sent": sent, "results": len(latencies),
+        "queries_per_s": len(latencies) / wall,
+        "latency_ms": {"mean": float(lat.mean()), "p50": float(np.percentile(lat, 50)),
+                       "p99": float(np.percentile(lat, 99))},
+        "deadline_miss_rate": missed / max(1, len(latencies)), "statuses": statuses,
+    }
+
+
+@bench_app.command("e2e")
+def bench_e2e(
+    participants: Annotated[int, typer.Option(min=1)] = 5,
+    rate: Annotated[float, typer.Option(
+        help="Offered queries/s; 0 finds the sustained maximum, then measures latency at "
+             "half of it.")] = 0.0,
+    duration: Annotated[float, typer.Option(min=1.0)] = 10.0,
+    deadline_ms: Annotated[int, typer.Option(min=1)] = 5_000,
+    naive: Annotated[bool, typer.Option(help="Also run the naive pipeline for the ratio.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+) -> None:
+    """The whole system on the local broker (or FI_KAFKA_BOOTSTRAP), one process per service:
+    batched participants vs. a naive pipeline (one forward per query, one awaited produce per
+    response, one commit per message)."""
+    import asyncio
+
+    from fi_stream.settings import load_settings
+    from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
+
+    base = load_settings()
+
+    async def run(name: str, participant: dict[str, Any], offered: float) -> dict[str, Any]:
+        run_id = f"bench-{name}-{time.strftime('%H%M%S')}"
+        settings = fresh_settings(base, f"{run_id}.", participant=participant)
+        fed = LocalFederation(settings, Path(".fi/bench") / run_id)
+        ids = [f"p{k + 1}" for k in range(participants)]
+        fed.train(ids, alpha=0.3, seed=0)
+        try:
+            await fed.start(ids)
+            console.print(f"{name}: offering {offered or 'max'} queries/s for {duration:.0f} s")
+            return await _drive(settings, rate=offered, duration=duration,
+                                deadline_ms=deadline_ms, max_in_flight=4000)
+        finally:
+            await fed.stop()
+
+    async def main() -> dict[str, Any]:
+        out: dict[str, Any] = {"benchmark": "e2e", "participants": participants,
+                               "duration_s": duration, "deadline_ms": deadline_ms,
+                               "machine": machine()}
+        async with local_broker(base):
+            batched = {"max_batch": 512, "max_wait_ms": 5}
+            if rate > 0:
+                out["batched"] = await run("batched", batched, rate)
+            else:
+                out["batched_max"] = await run("batched", batched, 0)
+                half = out["batched_max"]["queries_per_s"] / 2
+                out["batched_half_rate"] = await run("batched", batched, half)
+            if naive:
+                out["naive_max"] = await run("naive", {"max_batch": 1, "max_wait_ms": 0}, 0)
+                top = out.get("batched_max", out.get("batched"))
+                out["throughput_ratio"] = top["queries_per_s"] / out["naive_max"]["queries_per_s"]
+        return out
+
+    result = asyncio.run(main())
+    text = json.dumps(result, indent=2)
+    if json_out is not None:
+        json_out.write_text(text + "\n")
+    print(text)

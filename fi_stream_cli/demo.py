@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,12 +14,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fi_stream.clock import now_ms
-from fi_stream.kafka import bootstrap_servers, ensure_topics, make_consumer, make_producer
-from fi_stream.kafka.local_broker import LocalKafka
+from fi_stream.kafka import make_consumer, make_producer
 from fi_stream.kafka.reading import read_to_end
-from fi_stream.models import load_digits_split, save_model, train_participant
-from fi_stream.registry import RegistryView
-from fi_stream.settings import Settings, load_settings
+from fi_stream.models import load_digits_split
+from fi_stream.settings import Settings
+from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
 from producers.query_client import QueryClient
 from schemas import Feedback, Incentive, ResponseBatch, Result, decode, encode, headers
 
@@ -36,103 +31,28 @@ class Report:
     wall_s: float = 0.0
 
 
-def _service_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "FI_KAFKA__BOOTSTRAP": bootstrap_servers(settings),
-        "FI_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
-        "FI_KAFKA__PARTITIONS": str(settings.kafka.partitions),
-        "FI_AGGREGATOR__WINDOW_SECONDS": str(settings.aggregator.window_seconds),
-        "FI_AGGREGATOR__WINDOW_RESULTS": str(settings.aggregator.window_results),
-        "FI_PRIVACY__CLIP_NORM": str(settings.privacy.clip_norm),
-        "FI_PRIVACY__NOISE_MULTIPLIER": str(settings.privacy.noise_multiplier),
-        "FI_LOG_JSON": "true",
-    })
-    return env
-
-
-async def _spawn(args: list[str], env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
-    out = log.open("wb")
-    try:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fi_stream_cli", *args, env=env,
-            stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL)
-    finally:
-        out.close()
-
-
-async def _stop_all(procs: list[asyncio.subprocess.Process], timeout: float = 30) -> list[int]:
-    for p in procs:
-        if p.returncode is None:
-            p.send_signal(signal.SIGTERM)
-    codes = []
-    for p in procs:
-        try:
-            codes.append(await asyncio.wait_for(p.wait(), timeout))
-        except TimeoutError:
-            p.kill()
-            codes.append(await p.wait())
-    return codes
-
-
 async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int,
                    deadline_ms: int, console: Console) -> int:
     run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    settings = load_settings(None, **{
-        **base.model_dump(exclude_unset=True),
-        "kafka": {**base.kafka.model_dump(exclude_unset=True),
-                  "topic_prefix": f"demo-{run_id}."},
-        "aggregator": {**base.aggregator.model_dump(exclude_unset=True), "window_seconds": 2.0},
-    })
-    home = Path(".fi/demo") / run_id
-    broker = None if settings.kafka.bootstrap else LocalKafka(
-        settings.kafka.local_home, port=settings.kafka.local_port,
-        controller_port=settings.kafka.local_controller_port)
-    started_broker = broker is not None and not broker.status().running
-    procs: list[asyncio.subprocess.Process] = []
-    try:
-        if broker is not None:
-            console.print("starting the local Kafka broker …")
-            await broker.up()
-        await ensure_topics(settings)
+    settings = fresh_settings(base, f"demo-{run_id}.", aggregator={"window_seconds": 2.0})
+    fed = LocalFederation(settings, Path(".fi/demo") / run_id)
+    if not settings.kafka.bootstrap:
+        console.print("starting the local Kafka broker …")
+    async with local_broker(settings):
         ids = [f"p{k + 1}" for k in range(participants)]
         console.print(f"training {participants} participants on Dirichlet(α={alpha}) shards …")
-        solo_clean: dict[str, float] = {}
-        for k, pid in enumerate(ids):
-            module, spec = train_participant(shard=k, of=participants, alpha=alpha, seed=seed,
-                                             participant_id=pid)
-            save_model(home / "models" / pid, module, spec)
-            solo_clean[pid] = spec.metrics["test_accuracy"]
-        env = _service_env(settings)
-        (home / "logs").mkdir(parents=True, exist_ok=True)
-        for pid in ids:
-            procs.append(await _spawn(["participant", "run", "--id", pid, "--model",
-                                       str(home / "models" / pid)], env,
-                                      home / "logs" / f"{pid}.log"))
-        procs.append(await _spawn(["aggregator", "run", "--instance-id", "demo"], env,
-                                  home / "logs" / "aggregator.log"))
-        registry = RegistryView(settings)
-        await registry.start()
+        solo_clean = fed.train(ids, alpha=alpha, seed=seed)
         try:
-            await registry.wait_for(set(ids), timeout=120)
+            await fed.start(ids)
+            report = await _stream(settings, deadline_ms, console)
+            await _publish_feedback(settings, report)
+            rewards = await _collect_rewards(settings, len(report.results), timeout=30)
+            solo_noised = await _solo_accuracy(settings, report.labels)
         finally:
-            await registry.stop()
-        report = await _stream(settings, deadline_ms, console)
-        await _publish_feedback(settings, report)
-        rewards = await _collect_rewards(settings, len(report.results), timeout=30)
-        solo_noised = await _solo_accuracy(settings, report.labels)
-        codes = await _stop_all(procs)
-        procs = []
+            codes = await fed.stop()
         _print_report(console, report, solo_clean, solo_noised, rewards, settings, ids)
-        console.print(f"logs and models: {home}; service exit codes {codes}")
+        console.print(f"logs and models: {fed.home}; service exit codes {codes}")
         return 0 if all(c == 0 for c in codes) else 1
-    finally:
-        if procs:
-            await _stop_all(procs)
-        if broker is not None and started_broker:
-            broker.down()
-        if home.exists() and not any(home.iterdir()):
-            shutil.rmtree(home)
 
 
 async def _stream(settings: Settings, deadline_ms: int, console: Console) -> Report:

@@ -43,12 +43,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str],
                             wait: float = 15.0) -> dict[str, int]:
-    """Partition counts; a topic created a moment ago may show none for a short while."""
+    """Partition counts, once every partition has a leader (a topic created a moment ago
+    shows no partitions, then leaderless ones, for a short while)."""
     deadline = time.monotonic() + wait
     while True:
         described = await admin.describe_topics(names)
         counts = {d["topic"]: len(d["partitions"]) for d in described}
-        if all(counts.get(n) for n in names) or time.monotonic() > deadline:
+        led = all(p["leader"] >= 0 for d in described for p in d["partitions"])
+        if (all(counts.get(n) for n in names) and led) or time.monotonic() > deadline:
             return counts
         await asyncio.sleep(0.2)
 

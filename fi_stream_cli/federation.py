@@ -1,0 +1,114 @@
+"""A whole federation on one machine, as separate processes: the demo and the end-to-end
+benchmark run participants and aggregators exactly as users would, one process each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fi_stream.kafka import bootstrap_servers, ensure_topics
+from fi_stream.kafka.local_broker import LocalKafka
+from fi_stream.models import save_model, train_participant
+from fi_stream.registry import RegistryView
+from fi_stream.settings import Settings, load_settings
+
+
+def fresh_settings(base: Settings, prefix: str, **groups: dict[str, Any]) -> Settings:
+    """`base` with its own topic prefix (an isolated run) and some groups overridden."""
+    values = base.model_dump(exclude_unset=True)
+    values["kafka"] = {**base.kafka.model_dump(exclude_unset=True), "topic_prefix": prefix}
+    for name, update in groups.items():
+        values[name] = {**getattr(base, name).model_dump(exclude_unset=True), **update}
+    return load_settings(None, **values)
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment that hands `settings` to a child process (FI_… variables)."""
+    env = dict(os.environ, FI_LOG_JSON="true",
+               FI_KAFKA__BOOTSTRAP=bootstrap_servers(settings))
+    for group in ("kafka", "privacy", "participant", "aggregator"):
+        for key, value in getattr(settings, group).model_dump(mode="json").items():
+            if value is not None and key != "bootstrap":
+                env[f"FI_{group.upper()}__{key.upper()}"] = str(value)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def local_broker(settings: Settings) -> AsyncIterator[None]:
+    """The local broker if no cluster is given; stopped again only if this started it."""
+    if settings.kafka.bootstrap:
+        yield
+        return
+    k = settings.kafka
+    broker = LocalKafka(k.local_home, port=k.local_port, controller_port=k.local_controller_port)
+    started = not broker.status().running
+    await broker.up()
+    try:
+        yield
+    finally:
+        if started:
+            broker.down()
+
+
+@dataclass
+class LocalFederation:
+    settings: Settings
+    home: Path
+    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    def train(self, ids: list[str], *, alpha: float, seed: int) -> dict[str, float]:
+        """Train and save every participant's model; returns their clean test accuracy."""
+        accuracy = {}
+        for k, pid in enumerate(ids):
+            module, spec = train_participant(shard=k, of=len(ids), alpha=alpha, seed=seed,
+                                             participant_id=pid)
+            save_model(self.home / "models" / pid, module, spec)
+            accuracy[pid] = spec.metrics["test_accuracy"]
+        return accuracy
+
+    async def _spawn(self, name: str, *args: str) -> None:
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        with (self.home / "logs" / f"{name}.log").open("ab") as out:
+            self.procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "fi_stream_cli", *args, env=service_env(self.settings),
+                stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL))
+
+    async def start(self, ids: list[str], aggregators: int = 1) -> None:
+        """Participants first (they register), then the aggregators; ready when registered."""
+        await ensure_topics(self.settings)
+        for pid in ids:
+            await self._spawn(pid, "participant", "run", "--id", pid,
+                              "--model", str(self.home / "models" / pid))
+        for i in range(aggregators):
+            await self._spawn(f"aggregator-{i}", "aggregator", "run", "--instance-id", f"a{i}")
+        registry = RegistryView(self.settings)
+        await registry.start()
+        try:
+            await registry.wait_for(set(ids), timeout=120)
+        finally:
+            await registry.stop()
+
+    async def stop(self, timeout: float = 30) -> list[int]:
+        """SIGTERM everyone (graceful), SIGKILL what is still there after `timeout`."""
+        for p in self.procs:
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        codes = []
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            try:
+                left = max(0.1, deadline - time.monotonic())
+                codes.append(await asyncio.wait_for(p.wait(), left))
+            except TimeoutError:
+                p.kill()
+                codes.append(await p.wait())
+        self.procs.clear()
+        return codes
