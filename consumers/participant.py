@@ -11,6 +11,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -49,6 +50,22 @@ class _PartitionAnswers:
     answered: list[str] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
     declined: list[Decline] = field(default_factory=list)
+
+
+#: Under load, acked offsets are committed at most this often: a commit is a round trip to
+#: the group coordinator, too slow to pay per micro-batch. A crash re-answers what was acked
+#: but not yet committed (at-least-once; the aggregator dedupes).
+COMMIT_INTERVAL_S = 0.1
+
+
+@dataclass
+class _Batch:
+    """A micro-batch on its way through the stages, with the acks that must precede its commit."""
+
+    records: list[Record]
+    prepared: Prepared
+    acks: list[asyncio.Future[Any]]
+
 
 
 class _Metrics:
@@ -175,39 +192,51 @@ class ParticipantService:
         return [r for recs in got.values() for r in recs]
 
     async def _run(self) -> None:
-        """Two stages joined by a short queue: while one batch is on the device (a worker
-        thread), the event loop collects and decodes the next one."""
+        """Three stages joined by short queues, so nothing waits on a round trip it need not:
+
+        1. the event loop collects and decodes the next batch,
+        2. meanwhile a worker thread runs the device work of the previous one and its
+           responses are handed to the producer,
+        3. acks are awaited in order and offsets committed every `COMMIT_INTERVAL_S` —
+           only ever offsets whose responses (and dead letters) are acked: at-least-once.
+        """
         cfg = self.settings.participant
         batcher = MicroBatcher[Record](fetch=self._fetch, max_batch=cfg.max_batch,
                                        max_wait_ms=cfg.max_wait_ms)
-        queue: asyncio.Queue[tuple[list[Record], Prepared] | None] = asyncio.Queue(maxsize=2)
-        worker = asyncio.create_task(self._compute_and_publish(queue), name="participant-compute")
+        compute_q: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=2)
+        ack_q: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=8)
+        stages = [asyncio.create_task(self._compute_stage(compute_q, ack_q), name="compute"),
+                  asyncio.create_task(self._ack_stage(ack_q), name="ack")]
         try:
-            while not self._stopping.is_set() and not worker.done():
+            while not self._stopping.is_set() and not any(t.done() for t in stages):
                 records = await batcher.next_batch()
                 if records:
-                    await queue.put((records, await self._prepare(records)))
+                    await compute_q.put(await self._prepare(records))
         finally:
-            if not worker.done():
-                await queue.put(None)  # drain: finish the batches in hand, then stop
-            await worker
+            if not stages[0].done():
+                await compute_q.put(None)  # drain: finish the batches in hand, then stop
+            await asyncio.gather(*stages)
 
-    async def _prepare(self, records: list[Record]) -> Prepared:
+    async def _prepare(self, records: list[Record]) -> _Batch:
         started = time.perf_counter()
         prepared = prepare([(r.partition, r.value) for r in records], self.spec, now_ms())
-        for index, exc in prepared.broken:
-            await self._dlq.send(records[index], exc.reason, exc.detail)
+        acks = [await self._dlq.send(records[i], exc.reason, exc.detail)
+                for i, exc in prepared.broken]
         self._metrics.decode_seconds.observe(time.perf_counter() - started)
         self._metrics.queries.labels("dlq").inc(len(prepared.broken))
         for declines in prepared.declined.values():
             for d in declines:
                 self._metrics.queries.labels(d.reason).inc()
-        return prepared
+        return _Batch(records, prepared, acks)
 
-    async def _compute_and_publish(
-            self, queue: asyncio.Queue[tuple[list[Record], Prepared] | None]) -> None:
-        while (item := await queue.get()) is not None:
-            await self._publish(*item)
+    async def _compute_stage(self, inbox: asyncio.Queue[_Batch | None],
+                             outbox: asyncio.Queue[_Batch | None]) -> None:
+        try:
+            while (batch := await inbox.get()) is not None:
+                await self._publish(batch)
+                await outbox.put(batch)
+        finally:
+            await outbox.put(None)
 
     def _compute(self, prepared: Prepared, granted: int) -> list[tuple[int, bytes]]:
         """Device work and encoding, on a worker thread."""
@@ -222,25 +251,38 @@ class ParticipantService:
         self._metrics.encode_seconds.observe(time.perf_counter() - started)
         return encoded
 
-    async def _publish(self, records: list[Record], prepared: Prepared) -> None:
-        """Reserve budget → compute → produce → await acks → commit (at-least-once)."""
-        assert self._consumer is not None and self._producer is not None
+    async def _publish(self, batch: _Batch) -> None:
+        """Reserve budget (persisted first) → compute → hand the responses to the producer."""
+        assert self._producer is not None
+        prepared = batch.prepared
         wanted = len(prepared.answerable)
         granted = await asyncio.to_thread(self.ledger.reserve, wanted) if wanted else 0
         encoded = await asyncio.to_thread(self._compute, prepared, granted)
-        futures = [await self._producer.send(
-            self.topics.responses, value, key=self.participant_id.encode(), partition=partition,
-            headers=headers(ResponseBatch)) for partition, value in encoded]
-        await asyncio.gather(*futures)
-        await self._producer.flush()  # dead letters too, before their offsets are committed
-        offsets: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-        await self._consumer.commit(offsets)
+        for partition, value in encoded:
+            batch.acks.append(await self._producer.send(
+                self.topics.responses, value, key=self.participant_id.encode(),
+                partition=partition, headers=headers(ResponseBatch)))
         self.batches += 1
         self.answered += granted
-        self._metrics.batch_size.observe(len(records))
+        self._metrics.batch_size.observe(len(batch.records))
         self._metrics.queries.labels("answered").inc(granted)
         self._metrics.queries.labels("budget_exhausted").inc(wanted - granted)
         self._metrics.epsilon.set(self.ledger.epsilon)
+
+    async def _ack_stage(self, inbox: asyncio.Queue[_Batch | None]) -> None:
+        """Await acks in batch order; commit the acked offsets whenever this stage has caught
+        up (or every interval under load), off the path that produces responses."""
+        assert self._consumer is not None
+        acked: dict[TopicPartition, int] = {}
+        last_commit = time.monotonic()
+        while (batch := await inbox.get()) is not None:
+            await asyncio.gather(*batch.acks)
+            for record in batch.records:
+                tp = TopicPartition(record.topic, record.partition)
+                acked[tp] = max(acked.get(tp, 0), record.offset + 1)
+            if inbox.empty() or time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                await self._consumer.commit(dict(acked))
+                acked.clear()
+                last_commit = time.monotonic()
+        if acked:
+            await self._consumer.commit(acked)

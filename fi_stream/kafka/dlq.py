@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, RecordMetadata
 from prometheus_client import CollectorRegistry, Counter
 from structlog import get_logger
 
@@ -39,17 +41,16 @@ class DeadLetterQueue:
             registry=registry if registry is not None else CollectorRegistry(),
         )
 
-    async def send(self, record: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> None:
-        """Enqueue the dead letter on the service's producer.
-
-        The caller flushes (or commits its transaction) before committing the source offset,
-        so a dead letter is never lost and, in a transaction, never duplicated.
-        """
+    async def send(self, record: ConsumerRecord[bytes, bytes], reason: str, detail: str
+                   ) -> asyncio.Future[RecordMetadata]:
+        """Enqueue the dead letter; the caller awaits the returned ack before it commits the
+        source offset, so a dead letter is never lost."""
         headers = dead_letter_headers(record, reason, detail, self._consumer)
-        await self._producer.send(
+        ack = await self._producer.send(
             self._topic, record.value, key=record.key, headers=headers
         )
         self.counts[reason] = self.counts.get(reason, 0) + 1
         self._metric.labels(reason).inc()
         log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
                     partition=record.partition, offset=record.offset)
+        return ack
