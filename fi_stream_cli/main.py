@@ -146,6 +146,11 @@ def participant_run(
                       epsilon_max=epsilon_max),
         metrics_port=metrics_port)
 
+    if settings.participant.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.participant.torch_threads)
+
     async def main() -> None:
         service = ParticipantService(settings, participant_id=pid,
                                      model_dir=_model_dir(pid, model))
@@ -255,3 +260,6 @@ def demo(
     raise typer.Exit(code)
 
 
+from fi_stream_cli.audit import register as _register_audit  # noqa: E402
+
+_register_audit(app)

@@ -1,0 +1,266 @@
+"""The audit as ONE self-contained HTML page: inline SVG plots and tables, no scripts, no
+external fonts or styles, nothing fetched from a network.
+
+Plots: result latency (completed_at_ms − created_at_ms), recorded rewards per participant
+per window, ε spent over time per participant, and the Spearman correlation between
+label-free scores and merit (Shapley values of ensemble accuracy on fi.feedback labels)
+per window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from html import escape
+
+import numpy as np
+
+from fi_stream.audit import KINDS, AuditReport, WindowAudit
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939")
+W, H = 640, 300
+LEFT, RIGHT, TOP, BOTTOM = 62, 130, 18, 46
+
+Point = tuple[float, float]
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About `n` round tick values (1, 2 or 5 × 10^k apart) covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    out = []
+    t = first
+    while t <= hi + step * 1e-9:
+        out.append(round(t, 12))
+        t += step
+    return out
+
+
+def _fmt(v: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e5 or abs(v) < 1e-3:
+        return f"{v:.1e}"
+    return f"{v:.4g}"
+
+
+class _Frame:
+    """Maps data to pixels and draws axes, ticks, labels and a legend."""
+
+    def __init__(self, x: tuple[float, float], y: tuple[float, float], x_label: str,
+                 y_label: str) -> None:
+        self.x0, self.x1 = x if x[1] > x[0] else (x[0] - 0.5, x[0] + 0.5)
+        self.y0, self.y1 = y if y[1] > y[0] else (y[0] - 0.5, y[0] + 0.5)
+        self.x_label, self.y_label = x_label, y_label
+        self.parts: list[str] = []
+
+    def px(self, x: float) -> float:
+        return LEFT + (x - self.x0) / (self.x1 - self.x0) * (W - LEFT - RIGHT)
+
+    def py(self, y: float) -> float:
+        return H - BOTTOM - (y - self.y0) / (self.y1 - self.y0) * (H - TOP - BOTTOM)
+
+    def axes(self) -> None:
+        p = self.parts
+        p.append(f'<rect x="{LEFT}" y="{TOP}" width="{W - LEFT - RIGHT}" '
+                 f'height="{H - TOP - BOTTOM}" fill="#fafafa" stroke="#999"/>')
+        for t in _ticks(self.x0, self.x1):
+            x = self.px(t)
+            p.append(f'<line x1="{x:.1f}" y1="{H - BOTTOM}" x2="{x:.1f}" y2="{H - BOTTOM + 4}" '
+                     f'stroke="#666"/><text x="{x:.1f}" y="{H - BOTTOM + 16}" '
+                     f'text-anchor="middle">{_fmt(t)}</text>')
+        for t in _ticks(self.y0, self.y1):
+            y = self.py(t)
+            p.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT}" y2="{y:.1f}" '
+                     f'stroke="#e4e4e4"/><text x="{LEFT - 6}" y="{y + 4:.1f}" '
+                     f'text-anchor="end">{_fmt(t)}</text>')
+        p.append(f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 8}" text-anchor="middle">'
+                 f'{escape(self.x_label)}</text>')
+        p.append(f'<text transform="translate(14,{(TOP + H - BOTTOM) / 2}) rotate(-90)" '
+                 f'text-anchor="middle">{escape(self.y_label)}</text>')
+
+    def legend(self, names: Sequence[str]) -> None:
+        for i, name in enumerate(names[:16]):
+            y = TOP + 8 + i * 16
+            self.parts.append(
+                f'<rect x="{W - RIGHT + 10}" y="{y - 8}" width="10" height="10" '
+                f'fill="{PALETTE[i % len(PALETTE)]}"/><text x="{W - RIGHT + 25}" y="{y + 1}">'
+                f'{escape(name)}</text>')
+
+    def svg(self, label: str) -> str:
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" '
+                f'height="{H}" role="img" aria-label="{escape(label)}" '
+                f'font-family="sans-serif" font-size="11">{"".join(self.parts)}</svg>')
+
+
+def _empty(label: str, why: str) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} 60" width="{W}" '
+            f'height="60" role="img" aria-label="{escape(label)}" font-family="sans-serif" '
+            f'font-size="12"><rect x="1" y="1" width="{W - 2}" height="58" fill="#fafafa" '
+            f'stroke="#ccc"/><text x="{W / 2}" y="35" text-anchor="middle" fill="#666">'
+            f'{escape(why)}</text></svg>')
+
+
+def histogram_svg(values: Sequence[float], *, label: str, x_label: str, bins: int = 40) -> str:
+    if not values:
+        return _empty(label, "no data")
+    a = np.asarray(values, dtype=np.float64)
+    counts, edges = np.histogram(a, bins=min(bins, max(1, len(np.unique(a)))))
+    f = _Frame((float(edges[0]), float(edges[-1])), (0.0, float(counts.max()) * 1.05),
+               x_label, "results")
+    f.axes()
+    for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True):
+        if c:
+            x, w = f.px(float(lo)), max(1.0, f.px(float(hi)) - f.px(float(lo)) - 1)
+            f.parts.append(f'<rect x="{x:.1f}" y="{f.py(float(c)):.1f}" width="{w:.1f}" '
+                           f'height="{f.py(0) - f.py(float(c)):.1f}" fill="{PALETTE[0]}"/>')
+    names = []
+    for i, (q, name) in enumerate(zip(np.percentile(a, [50, 95, 99]), ("p50", "p95", "p99"),
+                                      strict=True)):
+        x = f.px(float(q))
+        color = PALETTE[i + 1]
+        f.parts.append(f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{H - BOTTOM}" '
+                       f'stroke="{color}" stroke-dasharray="4 3"/>')
+        names.append(f"{name} {_fmt(float(q))}")
+    f.parts.append("")
+    for i, name in enumerate(names):
+        y = TOP + 8 + i * 16
+        f.parts.append(f'<line x1="{W - RIGHT + 10}" y1="{y - 3}" x2="{W - RIGHT + 20}" '
+                       f'y2="{y - 3}" stroke="{PALETTE[i + 1]}" stroke-width="2"/>'
+                       f'<text x="{W - RIGHT + 25}" y="{y + 1}">{escape(name)}</text>')
+    return f.svg(label)
+
+
+def lines_svg(series: Mapping[str, Sequence[Point]], *, label: str, x_label: str,
+              y_label: str, y_range: tuple[float, float] | None = None, step: bool = False,
+              zero_line: bool = False) -> str:
+    pts = [(x, y) for s in series.values() for x, y in s if math.isfinite(y)]
+    if not pts:
+        return _empty(label, "no data")
+    xs = [p[0] for p in pts]
+    ys = [p[1] for p in pts]
+    lo, hi = y_range if y_range else (min(0.0, min(ys)), max(ys) * 1.05 if max(ys) > 0 else 1.0)
+    f = _Frame((min(xs), max(xs)), (lo, hi), x_label, y_label)
+    f.axes()
+    if zero_line and lo < 0 < hi:
+        f.parts.append(f'<line x1="{LEFT}" y1="{f.py(0):.1f}" x2="{W - RIGHT}" '
+                       f'y2="{f.py(0):.1f}" stroke="#888"/>')
+    names = sorted(series)
+    for i, name in enumerate(names):
+        color = PALETTE[i % len(PALETTE)]
+        s = [(x, y) for x, y in series[name] if math.isfinite(y)]
+        if not s:
+            continue
+        coords: list[str] = []
+        prev_y: float | None = None
+        for x, y in s:
+            if step and prev_y is not None:
+                coords.append(f"{f.px(x):.1f},{f.py(prev_y):.1f}")
+            coords.append(f"{f.px(x):.1f},{f.py(y):.1f}")
+            prev_y = y
+        if len(s) > 1:
+            f.parts.append(f'<polyline points="{" ".join(coords)}" fill="none" '
+                           f'stroke="{color}" stroke-width="1.6"/>')
+        if len(s) <= 60 or not step:
+            f.parts.extend(f'<circle cx="{f.px(x):.1f}" cy="{f.py(y):.1f}" r="2.6" '
+                           f'fill="{color}"/>' for x, y in s)
+    f.legend(names)
+    return f.svg(label)
+
+
+# -- the page -------------------------------------------------------------------------------------
+
+def _window_order(windows: Sequence[WindowAudit]) -> list[WindowAudit]:
+    return sorted((w for w in windows if w.closed),
+                  key=lambda w: (w.first_completed_at_ms, w.partition, w.seq))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = """
+body{font-family:sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f2f2f2}
+.ok{color:#1a7f37;font-weight:bold}.bad{color:#c62828;font-weight:bold}
+.grid{display:flex;flex-wrap:wrap;gap:12px}.note{color:#666;font-size:12px}
+"""
+
+
+def render_html(report: AuditReport, *, title: str = "fi-stream audit",
+                max_rows: int = 200) -> str:
+    windows = _window_order(report.windows)
+    index = {(w.partition, w.seq): i for i, w in enumerate(windows)}
+    participants = sorted({p for w in windows for p in w.rewards})
+    rewards = {p: [(float(index[(w.partition, w.seq)]), w.rewards[p])
+                   for w in windows if p in w.rewards] for p in participants}
+    origin = min((t for s in report.spend for t, _ in s.series), default=0)
+    epsilon = {s.participant_id: [((t - origin) / 1000, e) for t, e in s.series]
+               for s in report.spend if s.series}
+    rho = [(float(index[(w.partition, w.seq)]), w.spearman) for w in windows
+           if w.spearman is not None]
+    mean_rho = f"mean ρ = {np.mean([r for _, r in rho]):.3f} over {len(rho)} windows" if rho \
+        else "no window has labels for ≥ 2 participants yet"
+
+    verdict = ('<p class="ok">Everything holds.</p>' if report.ok else
+               f'<p class="bad">{len(report.discrepancies)} discrepancies.</p>')
+    counts = _table(["count", "value"], list(report.counts.items()))
+    kinds = report.by_kind()
+    kind_table = _table(["kind", "found"], [(k, kinds.get(k, 0)) for k in KINDS])
+    shown = report.discrepancies[:max_rows]
+    disc = _table(["kind", "query", "participant", "window", "where", "what"], [
+        (d.kind, d.query_id or "", d.participant_id or "",
+         f"{d.window[0]}/{d.window[1]}" if d.window else "", " ".join(d.refs), d.message)
+        for d in shown])
+    if len(report.discrepancies) > max_rows:
+        disc += f'<p class="note">… {len(report.discrepancies) - max_rows} more in the JSON.</p>'
+    spend = _table(["participant", "answers", "batches", "σ", "δ", "ε spent", "ε max",
+                    "max answers", "exceeded"], [
+        (s.participant_id, s.answers, s.batches, ", ".join(f"{x:g}" for x in
+                                                           s.noise_multipliers),
+         "" if s.delta is None else f"{s.delta:g}",
+         "n/a" if s.epsilon is None else f"{s.epsilon:.4g}",
+         "" if s.epsilon_max is None else f"{s.epsilon_max:g}",
+         "" if s.max_answers is None else s.max_answers, "yes" if s.exceeded else "no")
+        for s in report.spend])
+    dlq = _table(["error", "source topic", "records"], [
+        (*k.split(" ", 1), v) for k, v in report.dlq_sources.items()]) if report.dlq_sources \
+        else '<p class="note">The DLQ is empty.</p>'
+    t = report.throughput
+    speed = (f'<p class="note">{t["events"]:.0f} events read and checked in {t["seconds"]:.2f} s:'
+             f' {t["events_per_s"]:,.0f} events/s.</p>') if t else ""
+    lat = report.latencies_ms
+    plots = "".join(f"<div><h3>{escape(h)}</h3>{svg}</div>" for h, svg in (
+        ("Result latency", histogram_svg(lat, label="latency histogram",
+                                         x_label="completed_at_ms − created_at_ms (ms)")),
+        ("Rewards per participant per window",
+         lines_svg(rewards, label="rewards", x_label="window (by time)", y_label="reward")),
+        ("ε spent over time", lines_svg(epsilon, label="epsilon", x_label="seconds",
+                                        y_label="ε at δ", step=True)),
+        (f"Label-free vs merit, Spearman ρ per window ({mean_rho})",
+         lines_svg({"ρ": rho}, label="spearman", x_label="window (by time)",
+                   y_label="Spearman ρ", y_range=(-1.05, 1.05), zero_line=True)),
+    ))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{escape(title)}</h1>{verdict}{speed}
+<p class="note">{"A slice of the log: checks that need records outside it were skipped."
+                 if report.partial else "The whole log."}</p>
+<h2>Plots</h2><div class="grid">{plots}</div>
+<h2>Discrepancies</h2>{kind_table}{disc if shown else ""}
+<h2>Privacy spend (recomputed from the response batches)</h2>{spend}
+<h2>Dead letters</h2>{dlq}
+<h2>Counts</h2>{counts}
+</body></html>
+"""
