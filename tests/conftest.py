@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fi_stream.logging import configure_logging
+from fi_stream.models import save_model, train_participant
 from fi_stream.settings import Settings, load_settings
 
 TEST_PORT = int(os.environ.get("FI_TEST_KAFKA_PORT", "29092"))
@@ -70,3 +71,16 @@ async def topics(settings_factory: Callable[..., Settings]) -> AsyncIterator[Set
     settings = settings_factory()
     await ensure_topics(settings)
     yield settings
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three real digits participants, trained once per session on non-IID shards."""
+    root = tmp_path_factory.mktemp("models")
+    dirs = {}
+    for k in range(3):
+        pid = f"p{k + 1}"
+        module, spec = train_participant(shard=k, of=3, alpha=1.0, seed=0, participant_id=pid)
+        save_model(root / pid, module, spec)
+        dirs[pid] = root / pid
+    return dirs

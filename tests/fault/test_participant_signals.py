@@ -1,0 +1,86 @@
+"""A participant process stopped by SIGTERM mid-stream exits 0 after finishing what it
+holds; after a restart nothing is lost (at-least-once), and a SIGKILLed one loses nothing
+either."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fi_stream.clock import now_ms
+from fi_stream.kafka import make_producer
+from fi_stream.settings import Settings
+from schemas import Query, ResponseBatch, Tensor, decode, encode, headers
+from tests.integration.harness import read_topic, registered
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+N = 3000
+
+
+async def _participant(settings: Settings, model: Path, log: Path
+                       ) -> asyncio.subprocess.Process:
+    env = dict(os.environ, FI_KAFKA__BOOTSTRAP=settings.kafka.bootstrap or "",
+               FI_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
+               FI_KAFKA__PARTITIONS=str(settings.kafka.partitions),
+               FI_PARTICIPANT__MAX_BATCH="32", FI_LOG_JSON="true")
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fi_stream_cli", "participant", "run", "--id", "p1",
+            "--model", str(model), env=env, stdout=out, stderr=out,
+            stdin=asyncio.subprocess.DEVNULL)
+
+
+async def _queries(settings: Settings) -> None:
+    producer = make_producer(settings)
+    await producer.start()
+    rng = np.random.default_rng(0)
+    try:
+        for i in range(N):
+            now = now_ms()
+            q = Query(query_id=f"q{i}", task="digits", created_at_ms=now,
+                      deadline_ms=now + 600_000,
+                      input=Tensor.from_numpy(rng.random(64, dtype=np.float32)))
+            await producer.send(settings.topic_names.queries, encode(q), key=q.query_id.encode(),
+                                headers=headers(Query))
+            if i % 100 == 0:
+                await asyncio.sleep(0.05)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+async def test_stopped_participant_loses_no_query(
+        topics: Settings, model_dirs: dict[str, Path], tmp_path: Path, sig: int) -> None:
+    log = tmp_path / "p1.log"
+    proc = await _participant(topics, model_dirs["p1"], log)
+    await registered(topics, {"p1"})
+    sending = asyncio.create_task(_queries(topics))
+    await asyncio.sleep(1.5)
+    proc.send_signal(sig)
+    code = await asyncio.wait_for(proc.wait(), 30)
+    if sig == signal.SIGTERM:
+        assert code == 0, log.read_text()[-3000:]
+        assert "participant_stopped" in log.read_text()
+    proc = await _participant(topics, model_dirs["p1"], log)
+    await sending
+    try:
+        async with asyncio.timeout(90):
+            while True:
+                batches = [decode(r.value, ResponseBatch) for r in
+                           await read_topic(topics, topics.topic_names.responses)]
+                answered = {q for b in batches for q in b.answered}
+                if len(answered) == N:
+                    break
+                await asyncio.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert answered == {f"q{i}" for i in range(N)}
