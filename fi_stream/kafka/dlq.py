@@ -46,7 +46,7 @@ class DeadLetterQueue:
         """Enqueue the dead letter; the caller awaits the returned ack before it commits the
         source offset, so a dead letter is never lost."""
         headers = dead_letter_headers(record, reason, detail, self._consumer)
-        ack = await self._producer.send(
+        ack: asyncio.Future[RecordMetadata] = await self._producer.send(
             self._topic, record.value, key=record.key, headers=headers
         )
         self.counts[reason] = self.counts.get(reason, 0) + 1
