@@ -88,6 +88,11 @@ class AggregatorService:
         self.join = JoinTable(pending_ttl_ms=cfg.pending_response_ttl_ms)
         self.registry = RegistryView(settings)
         self._windows: dict[int, IncentiveWindow] = {}
+        #: Per partition: rewards summed over its closed windows, and the spectral weights of
+        #: its last closed window (the history of the weighted strategies; kept in the resume
+        #: state, recorded in every Result that uses them).
+        self._rewards: dict[int, dict[str, float]] = {}
+        self._spectral: dict[int, dict[str, float]] = {}
         self._outbox: list[_Out] = []
         self._positions: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
@@ -254,8 +259,14 @@ class AggregatorService:
 
     def _close_window(self, partition: int, window: IncentiveWindow, now: int) -> None:
         cfg = self.settings.aggregator
+        running = self._rewards.setdefault(partition, {})
         for incentive in window.close(budget=cfg.reward_budget):
             self._send(self.topics.incentives, None, incentive.participant_id, incentive)
+            running[incentive.participant_id] = (running.get(incentive.participant_id, 0.0)
+                                                 + incentive.reward)
+        spectral = window.spectral()
+        if spectral is not None:
+            self._spectral[partition] = spectral
         self._windows[partition] = IncentiveWindow(partition, window.seq + 1, now,
                                                    cfg.incentive_method)
 
@@ -265,8 +276,10 @@ class AggregatorService:
             log.warning("unknown_strategy", query_id=oq.query.query_id, strategy=strategy)
             strategy = self.settings.aggregator.strategy
         window = self._window(oq.partition, now)
+        weights = {"reward_weighted": self._rewards, "spectral": self._spectral}.get(
+            strategy, {}).get(oq.partition)
         result, ids, outputs = build_result(oq, strategy=strategy, completed_at_ms=now,
-                                            window=window.ref)
+                                            window=window.ref, weights=weights)
         window.add(result, ids, outputs)
         self.join.close(oq, now)
         # Results go to the query's partition number: a restarted owner of that partition
@@ -317,6 +330,8 @@ class AggregatorService:
         return orjson.dumps({
             "results_from": scan_from,
             "window": window.to_state() if window is not None else None,
+            "rewards": self._rewards.get(partition),
+            "spectral": self._spectral.get(partition),
         }).decode()
 
     async def _commit(self, force: bool = False) -> None:
@@ -354,6 +369,8 @@ class AggregatorService:
             for partition in {tp.partition for tp in revoked}:
                 self.join.drop_partition(partition)
                 self._windows.pop(partition, None)
+                self._rewards.pop(partition, None)
+                self._spectral.pop(partition, None)
                 self._owned.discard(partition)
             for tp in revoked:
                 self._positions.pop(tp, None)
@@ -376,6 +393,9 @@ class AggregatorService:
         window = state.get("window")
         if window is not None:
             self._windows[partition] = IncentiveWindow.from_state(window)
+        for name, store in (("rewards", self._rewards), ("spectral", self._spectral)):
+            if state.get(name):
+                store[partition] = state[name]
         reader = make_consumer(self.settings, group_id=None)
         await reader.start()
         try:

@@ -155,7 +155,14 @@ STRATEGIES: Mapping[str, Strategy] = {
     "median": median,
     "trimmed_mean": trimmed_mean,
     "weighted": weighted,
+    # The aggregator supplies the weights of these two from its window history and records
+    # them in each Result, so the auditor recomputes them like any other rule.
+    "reward_weighted": weighted,
+    "spectral": weighted,
 }
+
+#: Strategies that need per-participant weights.
+WEIGHTED_STRATEGIES = frozenset({"weighted", "reward_weighted", "spectral"})
 
 
 @dataclass(frozen=True)

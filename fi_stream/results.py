@@ -6,12 +6,13 @@ auditor recomputes exactly what the aggregator emitted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from fi_stream.aggregation import aggregate
+from fi_stream.aggregation import WEIGHTED_STRATEGIES, aggregate, spectral_weights, to_simplex
 from fi_stream.incentives import split_rewards, window_scores
 from fi_stream.join import OpenQuery
 from schemas import (
@@ -33,9 +34,14 @@ def status_of(included: int, quorum: int, missing: int) -> ResultStatus:
     return "complete" if missing == 0 else "partial"
 
 
-def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int,
-                 window: WindowRef) -> tuple[Result, list[str], np.ndarray[Any, Any] | None]:
-    """The Result plus the included ids and their output rows (for the incentive window)."""
+def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int, window: WindowRef,
+                 weights: Mapping[str, float] | None = None
+                 ) -> tuple[Result, list[str], np.ndarray[Any, Any] | None]:
+    """The Result plus the included ids and their output rows (for the incentive window).
+
+    A weighted strategy takes each included participant's weight from `weights` (absent:
+    0; none at all: the plain mean) and the Result records them.
+    """
     ids = sorted(oq.answers)
     responded = oq.answers.keys() | oq.declines.keys() | oq.late
     missing = sorted(oq.expected - responded)
@@ -44,9 +50,13 @@ def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int,
     fields: dict[str, Any] = {}
     if ids:
         outputs = np.stack([oq.answers[i].vector for i in ids]).astype(np.float64)
-        agg = aggregate(outputs, strategy)
-        fields = {"aggregate": Tensor.from_numpy(agg.vector), "prediction": agg.prediction,
-                  "confidence": agg.confidence}
+        params: dict[str, Any] = {}
+        if strategy in WEIGHTED_STRATEGIES and weights:
+            params["weights"] = [float(weights.get(i, 0.0)) for i in ids]
+            fields["weights"] = params["weights"]
+        agg = aggregate(outputs, strategy, **params)
+        fields.update(aggregate=Tensor.from_numpy(agg.vector), prediction=agg.prediction,
+                      confidence=agg.confidence)
     q = oq.query
     result = Result(
         query_id=q.query_id, task=q.task,
@@ -84,6 +94,8 @@ class IncentiveWindow:
     last_completed_at_ms: int = 0
     scores: dict[str, float] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Max-confidence of each included answer, for spectral weights (memory only).
+    confidences: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def ref(self) -> WindowRef:
@@ -101,6 +113,8 @@ class IncentiveWindow:
         if outputs is not None:
             for pid, score in window_scores([(ids, outputs)], self.method).items():
                 self.scores[pid] = self.scores.get(pid, 0.0) + score
+            maxconf = to_simplex(outputs).max(axis=1)
+            self.confidences.append(dict(zip(ids, maxconf.tolist(), strict=True)))
         for pid in ids:
             self._count(pid, "included")
         for pid in result.late:
@@ -127,8 +141,20 @@ class IncentiveWindow:
             for pid in sorted(scores)
         ]
 
+    def spectral(self) -> dict[str, float] | None:
+        """Spectral weights over the participants present in every result of the window."""
+        if len(self.confidences) < 2:
+            return None
+        common = sorted(set.intersection(*(set(c) for c in self.confidences)))
+        if len(common) < 2:
+            return None
+        matrix = np.array([[c[p] for p in common] for c in self.confidences])
+        return dict(zip(common, spectral_weights(matrix).tolist(), strict=True))
+
     def to_state(self) -> dict[str, Any]:
-        return asdict(self)
+        state = asdict(self)
+        del state["confidences"]
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> IncentiveWindow:

@@ -133,6 +133,8 @@ class Result(Event):
     late: list[str] = Field(default_factory=list)
     missing: list[str] = Field(default_factory=list)
     strategy: str
+    #: Per-included-answer weights of a weighted strategy (same order as `included`).
+    weights: list[float] | None = None
     quorum: int = Field(ge=1)
     created_at_ms: int = Field(ge=0)
     deadline_ms: int = Field(ge=0)

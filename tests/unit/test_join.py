@@ -97,3 +97,24 @@ def test_a_query_read_twice_is_joined_once() -> None:
     t.add_query(query("a"), 0, 5, EXPECTED)
     t.add_query(query("a"), 0, 5, EXPECTED)
     assert t.duplicates == 1 and len(t.open) == 1
+
+
+def test_memory_stays_bounded_when_a_participant_is_missing_for_minutes() -> None:
+    """10 simulated minutes at 100 queries/s, p3 silent, p4 answering queries nobody asked:
+    open joins are bounded by rate × deadline, orphans and finished ids expire."""
+    t = JoinTable(pending_ttl_ms=5_000, done_ttl_ms=5_000)
+    peak_open = peak_done = 0
+    for i in range(60_000):
+        now = i * 10
+        qid = f"q{i}"
+        t.add_query(query(qid, deadline=now + 2_000), 0, i, EXPECTED)
+        t.add_batch(batch("p1", [qid]), 0, 2 * i, now_ms=now)
+        t.add_batch(batch("p4", [f"ghost{i}"]), 0, 2 * i + 1, now_ms=now)
+        for oq in t.take_due(now):
+            t.close(oq, now)
+        t.expire(now)
+        peak_open, peak_done = max(peak_open, len(t.open)), max(peak_done, len(t._done))
+    assert peak_open <= 201
+    assert peak_done <= 501
+    assert len(t._pending) <= 501
+    assert t.oldest_response_offset(0) is not None  # orphans still in the window are kept

@@ -1,0 +1,78 @@
+"""From joins to Results and incentive windows: statuses, weights, resumable window state."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fi_stream.aggregation import aggregate
+from fi_stream.incentives import split_rewards, window_scores
+from fi_stream.join import JoinTable
+from fi_stream.results import IncentiveWindow, build_result, status_of
+from schemas import WindowRef
+
+from .test_join import EXPECTED, batch, query
+
+
+def _joined(answering: tuple[str, ...] = ("p1", "p2", "p3")):  # type: ignore[no-untyped-def]
+    t = JoinTable()
+    t.add_query(query("a"), 0, 5, EXPECTED)
+    for offset, pid in enumerate(answering):
+        t.add_batch(batch(pid, ["a"]), 0, 100 + offset, now_ms=1)
+    return t.open["a"]
+
+
+def test_statuses() -> None:
+    assert status_of(3, 2, 0) == "complete"
+    assert status_of(2, 2, 1) == "partial"
+    assert status_of(1, 2, 2) == "insufficient"
+
+
+def test_result_lists_its_answers_and_missing_ids() -> None:
+    result, ids, outputs = build_result(_joined(("p1", "p3")), strategy="soft_vote",
+                                        completed_at_ms=9, window=WindowRef(partition=0, seq=0))
+    assert ids == ["p1", "p3"] and result.missing == ["p2"] and result.status == "partial"
+    assert [(a.participant_id, a.offset) for a in result.included] == [("p1", 100), ("p3", 101)]
+    assert outputs is not None and result.aggregate is not None
+    assert result.aggregate.to_numpy().tobytes() == aggregate(outputs).vector.tobytes()
+
+
+def test_weighted_strategies_record_their_weights() -> None:
+    result, _, outputs = build_result(_joined(), strategy="reward_weighted", completed_at_ms=9,
+                                      window=WindowRef(partition=0, seq=0),
+                                      weights={"p1": 5.0, "p3": 1.0})
+    assert result.weights == [5.0, 0.0, 1.0] and result.prediction == 1
+    assert outputs is not None
+    again = aggregate(outputs, "reward_weighted", weights=result.weights)
+    assert result.aggregate is not None
+    assert result.aggregate.to_numpy().tobytes() == again.vector.tobytes()
+
+
+def test_window_tallies_equal_a_recomputation_and_survive_a_restart() -> None:
+    rng = np.random.default_rng(0)
+    window = IncentiveWindow(0, 3, 0, "loo_agreement")
+    per_query = []
+    for i in range(20):
+        result, ids, outputs = build_result(_joined(), strategy="soft_vote",
+                                            completed_at_ms=i, window=window.ref)
+        outputs = rng.random((3, 10))
+        window.add(result, ids, outputs)
+        per_query.append((ids, outputs))
+        if i == 9:  # a restart: the window continues from its committed state
+            window = IncentiveWindow.from_state(window.to_state())
+    incentives = window.close(budget=60.0)
+    scores = window_scores(per_query, "loo_agreement")
+    assert {i.participant_id: i.score for i in incentives} == scores
+    assert {i.participant_id: i.reward for i in incentives} == split_rewards(scores, 60.0)
+    assert all(i.window.results == 20 and i.window.seq == 3 for i in incentives)
+
+
+def test_spectral_weights_of_a_window() -> None:
+    window = IncentiveWindow(0, 0, 0, "loo_agreement")
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        result, ids, _ = build_result(_joined(), strategy="soft_vote", completed_at_ms=1,
+                                      window=window.ref)
+        window.add(result, ids, rng.random((3, 10)))
+    weights = window.spectral()
+    assert weights is not None and set(weights) == {"p1", "p2", "p3"}
+    assert abs(sum(weights.values()) - 1) < 1e-12
