@@ -377,17 +377,24 @@ class AggregatorService:
                 self._committed.pop(tp, None)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Resume each queries partition from its commit metadata and the results log."""
-        assert self._admin is not None
+        """Resume each partition from its commit metadata and the results log."""
+        assert self._admin is not None and self._consumer is not None
         async with self._lock:
-            tps = [tp for tp in assigned if tp.topic == self.topics.queries]
-            committed = await self._admin.list_consumer_group_offsets(self.group_id,
-                                                                      partitions=tps)
-            for tp in tps:
+            committed = await self._admin.list_consumer_group_offsets(
+                self.group_id, partitions=sorted(assigned))
+            starts = await self._consumer.beginning_offsets(sorted(assigned))
+            for tp in assigned:
                 meta = committed.get(tp)
-                state = orjson.loads(meta.metadata) if meta and meta.metadata else {}
-                await self._resume(tp.partition, state)
-                self._owned.add(tp.partition)
+                has_commit = meta is not None and meta.offset >= 0
+                # Known from the start, so every later transaction carries this partition's
+                # resume state even before a new record of it is read.
+                self._positions[tp] = meta.offset if meta is not None and has_commit \
+                    else starts[tp]
+                self._committed[tp] = self._positions[tp]
+                if tp.topic == self.topics.queries:
+                    state = orjson.loads(meta.metadata) if meta and meta.metadata else {}
+                    await self._resume(tp.partition, state)
+                    self._owned.add(tp.partition)
 
     async def _resume(self, partition: int, state: dict[str, Any]) -> None:
         window = state.get("window")
@@ -409,8 +416,8 @@ class AggregatorService:
                 emitted.add(record.key.decode())
         self.join.mark_emitted(partition, emitted)
         self._results_next[partition] = end
-        if emitted:
-            log.info("aggregator_resumed", partition=partition, results_seen=len(emitted))
+        log.info("aggregator_resumed", partition=partition, results_from=state.get("results_from"),
+                 results_seen=len(emitted), window=window and window.get("seq"))
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
