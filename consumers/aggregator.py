@@ -8,7 +8,6 @@ re-reads exactly what it must to rebuild its joins.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from fi_stream.kafka.dlq import dead_letter_headers
 from fi_stream.kafka.reading import read_range
 from fi_stream.registry import RegistryView
 from fi_stream.results import IncentiveWindow, build_result
+from fi_stream.service import Service
 from fi_stream.settings import Settings
 from fi_stream.signing import verify_batch
 from schemas import (
@@ -74,10 +74,12 @@ class _Metrics:
                                  "Query created → result emitted", registry=registry)
 
 
-class AggregatorService:
+class AggregatorService(Service):
+    name = "aggregator"
     def __init__(self, settings: Settings, *, instance_id: str | None = None,
                  group_id: str = "fi.aggregator",
                  registry: CollectorRegistry | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.topics = settings.topic_names
         self.group_id = f"{settings.kafka.topic_prefix}{group_id}"
@@ -103,19 +105,9 @@ class AggregatorService:
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._closed = False
         self.emitted = 0
 
-    async def __aenter__(self) -> AggregatorService:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
+    async def _open(self) -> None:
         await self.registry.start()
         self._producer = make_producer(
             self.settings, transactional_id=f"{self.group_id}.{self.instance_id}")
@@ -131,32 +123,12 @@ class AggregatorService:
         await self._consumer.start()
         self._consumer.subscribe([self.topics.queries, self.topics.responses],
                                  listener=_Rebalance(self))
-        self._task = asyncio.create_task(self._run(), name="aggregator")
-        self._task.add_done_callback(self._on_task_done)
         log.info("aggregator_started", instance=self.instance_id,
                  participants=sorted(self.registry.participants))
 
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("aggregator_failed", exc_info=task.exception())
-            self._stopping.set()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
-
-    async def wait(self) -> None:
-        await self._stopping.wait()
-
-    async def stop(self) -> None:
-        """Stop polling, commit what is emitted, close. Open queries stay uncommitted and are
-        rebuilt from the log by the next owner of their partitions."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+    async def _close(self) -> None:
+        """After the loop's last transaction. Open queries stay uncommitted and are rebuilt
+        from the log by the next owner of their partitions."""
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:

@@ -7,7 +7,6 @@ At-least-once: offsets are committed only after the batch's responses are acked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from fi_stream.kafka import DeadLetterQueue, make_consumer, make_producer
 from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
 from fi_stream.models import load_model
 from fi_stream.privacy import GaussianMechanism, PrivacyBudget
+from fi_stream.service import Service
 from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes
 from schemas import (
@@ -84,11 +84,13 @@ class _Metrics:
                              registry=registry)
 
 
-class ParticipantService:
+class ParticipantService(Service):
+    name = "participant"
     """`async with ParticipantService(...)` runs until `stop()` (or SIGTERM via the CLI)."""
 
     def __init__(self, settings: Settings, *, participant_id: str, model_dir: Path,
                  registry: CollectorRegistry | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.participant_id = participant_id
         self.model_dir = model_dir
@@ -98,20 +100,10 @@ class ParticipantService:
         self._metrics = _Metrics(self.metrics_registry)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._closed = False
         self.batches = 0
         self.answered = 0
 
-    async def __aenter__(self) -> ParticipantService:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
+    async def _open(self) -> None:
         structlog.contextvars.bind_contextvars(participant_id=self.participant_id)
         loop = asyncio.get_running_loop()
         module, spec = await loop.run_in_executor(None, load_model, self.model_dir)
@@ -136,16 +128,9 @@ class ParticipantService:
         self._consumer = make_consumer(self.settings, self.topics.queries,
                                        group_id=self.group_id, max_poll_records=None)
         await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name=f"participant-{self.participant_id}")
-        self._task.add_done_callback(self._on_task_done)
         log.info("participant_started", device=str(self.engine.device), task=spec.task,
                  model_version=spec.version, clip_norm=p.clip_norm,
                  noise_multiplier=p.noise_multiplier, epsilon_spent=self.ledger.epsilon)
-
-    def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("participant_failed", exc_info=task.exception())
-            self._stopping.set()
 
     async def _register(self) -> None:
         assert self._producer is not None
@@ -161,23 +146,8 @@ class ParticipantService:
             headers=headers(Participant),
         )
 
-    def request_stop(self) -> None:
-        """Signal-safe: ask the loop to stop polling; `stop()` waits for the rest."""
-        self._stopping.set()
-
-    async def wait(self) -> None:
-        """Block until the service stops by itself or is asked to."""
-        await self._stopping.wait()
-
-    async def stop(self) -> None:
-        """Stop polling, finish the batch in hand, flush, commit, close. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+    async def _close(self) -> None:
+        """After the loop drained (batches in hand answered, acked, committed)."""
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:

@@ -6,22 +6,16 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import typer
 
 from fi_stream.errors import FiStreamError
 from fi_stream.logging import configure_logging
+from fi_stream.service import Service
 from fi_stream.settings import Settings, load_settings
 
 T = TypeVar("T")
-
-
-class Service(Protocol):
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    async def wait(self) -> None: ...
-    def request_stop(self) -> None: ...
 
 
 def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
