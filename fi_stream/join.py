@@ -40,11 +40,16 @@ class OpenQuery:
     declines: dict[str, DeclineReason] = field(default_factory=dict)
     late: set[str] = field(default_factory=set)
     response_refs: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset)
+    #: Expected participants that have neither answered nor declined yet.
+    waiting: set[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.waiting = set(self.expected)
 
     @property
     def settled(self) -> bool:
         """Every expected participant has answered or declined: nothing left to wait for."""
-        return bool(self.expected) and self.expected <= (self.answers.keys() | self.declines.keys())
+        return bool(self.expected) and not self.waiting
 
 
 class _MinTracker:
@@ -156,6 +161,7 @@ class JoinTable:
             oq.answers[pid] = answer
         elif decline is not None:
             oq.declines[pid] = decline
+        oq.waiting.discard(pid)
         oq.response_refs.append((partition, offset))
         self._response_offsets[partition].add(offset)
         if oq.settled:
