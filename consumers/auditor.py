@@ -35,6 +35,7 @@ from typing import Any, TypeAlias, TypeVar
 import pydantic
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord
 
 from fi_stream.audit import (
@@ -51,8 +52,8 @@ from fi_stream.audit import (
     replay,
 )
 from fi_stream.clock import now_ms
-from fi_stream.errors import ConfigError
-from fi_stream.kafka import make_consumer
+from fi_stream.errors import ConfigError, KafkaSetupError
+from fi_stream.kafka import bootstrap_servers, make_consumer
 from fi_stream.kafka.reading import partitions_of
 from fi_stream.settings import Settings, TopicNames
 from schemas import (
@@ -217,8 +218,15 @@ class Auditor:
         """Every topic's slice, decoded, with positions (topics read concurrently)."""
         out = AuditLog()
         names = self.settings.topic_names.model_dump()
-        slices = await asyncio.gather(*(self._read_topic(kind, names[kind], out)
-                                        for kind in TOPIC_KINDS))
+        tasks = [asyncio.create_task(self._read_topic(kind, names[kind], out),
+                                     name=f"audit-read-{kind}") for kind in TOPIC_KINDS]
+        try:
+            slices = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one topic failed: stop reading the others, close them all
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         by_kind = dict(zip(TOPIC_KINDS, slices, strict=True))
         out.partial = any(s.partial for s in slices)
         out.response_starts = by_kind["responses"].starts
@@ -234,8 +242,13 @@ class Auditor:
         consumer = make_consumer(self.settings, group_id=None, fetch_max_wait_ms=20,
                                  max_partition_fetch_bytes=16 << 20)
         self._consumers.append(consumer)
-        await consumer.start()
         try:
+            try:
+                await consumer.start()
+            except KafkaConnectionError as exc:
+                raise KafkaSetupError(
+                    f"cannot reach Kafka at {bootstrap_servers(self.settings)} ({exc}): run "
+                    "`fi-stream kafka up` or set FI_KAFKA_BOOTSTRAP") from None
             tps = await partitions_of(consumer, topic)
             ranges, found = await self._ranges(consumer, kind, tps)
             sink = self._sink(kind, out)
@@ -350,7 +363,7 @@ def _gc_paused() -> Iterator[None]:
 
 async def _read_ranges(consumer: AIOKafkaConsumer,
                        ranges: Mapping[TopicPartition, tuple[int, int]],
-                       sink: Callable[[list[Record]], None]) -> None:
+                       sink: Callable[[list[Record]], None], stall_s: float = 30.0) -> None:
     """Records of every partition in [start, stop), handed to `sink` as they arrive."""
     if not ranges:
         return
@@ -358,12 +371,14 @@ async def _read_ranges(consumer: AIOKafkaConsumer,
     for tp, (start, _) in ranges.items():
         consumer.seek(tp, start)
     remaining = {tp: stop for tp, (_, stop) in ranges.items()}
+    last_progress = time.monotonic()
     while remaining:
         got = await consumer.getmany(*remaining, timeout_ms=200)
         for tp, records in got.items():
             stop = remaining.get(tp)
             if stop is None or not records:
                 continue
+            last_progress = time.monotonic()
             sink(records if records[-1].offset < stop else
                  [r for r in records if r.offset < stop])
         for tp in list(remaining):
@@ -371,3 +386,9 @@ async def _read_ranges(consumer: AIOKafkaConsumer,
             if await consumer.position(tp) >= remaining[tp]:
                 consumer.pause(tp)
                 del remaining[tp]
+                last_progress = time.monotonic()
+        if remaining and time.monotonic() - last_progress > stall_s:
+            raise KafkaSetupError(
+                f"reading {sorted(str(tp) for tp in remaining)} made no progress for "
+                f"{stall_s:.0f}s short of the end offsets: is the broker healthy, or did "
+                "retention delete the records being read?")

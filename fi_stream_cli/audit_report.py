@@ -110,7 +110,11 @@ def histogram_svg(values: Sequence[float], *, label: str, x_label: str, bins: in
     if not values:
         return _empty(label, "no data")
     a = np.asarray(values, dtype=np.float64)
-    counts, edges = np.histogram(a, bins=min(bins, max(1, len(np.unique(a)))))
+    lo, hi = float(a.min()), float(a.max())
+    if hi - lo < 1:  # one value: a narrow bar in a readable range, not one filling the frame
+        lo, hi = lo - 5, hi + 5
+        bins = 10
+    counts, edges = np.histogram(a, bins=bins, range=(lo, hi))
     f = _Frame((float(edges[0]), float(edges[-1])), (0.0, float(counts.max()) * 1.05),
                x_label, "results")
     f.axes()
@@ -216,7 +220,8 @@ def render_html(report: AuditReport, *, title: str = "fi-stream audit",
                f'<p class="bad">{len(report.discrepancies)} discrepancies.</p>')
     counts = _table(["count", "value"], list(report.counts.items()))
     kinds = report.by_kind()
-    kind_table = _table(["kind", "found"], [(k, kinds.get(k, 0)) for k in KINDS])
+    kind_table = (_table(["kind", "found"], list(kinds.items())) if kinds else "") + (
+        f'<p class="note">Kinds checked: {escape(", ".join(KINDS))}.</p>')
     shown = report.discrepancies[:max_rows]
     disc = _table(["kind", "query", "participant", "window", "where", "what"], [
         (d.kind, d.query_id or "", d.participant_id or "",

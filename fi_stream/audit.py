@@ -1,0 +1,1017 @@
+"""Audit by replay: recompute results, incentives and privacy spend from the log, and name
+every discrepancy. Pure: the caller reads the topics (consumers/auditor.py) and hands in the
+decoded events with their log positions; nothing here does I/O or reads a clock.
+
+What is checked (DESIGN §1, §4, §6), each finding a `Discrepancy` with a stable `kind`:
+
+- every query has exactly one result (`missing_result`, `duplicate_result`), and every
+  result a query (`result_without_query`) that it agrees with (`result_query_mismatch`);
+- each result's aggregate, prediction and confidence equal `aggregate(rows, strategy)` over
+  exactly the rows it lists, bit for bit (`aggregate_mismatch`, `prediction_mismatch`,
+  `confidence_mismatch`), its status follows from its counts (`status_mismatch`);
+- every listed answer exists (`unknown_response`), is that participant's
+  (`response_participant_mismatch`) answer to that query (`response_query_mismatch`), was
+  produced by the deadline (`response_after_deadline`), is signed with a key registered for
+  the participant (`unknown_participant`, `bad_signature`), and is not also listed late
+  (`late_response_used`);
+- every incentive equals a replay of `IncentiveWindow` over the window's results
+  (`incentive_score_mismatch`, `incentive_reward_mismatch`, `incentive_counts_mismatch`,
+  `incentive_window_mismatch`, `incentive_method_mismatch`, `incentive_budget_mismatch`,
+  `duplicate_incentive`, `missing_incentive`);
+- every participant's privacy spend, recomputed from its response batches, is within the
+  budget it registered (`budget_exceeded`).
+
+A *slice* of the log (``AuditLog.partial``) is audited as far as it allows: what needs a
+record outside the slice is counted as out of range instead of reported.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from fi_stream.aggregation import STRATEGIES, aggregate
+from fi_stream.errors import ConfigError
+from fi_stream.incentives import (
+    LABEL_FREE_METHODS,
+    MAX_EXACT_SHAPLEY,
+    ensemble_accuracy_value,
+    loo_agreement,
+    shapley_exact,
+    spearman,
+    split_rewards,
+)
+from fi_stream.privacy import epsilon_spent, max_answers
+from fi_stream.results import IncentiveWindow, status_of
+from fi_stream.signing import verify_batch
+from schemas import (
+    Event,
+    Feedback,
+    Incentive,
+    IncentiveCounts,
+    Participant,
+    Query,
+    ResponseBatch,
+    Result,
+    Window,
+)
+
+E = TypeVar("E", bound=Event)
+F64 = npt.NDArray[np.float64]
+
+TopicKind = Literal["queries", "responses", "results", "incentives", "feedback", "registry",
+                    "dlq"]
+TOPIC_KINDS: tuple[TopicKind, ...] = ("queries", "responses", "results", "incentives",
+                                      "feedback", "registry", "dlq")
+
+Kind = Literal[
+    "missing_result", "duplicate_result", "result_without_query", "result_query_mismatch",
+    "unknown_strategy", "included_order", "status_mismatch", "aggregate_mismatch",
+    "prediction_mismatch", "confidence_mismatch", "unknown_response",
+    "response_participant_mismatch", "response_query_mismatch", "response_after_deadline",
+    "unknown_participant", "bad_signature", "late_response_used",
+    "incentive_score_mismatch", "incentive_reward_mismatch", "incentive_counts_mismatch",
+    "incentive_window_mismatch", "incentive_method_mismatch", "incentive_budget_mismatch",
+    "unknown_incentive_method", "duplicate_incentive", "missing_incentive",
+    "budget_exceeded", "malformed_record",
+]
+#: Every discrepancy kind, in the order the report lists them.
+KINDS: tuple[Kind, ...] = Kind.__args__  # type: ignore[attr-defined]
+
+#: Results may lag their deadline by this much (the aggregator waits for lagging
+#: partitions up to 5 s) before a query without one counts as missing.
+DEFAULT_GRACE_MS = 10_000
+
+#: Topics whose records are the system's own output: one that does not decode is a finding.
+_OUTPUT_TOPICS = frozenset({"results", "incentives"})
+
+
+# -- input --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Logged(Generic[E]):
+    """An event and where it lives: partition and offset of its topic, broker timestamp."""
+
+    event: E
+    partition: int
+    offset: int
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A fi.dlq record, by its headers (the value is the original bytes, not decoded)."""
+
+    partition: int
+    offset: int
+    error: str
+    source_topic: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+    consumer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A record of an audited topic that is not a valid event (reason as in the DLQ)."""
+
+    topic: TopicKind
+    partition: int
+    offset: int
+    reason: str
+    detail: str = ""
+
+
+@dataclass(kw_only=True)
+class AuditLog:
+    """What the reader found, per topic, in log order within each partition."""
+
+    queries: list[Logged[Query]] = field(default_factory=list)
+    responses: list[Logged[ResponseBatch]] = field(default_factory=list)
+    results: list[Logged[Result]] = field(default_factory=list)
+    incentives: list[Logged[Incentive]] = field(default_factory=list)
+    feedback: list[Logged[Feedback]] = field(default_factory=list)
+    registry: list[Logged[Participant]] = field(default_factory=list)
+    dlq: list[DeadLetter] = field(default_factory=list)
+    undecodable: list[Undecodable] = field(default_factory=list)
+    #: Records read per topic (decodable or not).
+    records: dict[str, int] = field(default_factory=dict)
+    #: True when only a slice of the log was read (--from/--to).
+    partial: bool = False
+    #: First offset read per fi.responses partition: references below it are out of range.
+    response_starts: dict[int, int] = field(default_factory=dict)
+    #: Queries whose deadline + grace is before this time must have a result; None: all must.
+    horizon_ms: int | None = None
+
+    @property
+    def total_records(self) -> int:
+        return sum(self.records.values())
+
+
+# -- output -------------------------------------------------------------------------------------
+
+def ref(topic: TopicKind, partition: int, offset: int, index: int | None = None) -> str:
+    """`topic:partition:offset[#index]`: the same form `--from`/`--to` take."""
+    return f"{topic}:{partition}:{offset}" + ("" if index is None else f"#{index}")
+
+
+@dataclass(frozen=True, slots=True)
+class Discrepancy:
+    kind: Kind
+    message: str
+    query_id: str | None = None
+    participant_id: str | None = None
+    window: tuple[int, int] | None = None  # (partition, seq)
+    refs: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "message": self.message}
+        if self.query_id is not None:
+            out["query_id"] = self.query_id
+        if self.participant_id is not None:
+            out["participant_id"] = self.participant_id
+        if self.window is not None:
+            out["window"] = {"partition": self.window[0], "seq": self.window[1]}
+        if self.refs:
+            out["refs"] = list(self.refs)
+        return out
+
+    def line(self) -> str:
+        ids = [f"query={self.query_id}" if self.query_id else "",
+               f"participant={self.participant_id}" if self.participant_id else "",
+               f"window={self.window[0]}/{self.window[1]}" if self.window else "",
+               " ".join(self.refs)]
+        return f"{self.kind}: {' '.join(i for i in ids if i)}: {self.message}"
+
+
+@dataclass(kw_only=True)
+class PrivacySpend:
+    """A participant's spend recomputed from its batches (budget from its registry entry)."""
+
+    participant_id: str
+    answers: int
+    batches: int
+    noise_multipliers: list[float]
+    delta: float | None
+    epsilon_max: float | None
+    epsilon: float | None  # None without a registered budget (no δ to report ε at)
+    max_answers: int | None
+    exceeded: bool
+    #: (produced_at_ms, ε) after each sampled batch, for plots.
+    series: list[tuple[int, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "participant_id": self.participant_id, "answers": self.answers,
+            "batches": self.batches, "noise_multipliers": self.noise_multipliers,
+            "delta": self.delta, "epsilon_max": self.epsilon_max,
+            "epsilon": _finite(self.epsilon), "max_answers": self.max_answers,
+            "exceeded": self.exceeded,
+            "series": [[t, _finite(e)] for t, e in self.series],
+        }
+
+
+@dataclass(kw_only=True)
+class WindowAudit:
+    """One incentive window: what was recorded, what the replay gives, merit vs label-free."""
+
+    partition: int
+    seq: int
+    results: int
+    closed: bool
+    verified: bool
+    method: str | None = None
+    first_completed_at_ms: int = 0
+    last_completed_at_ms: int = 0
+    rewards: dict[str, float] = field(default_factory=dict)  # recorded
+    scores: dict[str, float] = field(default_factory=dict)  # recomputed, label-free
+    labelled: int = 0
+    merit: dict[str, float] = field(default_factory=dict)  # Shapley of ensemble accuracy
+    spearman: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition, "seq": self.seq, "results": self.results,
+            "closed": self.closed, "verified": self.verified, "method": self.method,
+            "first_completed_at_ms": self.first_completed_at_ms,
+            "last_completed_at_ms": self.last_completed_at_ms,
+            "rewards": self.rewards, "scores": self.scores, "labelled": self.labelled,
+            "merit": self.merit, "spearman": _finite(self.spearman),
+        }
+
+
+@dataclass(kw_only=True)
+class AuditReport:
+    counts: dict[str, int]
+    discrepancies: list[Discrepancy]
+    spend: list[PrivacySpend]
+    dlq: dict[str, int]  # error header → records
+    dlq_sources: dict[str, int]  # "error topic" → records
+    windows: list[WindowAudit]
+    latencies_ms: list[int]
+    undecodable: dict[str, int]  # "topic reason" → records
+    partial: bool
+    #: Filled by the reader: events read, seconds, events/s.
+    throughput: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.discrepancies
+
+    def by_kind(self) -> dict[str, int]:
+        counted = Counter(d.kind for d in self.discrepancies)
+        return {k: counted[k] for k in KINDS if counted[k]}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "partial": self.partial, "counts": self.counts,
+            "discrepancy_kinds": self.by_kind(),
+            "discrepancies": [d.to_json() for d in self.discrepancies],
+            "privacy": [s.to_json() for s in self.spend],
+            "dlq": {"by_error": self.dlq, "by_error_and_source": self.dlq_sources},
+            "undecodable": self.undecodable,
+            "windows": [w.to_json() for w in self.windows],
+            "latency_ms": _latency_summary(self.latencies_ms),
+            "throughput": self.throughput,
+        }
+
+
+def _finite(x: float | None) -> float | None:
+    """JSON has no inf/nan: report them as null (the spend row also says `exceeded`)."""
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _latency_summary(latencies: Sequence[int]) -> dict[str, float]:
+    if not latencies:
+        return {"count": 0}
+    a = np.asarray(latencies, dtype=np.float64)
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {"count": len(a), "mean": float(a.mean()), "p50": float(p50), "p95": float(p95),
+            "p99": float(p99), "max": float(a.max())}
+
+
+# -- the audit ----------------------------------------------------------------------------------
+
+Verify = Callable[[ResponseBatch, bytes], bool]
+
+
+@dataclass(slots=True)
+class _Checked:
+    """A result after its checks, with what the window replay needs."""
+
+    logged: Logged[Result]
+    ids: list[str]
+    #: Rows of the listed answers, flat indices into the matrix of `width` (see `_Rows`).
+    flat: list[int]
+    width: int = 0
+    #: Every listed row resolved (and, once gathered, finite).
+    usable: bool = True
+    rows: F64 | None = None  # (k, C) float64, gathered for usable results with answers
+    agree: F64 | None = None  # per-row loo_agreement scores, when computed in a batch
+
+
+class _Rows:
+    """Every batch's output rows in one float64 matrix per width, so that the rows of
+    thousands of results are gathered with one fancy index instead of one stack each.
+
+    Converting everything to float64 first is exactly what `np.stack(rows).astype(float64)`
+    does per result: every wire dtype converts to float64 the same either way."""
+
+    def __init__(self, batches: Mapping[tuple[int, int], Logged[ResponseBatch]]) -> None:
+        #: (partition, offset) → (batch, participant, answered, produced_at_ms, width, start)
+        self.base: dict[tuple[int, int],
+                        tuple[Logged[ResponseBatch], str, list[str], int, int, int]] = {}
+        chunks: dict[int, list[npt.NDArray[Any]]] = defaultdict(list)
+        sizes: Counter[int] = Counter()
+        for key, logged in batches.items():
+            b = logged.event
+            rows = b.outputs.to_numpy()
+            width = rows.shape[1]
+            self.base[key] = (logged, b.participant_id, b.answered, b.produced_at_ms, width,
+                              sizes[width])
+            sizes[width] += rows.shape[0]
+            chunks[width].append(rows)
+        self.matrices: dict[int, F64] = {
+            w: np.concatenate(c, dtype=np.float64) for w, c in chunks.items()}
+
+
+def _soft_vote_batch(x: F64) -> tuple[F64, npt.NDArray[np.intp], F64]:
+    """`aggregate(x[i], "soft_vote")` for every i of a (Q, k, C) stack, in one pass.
+
+    The same ufuncs over the same axes (rows summed in order, the simplex sum over C per
+    row), so it agrees bit for bit; the caller still checks one query per batch against
+    `aggregate` itself and only ever *accepts* a result with it.
+    """
+    vector = x.mean(axis=1)
+    prediction = vector.argmax(axis=1)
+    a = np.clip(vector, 0.0, None)
+    total = a.sum(axis=-1, keepdims=True)
+    simplex = np.where(total > 0, a / np.where(total > 0, total, 1.0),
+                       np.full_like(a, 1.0 / a.shape[-1]))
+    return vector, prediction, simplex[np.arange(len(x)), prediction]
+
+
+def _loo_agreement_batch(x: F64) -> F64:
+    """`loo_agreement(x[i])` for every i of a (Q, k, C) stack."""
+    q, k, _ = x.shape
+    if k < 2:
+        return np.zeros((q, k))
+    consensus = (x.sum(axis=1, keepdims=True) - x) / (k - 1)
+    agree: F64 = (x.argmax(axis=2) == consensus.argmax(axis=2)).astype(np.float64)
+    return agree
+
+
+class _Audit:
+    def __init__(self, log: AuditLog, grace_ms: int, verify: Verify) -> None:
+        self.log = log
+        self.grace_ms = grace_ms
+        self.verify = verify
+        self.out: list[Discrepancy] = []
+        self.counts: Counter[str] = Counter()
+        self.keys: dict[str, list[bytes]] = defaultdict(list)
+        self.entries: dict[str, Participant] = {}
+        for logged in log.registry:
+            p = logged.event
+            if p.public_key not in self.keys[p.participant_id]:
+                self.keys[p.participant_id].append(p.public_key)
+            self.entries[p.participant_id] = p
+        self.batches = {(r.partition, r.offset): r for r in log.responses}
+        self.rows = _Rows(self.batches)
+        self._signed: dict[tuple[int, int], bool] = {}
+        self.queries: dict[str, Logged[Query]] = {}
+        for q in log.queries:
+            if q.event.query_id in self.queries:
+                self.counts["duplicate_queries"] += 1
+            else:
+                self.queries[q.event.query_id] = q
+        self.labels = {f.event.query_id: f.event.label for f in log.feedback}
+
+    def add(self, kind: Kind, message: str, **ids: Any) -> None:
+        self.out.append(Discrepancy(kind, message, **ids))
+
+    def flag(self, c: _Checked, kind: Kind, message: str, *more: str,
+             pid: str | None = None) -> None:
+        self.add(kind, message, query_id=c.logged.event.query_id, participant_id=pid,
+                 refs=(ref("results", c.logged.partition, c.logged.offset), *more))
+
+    # -- results ------------------------------------------------------------------------------
+
+    def results(self) -> list[_Checked]:
+        by_query: dict[str, list[Logged[Result]]] = defaultdict(list)
+        checked: list[_Checked] = []
+        for logged in self.log.results:
+            by_query[logged.event.query_id].append(logged)
+            checked.append(self._result(logged))
+        self._recompute(checked)
+        horizon = self.log.horizon_ms
+        for qid, q in self.queries.items():
+            if qid in by_query:
+                continue
+            if horizon is not None and q.event.deadline_ms + self.grace_ms > horizon:
+                self.counts["queries_pending"] += 1
+                continue
+            self.add("missing_result", f"no result for the query at "
+                     f"{ref('queries', q.partition, q.offset)} (deadline {q.event.deadline_ms})",
+                     query_id=qid, refs=(ref("queries", q.partition, q.offset),))
+        for qid, found in by_query.items():
+            if len(found) > 1:
+                refs = tuple(ref("results", r.partition, r.offset) for r in found)
+                self.add("duplicate_result", f"{len(found)} results for one query",
+                         query_id=qid, refs=refs)
+            if qid not in self.queries:
+                if self.log.partial:
+                    self.counts["results_out_of_range"] += len(found)
+                else:
+                    self.add("result_without_query", "no such query in the log", query_id=qid,
+                             refs=tuple(ref("results", r.partition, r.offset) for r in found))
+        self.counts["queries"] = len(self.queries)
+        self.counts["queries_answered"] = sum(1 for q in self.queries if q in by_query)
+        self.counts["results"] = len(self.log.results)
+        return checked
+
+    def _result(self, logged: Logged[Result]) -> _Checked:
+        """Every check that needs no arithmetic; finds the rows the result lists."""
+        r = logged.event
+        qid = r.query_id
+        ids = [a.participant_id for a in r.included]
+        c = _Checked(logged, ids, [])
+        q = self.queries.get(qid)
+        deadline = r.deadline_ms
+        if q is not None:
+            qe = q.event
+            deadline = qe.deadline_ms
+            if (r.task, r.created_at_ms, r.deadline_ms, r.quorum) != (
+                    qe.task, qe.created_at_ms, qe.deadline_ms, qe.quorum):
+                wrong = [f"{name} {getattr(r, name)!r} != query's {getattr(qe, name)!r}"
+                         for name in ("task", "created_at_ms", "deadline_ms", "quorum")
+                         if getattr(r, name) != getattr(qe, name)]
+                self.flag(c, "result_query_mismatch", "; ".join(wrong),
+                          ref("queries", q.partition, q.offset))
+        if ids != sorted(set(ids)):
+            self.flag(c, "included_order", f"included ids {ids} are not unique and sorted")
+        if r.late:
+            for pid in sorted(set(ids) & set(r.late)):
+                self.flag(c, "late_response_used", "listed as late and also included", pid=pid)
+        expected_status = status_of(len(ids), r.quorum, len(r.missing) + len(r.late))
+        if r.status != expected_status:
+            self.flag(c, "status_mismatch", f"status {r.status!r}, counts give "
+                      f"{expected_status!r}")
+        if r.strategy not in STRATEGIES:
+            self.flag(c, "unknown_strategy", f"strategy {r.strategy!r} is not one of "
+                      f"{sorted(STRATEGIES)}")
+
+        base = self.rows.base
+        signed = self._signed
+        for a in r.included:
+            key = (a.partition, a.offset)
+            found = base.get(key)
+            index = a.index
+            if found is None:
+                c.usable = False
+                if self.log.partial and a.offset < self.log.response_starts.get(a.partition, 0):
+                    self.counts["responses_out_of_range"] += 1
+                else:
+                    self.flag(c, "unknown_response", "no response batch at this position",
+                              ref("responses", a.partition, a.offset, index),
+                              pid=a.participant_id)
+                continue
+            logged_batch, pid, answered, produced_at, width, start = found
+            if index >= len(answered):
+                c.usable = False
+                self.flag(c, "unknown_response", f"batch has {len(answered)} answers, no row "
+                          f"{index}", ref("responses", a.partition, a.offset, index),
+                          pid=a.participant_id)
+                continue
+            if pid != a.participant_id:
+                self.flag(c, "response_participant_mismatch", f"the batch is {pid}'s",
+                          ref("responses", a.partition, a.offset, index),
+                          pid=a.participant_id)
+            if answered[index] != qid:
+                self.flag(c, "response_query_mismatch", f"row {index} answers {answered[index]}",
+                          ref("responses", a.partition, a.offset, index),
+                          pid=a.participant_id)
+            if produced_at > deadline:
+                self.flag(c, "response_after_deadline",
+                          f"produced at {produced_at}, {produced_at - deadline} ms after the "
+                          f"deadline {deadline}", ref("responses", a.partition, a.offset, index),
+                          pid=a.participant_id)
+            if not signed.get(key):
+                self._check_signature(logged_batch, c, index)
+            if c.width and width != c.width:
+                c.usable = False
+                self.flag(c, "aggregate_mismatch", "the listed rows have different widths")
+            c.width = width
+            c.flat.append(start + index)
+        return c
+
+    def _check_signature(self, logged: Logged[ResponseBatch], c: _Checked, index: int) -> None:
+        key = (logged.partition, logged.offset)
+        pid = logged.event.participant_id
+        keys = self.keys.get(pid, [])
+        at = ref("responses", logged.partition, logged.offset, index)
+        if key not in self._signed:
+            # Any key the participant registered: a rotated key still signed the old batches.
+            self._signed[key] = bool(keys) and any(
+                self.verify(logged.event, k) for k in reversed(keys))
+            self.counts["signatures_verified"] += 1
+            if not keys:
+                self.add("unknown_participant", f"{pid} is not in the registry",
+                         participant_id=pid, refs=(ref("responses", *key),))
+        if keys and not self._signed[key]:
+            self.flag(c, "bad_signature", f"batch {logged.event.batch_id} does not verify "
+                      f"with a key registered for {pid}", at, pid=pid)
+
+    def _recompute(self, checked: list[_Checked]) -> None:
+        """Aggregates of every result, in batches of equal shape; each checked bit for bit."""
+        groups: dict[tuple[int, int], list[_Checked]] = defaultdict(list)
+        for c in checked:
+            if not c.usable:
+                continue
+            if c.flat:
+                groups[(len(c.flat), c.width)].append(c)
+            else:
+                r = c.logged.event
+                if r.aggregate is not None or r.prediction is not None or \
+                        r.confidence is not None:
+                    self.flag(c, "aggregate_mismatch",
+                              "no answers included, yet an aggregate is given")
+        for (k, width), members in groups.items():
+            idx = np.fromiter((i for c in members for i in c.flat), dtype=np.intp,
+                              count=len(members) * k)
+            x = self.rows.matrices[width][idx].reshape(len(members), k, width)
+            finite: npt.NDArray[np.bool_] = np.asarray(np.isfinite(x).all(axis=(1, 2)))
+            with np.errstate(all="ignore"):
+                vector, prediction, confidence = _soft_vote_batch(x)
+                agree = _loo_agreement_batch(x)
+            first = int(np.argmax(finite))
+            fast = bool(finite[first]) and self._batch_agrees(
+                x[first], vector[first], int(prediction[first]), float(confidence[first]),
+                agree[first])
+            for i, c in enumerate(members):
+                if not finite[i]:
+                    c.usable = False
+                    self.flag(c, "aggregate_mismatch", "the listed rows contain NaN or Inf")
+                    continue
+                c.rows = x[i]
+                r = c.logged.event
+                if fast:
+                    c.agree = agree[i]
+                    t = r.aggregate
+                    if (r.strategy == "soft_vote" and t is not None and t.dtype == "<f8"
+                            and t.shape == (width,) and t.data == vector[i].tobytes()
+                            and r.prediction == prediction[i]
+                            and r.confidence == confidence[i]):
+                        continue
+                self._reference(c)
+
+    @staticmethod
+    def _batch_agrees(x: F64, vector: F64, prediction: int, confidence: float,
+                      agree: F64) -> bool:
+        """The batched maths equals the reference functions on a sample (else: not used)."""
+        want = aggregate(x, "soft_vote")
+        return (want.vector.tobytes() == vector.tobytes() and want.prediction == prediction
+                and want.confidence == confidence
+                and loo_agreement(x).tobytes() == agree.tobytes())
+
+    def _reference(self, c: _Checked) -> None:
+        """The arbiter: `aggregate(rows, result.strategy)`, compared bit for bit."""
+        r = c.logged.event
+        if r.strategy not in STRATEGIES or c.rows is None:
+            return
+        agg = aggregate(c.rows, r.strategy)
+        t = r.aggregate
+        if (t is None or t.dtype != "<f8" or t.shape != agg.vector.shape
+                or t.data != agg.vector.tobytes()):
+            self.flag(c, "aggregate_mismatch", f"recorded aggregate differs from {r.strategy} "
+                      f"over the {len(c.flat)} listed rows")
+        if r.prediction != agg.prediction:
+            self.flag(c, "prediction_mismatch",
+                      f"prediction {r.prediction}, recomputed {agg.prediction}")
+        if r.confidence != agg.confidence:
+            self.flag(c, "confidence_mismatch",
+                      f"confidence {r.confidence!r}, recomputed {agg.confidence!r}")
+
+    # -- incentives ----------------------------------------------------------------------------
+
+    def windows(self, checked: list[_Checked]) -> list[WindowAudit]:
+        by_window: dict[tuple[int, int], list[_Checked]] = defaultdict(list)
+        for c in checked:
+            w = c.logged.event.window
+            by_window[(w.partition, w.seq)].append(c)
+        incentives: dict[tuple[int, int], list[Logged[Incentive]]] = defaultdict(list)
+        for logged in self.log.incentives:
+            iw = logged.event.window
+            incentives[(iw.partition, iw.seq)].append(logged)
+        last_seq: dict[int, int] = {}
+        for p, seq in by_window.keys() | incentives.keys():
+            last_seq[p] = max(last_seq.get(p, seq), seq)
+        audits = []
+        for key in sorted(by_window.keys() | incentives.keys()):
+            results = sorted(by_window.get(key, []),
+                             key=lambda c: (c.logged.partition, c.logged.offset))
+            audits.append(self._window(key, results, incentives.get(key, []),
+                                       key[1] < last_seq[key[0]]))
+        self.counts["windows"] = len(audits)
+        self.counts["windows_closed"] = sum(1 for w in audits if w.closed)
+        self.counts["windows_verified"] = sum(1 for w in audits if w.verified)
+        self.counts["incentives"] = len(self.log.incentives)
+        return audits
+
+    def _window(self, key: tuple[int, int], results: list[_Checked],
+                recorded: list[Logged[Incentive]], superseded: bool) -> WindowAudit:
+        audit = WindowAudit(partition=key[0], seq=key[1], results=len(results),
+                            closed=bool(recorded), verified=False)
+        if results:
+            audit.first_completed_at_ms = results[0].logged.event.completed_at_ms
+            audit.last_completed_at_ms = results[-1].logged.event.completed_at_ms
+        for logged in recorded:
+            audit.rewards.setdefault(logged.event.participant_id, logged.event.reward)
+        participants: set[str] = set()
+        for c in results:
+            r = c.logged.event
+            participants.update(c.ids)
+            participants.update(r.late)
+            participants.update(r.missing)
+            participants.update(d.participant_id for d in r.declined)
+        if not recorded:
+            # Open windows are normal at the end of the log; a later window of the same
+            # partition means this one was closed, and its incentives must be in the log.
+            if superseded and participants and not self.log.partial:
+                self.add("missing_incentive", "a later window exists but this one has no "
+                         "incentives", window=key)
+            return audit
+        if not results or any(not c.usable or len(set(c.ids)) != len(c.ids)
+                              for c in results) or (
+                self.log.partial and len(results) < recorded[0].event.window.results):
+            if not results and not self.log.partial:
+                self.add("incentive_window_mismatch", "incentives for a window without "
+                         "results", window=key,
+                         refs=tuple(ref("incentives", i.partition, i.offset) for i in recorded))
+            self.counts["windows_unverifiable"] += 1
+            return audit
+
+        methods = sorted({i.event.method for i in recorded})
+        method = methods[0]
+        audit.method = method
+        if len(methods) > 1:
+            self.add("incentive_method_mismatch", f"one window, several methods {methods}",
+                     window=key)
+        if method not in LABEL_FREE_METHODS:
+            self.add("unknown_incentive_method", f"method {method!r} is not one of "
+                     f"{sorted(LABEL_FREE_METHODS)}", window=key)
+            return audit
+        budgets = sorted({i.event.budget for i in recorded})
+        if len(budgets) > 1:
+            self.add("incentive_budget_mismatch", f"one window, several budgets {budgets}",
+                     window=key)
+        audit.verified = True
+        extra = [i.event.participant_id for i in recorded]
+        fast = None
+        if method == "loo_agreement" and all(c.agree is not None or c.rows is None
+                                             for c in results):
+            fast = _replay_fast(key, results, extra, budgets, method)
+        if fast is not None and all(
+                not _incentive_differs(i.event, fast[0][i.event.budget][i.event.participant_id])
+                for i in recorded):
+            audit.scores = fast[1]
+            self._seen_incentives(key, recorded, participants)
+            return audit
+
+        # The arbiter: IncentiveWindow itself, the same order, the same float64 sums.
+        replay = IncentiveWindow(key[0], key[1], 0, method)
+        for c in results:
+            replay.add(c.logged.event, c.ids, c.rows)
+        for pid in extra:
+            # Answers that came after their result are counted late and appear in no result;
+            # such a participant still got an incentive (score 0) and takes part in the split.
+            replay.counts.setdefault(pid, {})
+        audit.scores = dict(replay.scores)
+        closed = {b: {i.participant_id: i for i in replay.close(budget=b)} for b in budgets}
+        for logged in recorded:
+            inc = logged.event
+            for kind, message in _incentive_differs(inc, closed[inc.budget][inc.participant_id]):
+                self.add(kind, message, participant_id=inc.participant_id, window=key,
+                         refs=(ref("incentives", logged.partition, logged.offset),))
+        self._seen_incentives(key, recorded, participants)
+        return audit
+
+    def _seen_incentives(self, key: tuple[int, int], recorded: list[Logged[Incentive]],
+                         participants: set[str]) -> None:
+        seen: dict[str, Logged[Incentive]] = {}
+        for logged in recorded:
+            pid = logged.event.participant_id
+            if pid in seen:
+                self.add("duplicate_incentive", "a second incentive for one participant and "
+                         "window", participant_id=pid, window=key,
+                         refs=(ref("incentives", seen[pid].partition, seen[pid].offset),
+                               ref("incentives", logged.partition, logged.offset)))
+            else:
+                seen[pid] = logged
+        for pid in sorted(participants - seen.keys()):
+            self.add("missing_incentive", "took part in the window but got no incentive",
+                     participant_id=pid, window=key)
+
+    # -- merit vs label-free ---------------------------------------------------------------------
+
+    def merit(self, windows: list[WindowAudit], checked: list[_Checked]) -> None:
+        if not self.labels:
+            return
+        by_window: dict[tuple[int, int], list[_Checked]] = defaultdict(list)
+        first: set[str] = set()
+        for c in checked:
+            qid = c.logged.event.query_id
+            if qid in first:
+                continue  # a duplicate result says nothing more about merit
+            first.add(qid)
+            if c.rows is not None and qid in self.labels:
+                w = c.logged.event.window
+                by_window[(w.partition, w.seq)].append(c)
+        for audit in windows:
+            labelled = by_window.get((audit.partition, audit.seq), [])
+            audit.labelled = len(labelled)
+            participants = sorted({pid for c in labelled for pid in c.ids})
+            if not labelled or not 2 <= len(participants) <= MAX_EXACT_SHAPLEY:
+                continue
+            outputs: list[tuple[Sequence[str], npt.ArrayLike]] = [
+                (c.ids, c.rows) for c in labelled if c.rows is not None]
+            value = ensemble_accuracy_value(
+                outputs, [self.labels[c.logged.event.query_id] for c in labelled])
+            audit.merit = shapley_exact(participants, value)
+            if audit.scores:
+                rho = spearman(audit.scores, audit.merit)
+                audit.spearman = None if math.isnan(rho) else rho
+
+    # -- privacy ---------------------------------------------------------------------------------
+
+    def privacy(self, samples: int) -> list[PrivacySpend]:
+        per: dict[str, list[ResponseBatch]] = defaultdict(list)
+        seen: set[tuple[str, str]] = set()
+        for logged in self.log.responses:
+            b = logged.event
+            if (b.participant_id, b.batch_id) in seen:
+                continue  # a redelivered batch publishes nothing new
+            seen.add((b.participant_id, b.batch_id))
+            per[b.participant_id].append(b)
+        out = []
+        for pid in sorted(per):
+            batches = sorted(per[pid], key=lambda b: b.produced_at_ms)
+            out.append(self._spend(pid, batches, samples))
+        return out
+
+    def _spend(self, pid: str, batches: list[ResponseBatch], samples: int) -> PrivacySpend:
+        sigmas = sorted({b.privacy.noise_multiplier for b in batches})
+        answers = sum(len(b.answered) for b in batches)
+        entry = self.entries.get(pid)
+        budget = entry.budget if entry is not None else None
+        spend = PrivacySpend(participant_id=pid, answers=answers, batches=len(batches),
+                             noise_multipliers=sigmas, delta=None, epsilon_max=None,
+                             epsilon=None, max_answers=None, exceeded=False)
+        if budget is None:
+            return spend
+        spend.delta, spend.epsilon_max = budget.delta, budget.epsilon_max
+        per_sigma: Counter[float] = Counter()
+        cumulative: list[tuple[int, Counter[float]]] = []
+        for b in batches:
+            per_sigma[b.privacy.noise_multiplier] += len(b.answered)
+            cumulative.append((b.produced_at_ms, Counter(per_sigma)))
+        spend.epsilon = _epsilon(per_sigma, budget.delta)
+        if len(sigmas) == 1:
+            spend.max_answers = max_answers(budget.epsilon_max, budget.delta, sigmas[0])
+            spend.exceeded = answers > spend.max_answers
+        else:
+            # Batches under different σ: compose them all (the ledger would have refused the
+            # change; an auditor reports the conservative total).
+            spend.exceeded = spend.epsilon > budget.epsilon_max
+        if spend.exceeded:
+            self.add("budget_exceeded", f"{answers} answers give ε = {spend.epsilon:.4g} at "
+                     f"δ = {budget.delta:g}; the registered budget is ε_max = "
+                     f"{budget.epsilon_max:g} ({spend.max_answers} answers at σ = {sigmas})",
+                     participant_id=pid)
+        step = max(1, math.ceil(len(cumulative) / max(1, samples)))
+        picked = cumulative[step - 1::step]
+        if picked[-1] is not cumulative[-1]:
+            picked.append(cumulative[-1])
+        spend.series = [(t, _epsilon(c, budget.delta)) for t, c in picked]
+        return spend
+
+    # -- odds and ends ---------------------------------------------------------------------------
+
+    def undecodable(self) -> dict[str, int]:
+        counted: Counter[str] = Counter()
+        for u in self.log.undecodable:
+            counted[f"{u.topic} {u.reason}"] += 1
+            if u.topic in _OUTPUT_TOPICS:
+                self.add("malformed_record", f"{u.reason}: {u.detail}",
+                         refs=(ref(u.topic, u.partition, u.offset),))
+        return dict(sorted(counted.items()))
+
+
+def _incentive_differs(inc: Incentive, want: Incentive) -> list[tuple[Kind, str]]:
+    """What a recorded incentive gets wrong against its recomputation (empty: nothing)."""
+    out: list[tuple[Kind, str]] = []
+    if inc.score != want.score:
+        out.append(("incentive_score_mismatch",
+                    f"score {inc.score!r}, recomputed {want.score!r}"))
+    if inc.reward != want.reward:
+        out.append(("incentive_reward_mismatch",
+                    f"reward {inc.reward!r}, recomputed {want.reward!r}"))
+    got, exp = inc.counts, want.counts
+    wrong = [f"{name} {getattr(got, name)} != {getattr(exp, name)}"
+             for name in ("included", "missing", "declined")
+             if getattr(got, name) != getattr(exp, name)]
+    if got.late < exp.late:  # answers after the result was out add to it, by timing
+        wrong.append(f"late {got.late} < {exp.late} listed late in the window's results")
+    if wrong:
+        out.append(("incentive_counts_mismatch", "; ".join(wrong)))
+    w, x = inc.window, want.window
+    wrong = [f"{name} {getattr(w, name)} != {getattr(x, name)}"
+             for name in ("results", "first_completed_at_ms", "last_completed_at_ms")
+             if getattr(w, name) != getattr(x, name)]
+    if wrong:
+        out.append(("incentive_window_mismatch", "; ".join(wrong)))
+    return out
+
+
+def _replay_fast(key: tuple[int, int], results: Sequence[_Checked], extra: Iterable[str],
+                 budgets: Iterable[float], method: str
+                 ) -> tuple[dict[float, dict[str, Incentive]], dict[str, float]]:
+    """`IncentiveWindow` over the window's results, from per-row scores computed in batches.
+
+    Same sums in the same order, same counts, the same `split_rewards`; used only to accept
+    recorded incentives that equal it, everything else goes to IncentiveWindow itself.
+    """
+    scores: dict[str, float] = {}
+    counts: dict[str, dict[str, int]] = {}
+
+    def bump(pid: str, name: str) -> None:
+        row = counts.get(pid)
+        if row is None:
+            row = counts[pid] = {"included": 0, "late": 0, "missing": 0, "declined": 0}
+        row[name] += 1
+
+    for c in results:
+        r = c.logged.event
+        if c.rows is not None and c.agree is not None:
+            for pid, s in zip(c.ids, c.agree.tolist(), strict=True):
+                scores[pid] = scores.get(pid, 0.0) + s
+        for pid in c.ids:
+            bump(pid, "included")
+        for pid in r.late:
+            bump(pid, "late")
+        for pid in r.missing:
+            bump(pid, "missing")
+        for d in r.declined:
+            bump(d.participant_id, "declined")
+    for pid in extra:
+        counts.setdefault(pid, {})
+    final = {pid: scores.get(pid, 0.0) for pid in scores.keys() | counts}
+    window = Window(partition=key[0], seq=key[1], results=len(results),
+                    first_completed_at_ms=results[0].logged.event.completed_at_ms,
+                    last_completed_at_ms=results[-1].logged.event.completed_at_ms)
+    out: dict[float, dict[str, Incentive]] = {}
+    for budget in budgets:
+        rewards = split_rewards(final, budget)
+        out[budget] = {
+            pid: Incentive(participant_id=pid, window=window, method=method, score=final[pid],
+                           reward=rewards[pid], budget=budget,
+                           counts=IncentiveCounts(**counts.get(pid, {})))
+            for pid in final}
+    return out, scores
+
+
+def _epsilon(per_sigma: Mapping[float, int], delta: float) -> float:
+    """ε at δ of all answers; one σ is `epsilon_spent` exactly, several are composed (RDP)."""
+    if len(per_sigma) == 1:
+        [(sigma, n)] = per_sigma.items()
+        return epsilon_spent(n, sigma, delta)
+    if any(n and s == 0 for s, n in per_sigma.items()):
+        return math.inf
+    import dp_accounting
+    from dp_accounting.rdp import RdpAccountant
+
+    accountant = RdpAccountant()
+    for sigma, n in sorted(per_sigma.items()):
+        if n:
+            accountant.compose(dp_accounting.SelfComposedDpEvent(
+                dp_accounting.GaussianDpEvent(sigma), int(n)))
+    return float(accountant.get_epsilon(delta))
+
+
+def audit(log: AuditLog, *, grace_ms: int = DEFAULT_GRACE_MS, verify: Verify = verify_batch,
+          merit: bool = True, epsilon_samples: int = 24) -> AuditReport:
+    """Check everything the log allows; see the module docstring for what and how.
+
+    `merit`: also compute, per window with fi.feedback labels, the Shapley values of
+    ensemble accuracy and their Spearman correlation with the label-free scores (a
+    measurement for the report, not a check).
+    """
+    a = _Audit(log, grace_ms, verify)
+    checked = a.results()
+    windows = a.windows(checked)
+    if merit:
+        a.merit(windows, checked)
+    spend = a.privacy(epsilon_samples)
+    undecodable = a.undecodable()
+    first: dict[str, Result] = {}
+    for logged in log.results:
+        first.setdefault(logged.event.query_id, logged.event)
+    latencies = [r.completed_at_ms - r.created_at_ms for r in first.values()]
+    dlq = Counter(d.error for d in log.dlq)
+    sources = Counter(f"{d.error} {d.source_topic or '?'}" for d in log.dlq)
+    counts = dict(a.counts)
+    counts.update({f"records_{t}": n for t, n in log.records.items()})
+    counts.update(records=log.total_records, responses=len(log.responses),
+                  feedback=len(log.feedback), participants=len(a.entries), dlq=len(log.dlq),
+                  undecodable=len(log.undecodable))
+    order = {k: i for i, k in enumerate(KINDS)}
+    discrepancies = sorted(a.out, key=lambda d: order[d.kind])  # stable: log order per kind
+    return AuditReport(counts=dict(sorted(counts.items())), discrepancies=discrepancies,
+                       spend=spend, dlq=dict(sorted(dlq.items())),
+                       dlq_sources=dict(sorted(sources.items())), windows=windows,
+                       latencies_ms=latencies, undecodable=undecodable, partial=log.partial)
+
+
+# -- replay under another strategy ---------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class ReplayReport:
+    strategy: str
+    results: int = 0  # first result per query
+    replayed: int = 0  # with every listed row in the log
+    changed: int = 0  # replayed prediction differs from the recorded one
+    labelled: int = 0
+    recorded_correct: int = 0
+    replayed_correct: int = 0
+    recorded_strategies: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def recorded_accuracy(self) -> float | None:
+        return self.recorded_correct / self.labelled if self.labelled else None
+
+    @property
+    def replayed_accuracy(self) -> float | None:
+        return self.replayed_correct / self.labelled if self.labelled else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy, "results": self.results, "replayed": self.replayed,
+            "changed": self.changed, "labelled": self.labelled,
+            "recorded_accuracy": self.recorded_accuracy,
+            "replayed_accuracy": self.replayed_accuracy,
+            "recorded_strategies": self.recorded_strategies,
+        }
+
+
+def replay(log: AuditLog, strategy: str) -> ReplayReport:
+    """Recompute the results of the log under `strategy` from the recorded answers.
+
+    Where fi.feedback has a label, compares the accuracy of the recorded results with the
+    replayed ones (over the same queries: those replayed and labelled).
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown aggregation strategy {strategy!r}; "
+                          f"use one of {', '.join(sorted(STRATEGIES))}")
+    batches = {(r.partition, r.offset): r.event for r in log.responses}
+    labels = {f.event.query_id: f.event.label for f in log.feedback}
+    report = ReplayReport(strategy=strategy)
+    strategies: Counter[str] = Counter()
+    seen: set[str] = set()
+    cache: dict[tuple[int, int], npt.NDArray[Any]] = {}
+    for logged in log.results:
+        r = logged.event
+        if r.query_id in seen:
+            continue
+        seen.add(r.query_id)
+        report.results += 1
+        strategies[r.strategy] += 1
+        rows = []
+        for a in r.included:
+            batch = batches.get((a.partition, a.offset))
+            if batch is None or a.index >= len(batch.answered):
+                break
+            m = cache.get((a.partition, a.offset))
+            if m is None:
+                m = cache[(a.partition, a.offset)] = batch.outputs.to_numpy()
+            rows.append(m[a.index])
+        else:
+            if not rows:
+                continue
+            x = np.stack(rows).astype(np.float64)
+            if not np.isfinite(x).all():
+                continue
+            prediction = aggregate(x, strategy).prediction
+            report.replayed += 1
+            report.changed += prediction != r.prediction
+            label = labels.get(r.query_id)
+            if label is not None:
+                report.labelled += 1
+                report.recorded_correct += r.prediction == label
+                report.replayed_correct += prediction == label
+    report.recorded_strategies = dict(sorted(strategies.items()))
+    return report
