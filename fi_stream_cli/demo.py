@@ -52,7 +52,28 @@ async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int
             codes = await fed.stop()
         _print_report(console, report, solo_clean, solo_noised, rewards, settings, ids)
         console.print(f"logs and models: {fed.home}; service exit codes {codes}")
-        return 0 if all(c == 0 for c in codes) else 1
+        audit_ok = await _audit(settings, fed.home / "audit.html", console)
+        return 0 if all(c == 0 for c in codes) and audit_ok else 1
+
+
+async def _audit(settings: Settings, html: Path, console: Console) -> bool:
+    """Replay this run's log: every result, incentive, signature and privacy spend."""
+    from consumers.auditor import Auditor
+    from fi_stream_cli.audit_report import render_html
+
+    report = await Auditor(settings, merit=True).run()
+    page = render_html(report, title=f"fi-stream demo audit {settings.kafka.topic_prefix}")
+    await asyncio.to_thread(html.write_text, page)
+    events = int(report.throughput.get("events", 0))
+    if report.ok:
+        console.print(f"[green]audit: clean[/] — {events} events replayed, every result, incentive,"
+                      f" signature and privacy spend recomputed; report: {html}")
+    else:
+        console.print(f"[red]audit: {len(report.discrepancies)} discrepancies[/] "
+                      f"{report.by_kind()}; report: {html}")
+        for d in report.discrepancies[:10]:
+            console.print(f"  {d.line()}")
+    return report.ok
 
 
 async def _stream(settings: Settings, deadline_ms: int, console: Console) -> Report:
