@@ -110,8 +110,9 @@ class ParticipantService(Service):
         p = self.settings.privacy
         mechanism = GaussianMechanism(clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier)
         self.spec = spec
-        self.engine = InferenceEngine(module, spec, mechanism,
-                                      pick_device(self.settings.participant.device))
+        cfg = self.settings.participant
+        self.engine = InferenceEngine(module, spec, mechanism, pick_device(cfg.device),
+                                      cfg.precision, cfg.compile)
         self.ledger = PrivacyLedger.open(
             self.model_dir / LEDGER_FILE,
             PrivacyBudget(epsilon_max=p.epsilon_max, delta=p.delta), p.noise_multiplier,

@@ -47,12 +47,14 @@ class InferenceEngine:
     """The model on its device; `infer` runs on a worker thread, one caller at a time."""
 
     def __init__(self, module: nn.Module, spec: ModelSpec, mechanism: GaussianMechanism,
-                 device: torch.device, precision: Precision = "fp32") -> None:
+                 device: torch.device, precision: Precision = "fp32",
+                 compile: bool = False) -> None:
         self.spec = spec
         self.mechanism = mechanism
         self.device = device
         self.precision = precision
-        self.module = module.to(device).eval()
+        module = module.to(device).eval()
+        self.module: nn.Module = torch.compile(module) if compile else module  # type: ignore[assignment]
 
     def infer(self, batch: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """(N, *input_shape) float32 → (N, classes) float32 noised probability vectors."""

@@ -64,6 +64,10 @@ class ParticipantSettings(_Group):
     max_batch: int = Field(default=256, ge=1)
     max_wait_ms: int = Field(default=5, ge=0)
     device: str = "auto"
+    #: fp32, or bf16 autocast for the forward pass (softmax, clip and noise stay fp32).
+    precision: Literal["fp32", "bf16"] = "fp32"
+    #: torch.compile the model once at start (worth it on a GPU for larger models).
+    compile: bool = False
     #: CPU threads for torch in a participant process (0: torch's default). One is best for
     #: small models when several participants share a machine: idle OpenMP threads spin.
     torch_threads: int = Field(default=1, ge=0)

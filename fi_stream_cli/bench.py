@@ -74,6 +74,7 @@ def bench_engine(
     device: str = "auto",
     precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
     seconds: Annotated[float, typer.Option(min=0.1)] = 3.0,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile")] = False,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """Raw forward (ceiling) vs. the participant engine (encoded queries → encoded, signed
@@ -88,7 +89,7 @@ def bench_engine(
     if len(spec.input_shape) == 3:
         module = module.to(memory_format=torch.channels_last)
     engine = InferenceEngine(module, spec, GaussianMechanism(clip_norm=1.0, noise_multiplier=0.3),
-                             dev, prec)
+                             dev, prec, compile_model)
     signer = Signer(participant_id="bench", spec=spec, key=Ed25519PrivateKey.generate(),
                     privacy=Privacy(clip_norm=1.0, noise_multiplier=0.3))
     rng = np.random.default_rng(0)
@@ -131,7 +132,7 @@ def bench_engine(
     console.print(f"bench engine: {model} batch {batch} on {dev} ({prec})")
     result: dict[str, Any] = {
         "benchmark": "engine", "model": model, "batch": batch, "device": str(dev),
-        "precision": prec, "seconds": seconds, "machine": machine(),
+        "precision": prec, "compile": compile_model, "seconds": seconds, "machine": machine(),
         "raw_items_per_s": _rate(raw, seconds, sync),
         "engine_items_per_s": _rate(pipelined, seconds, sync),
         "naive_items_per_s": _rate(naive, seconds, sync),
