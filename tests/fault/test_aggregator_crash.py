@@ -120,6 +120,8 @@ async def test_two_aggregators_share_the_work_and_survive_one_leaving(
     await registered(topics, set(PARTICIPANTS))
     a = await _spawn_aggregator(topics, tmp_path / "a.log", "a")
     b = await _spawn_aggregator(topics, tmp_path / "b.log", "b")
+    await _until_started(tmp_path / "a.log", 1)
+    await _until_started(tmp_path / "b.log", 1)
     streaming = asyncio.create_task(_stream(topics, hands, np.random.default_rng(1)))
     await asyncio.sleep(3.0)
     a.send_signal(signal.SIGTERM)  # one member leaves mid-stream; b takes its partitions
