@@ -14,13 +14,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fi_stream.clock import now_ms
-from fi_stream.kafka import make_consumer, make_producer
+from fi_stream.kafka import make_consumer
 from fi_stream.kafka.reading import read_to_end
 from fi_stream.models import load_digits_split
 from fi_stream.settings import Settings
 from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
+from producers.feedback import publish_labels
 from producers.query_client import QueryClient
-from schemas import Feedback, Incentive, ResponseBatch, Result, decode, encode, headers
+from schemas import Incentive, ResponseBatch, Result, decode
 
 
 @dataclass
@@ -45,7 +46,7 @@ async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int
         try:
             await fed.start(ids)
             report = await _stream(settings, deadline_ms, console)
-            await _publish_feedback(settings, report)
+            await publish_labels(settings, report.labels)
             rewards = await _collect_rewards(settings, len(report.results), timeout=30)
             solo_noised = await _solo_accuracy(settings, report.labels)
         finally:
@@ -93,19 +94,6 @@ async def _stream(settings: Settings, deadline_ms: int, console: Console) -> Rep
                 bar.advance(task)
         report.wall_s = time.perf_counter() - started
     return report
-
-
-async def _publish_feedback(settings: Settings, report: Report) -> None:
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        for qid, label in report.labels.items():
-            fb = Feedback(query_id=qid, label=label, created_at_ms=now_ms())
-            await producer.send(settings.topic_names.feedback, encode(fb), key=qid.encode(),
-                                headers=headers(Feedback))
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def _read_all(settings: Settings, topic: str) -> list[bytes]:
