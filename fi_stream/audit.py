@@ -301,6 +301,21 @@ def _latency_summary(latencies: Sequence[int]) -> dict[str, float]:
 Verify = Callable[[ResponseBatch, bytes], bool]
 
 
+def registered_keys(registry: Iterable[Logged[Participant]]) -> dict[str, list[bytes]]:
+    """Every public key each participant registered, in log order.
+
+    A batch is genuine if ANY of them verifies it: a participant that rotated its key still
+    signed its older batches with the old one (compaction may have dropped it; then the
+    old batches are reported)."""
+    keys: dict[str, list[bytes]] = {}
+    for logged in registry:
+        p = logged.event
+        known = keys.setdefault(p.participant_id, [])
+        if p.public_key not in known:
+            known.append(p.public_key)
+    return keys
+
+
 @dataclass(slots=True)
 class _Checked:
     """A result after its checks, with what the window replay needs."""
@@ -374,16 +389,12 @@ class _Audit:
         self.verify = verify
         self.out: list[Discrepancy] = []
         self.counts: Counter[str] = Counter()
-        self.keys: dict[str, list[bytes]] = defaultdict(list)
-        self.entries: dict[str, Participant] = {}
-        for logged in log.registry:
-            p = logged.event
-            if p.public_key not in self.keys[p.participant_id]:
-                self.keys[p.participant_id].append(p.public_key)
-            self.entries[p.participant_id] = p
+        self.keys = registered_keys(log.registry)
+        self.entries = {p.event.participant_id: p.event for p in log.registry}
         self.batches = {(r.partition, r.offset): r for r in log.responses}
         self.rows = _Rows(self.batches)
-        self._signed: dict[tuple[int, int], bool] = {}
+        #: fi.responses position → the (result, row) pairs that list it.
+        self._listings: dict[tuple[int, int], list[tuple[_Checked, int]]] = {}
         self.queries: dict[str, Logged[Query]] = {}
         for q in log.queries:
             if q.event.query_id in self.queries:
@@ -467,7 +478,7 @@ class _Audit:
                       f"{sorted(STRATEGIES)}")
 
         base = self.rows.base
-        signed = self._signed
+        listings = self._listings
         for a in r.included:
             key = (a.partition, a.offset)
             found = base.get(key)
@@ -481,7 +492,7 @@ class _Audit:
                               ref("responses", a.partition, a.offset, index),
                               pid=a.participant_id)
                 continue
-            logged_batch, pid, answered, produced_at, width, start = found
+            _, pid, answered, produced_at, width, start = found
             if index >= len(answered):
                 c.usable = False
                 self.flag(c, "unknown_response", f"batch has {len(answered)} answers, no row "
@@ -501,8 +512,11 @@ class _Audit:
                           f"produced at {produced_at}, {produced_at - deadline} ms after the "
                           f"deadline {deadline}", ref("responses", a.partition, a.offset, index),
                           pid=a.participant_id)
-            if not signed.get(key):
-                self._check_signature(logged_batch, c, index)
+            listing = listings.get(key)
+            if listing is None:
+                listings[key] = [(c, index)]
+            else:
+                listing.append((c, index))
             if c.width and width != c.width:
                 c.usable = False
                 self.flag(c, "aggregate_mismatch", "the listed rows have different widths")
@@ -510,22 +524,25 @@ class _Audit:
             c.flat.append(start + index)
         return c
 
-    def _check_signature(self, logged: Logged[ResponseBatch], c: _Checked, index: int) -> None:
-        key = (logged.partition, logged.offset)
-        pid = logged.event.participant_id
-        keys = self.keys.get(pid, [])
-        at = ref("responses", logged.partition, logged.offset, index)
-        if key not in self._signed:
-            # Any key the participant registered: a rotated key still signed the old batches.
-            self._signed[key] = bool(keys) and any(
-                self.verify(logged.event, k) for k in reversed(keys))
+    def signatures(self) -> None:
+        """Every listed batch must verify with a key registered for its participant: each
+        batch once (~65 µs of Ed25519), however many results list it."""
+        for key, listings in self._listings.items():
+            logged = self.rows.base[key][0]
+            pid = logged.event.participant_id
+            keys = self.keys.get(pid)
             self.counts["signatures_verified"] += 1
             if not keys:
                 self.add("unknown_participant", f"{pid} is not in the registry",
                          participant_id=pid, refs=(ref("responses", *key),))
-        if keys and not self._signed[key]:
-            self.flag(c, "bad_signature", f"batch {logged.event.batch_id} does not verify "
-                      f"with a key registered for {pid}", at, pid=pid)
+                continue
+            # Any key the participant registered: a rotated key still signed older batches.
+            if any(self.verify(logged.event, k) for k in reversed(keys)):
+                continue
+            for c, index in listings:
+                self.flag(c, "bad_signature", f"batch {logged.event.batch_id} does not "
+                          f"verify with a key registered for {pid}",
+                          ref("responses", key[0], key[1], index), pid=pid)
 
     def _recompute(self, checked: list[_Checked]) -> None:
         """Aggregates of every result, in batches of equal shape; each checked bit for bit."""
@@ -793,11 +810,12 @@ class _Audit:
                      f"δ = {budget.delta:g}; the registered budget is ε_max = "
                      f"{budget.epsilon_max:g} ({spend.max_answers} answers at σ = {sigmas})",
                      participant_id=pid)
-        step = max(1, math.ceil(len(cumulative) / max(1, samples)))
-        picked = cumulative[step - 1::step]
-        if picked[-1] is not cumulative[-1]:
-            picked.append(cumulative[-1])
-        spend.series = [(t, _epsilon(c, budget.delta)) for t, c in picked]
+        if samples > 0:
+            step = max(1, math.ceil(len(cumulative) / samples))
+            picked = cumulative[step - 1::step]
+            if picked[-1] is not cumulative[-1]:
+                picked.append(cumulative[-1])
+            spend.series = [(t, _epsilon(c, budget.delta)) for t, c in picked]
         return spend
 
     # -- odds and ends ---------------------------------------------------------------------------
@@ -904,19 +922,22 @@ def _epsilon(per_sigma: Mapping[float, int], delta: float) -> float:
 
 
 def audit(log: AuditLog, *, grace_ms: int = DEFAULT_GRACE_MS, verify: Verify = verify_batch,
-          merit: bool = True, epsilon_samples: int = 24) -> AuditReport:
+          merit: bool = True, epsilon_samples: int | None = None) -> AuditReport:
     """Check everything the log allows; see the module docstring for what and how.
 
     `merit`: also compute, per window with fi.feedback labels, the Shapley values of
     ensemble accuracy and their Spearman correlation with the label-free scores (a
-    measurement for the report, not a check).
+    measurement for the report, not a check). `epsilon_samples`: points of each
+    participant's ε-over-time series (each an RDP conversion); default 24 with `merit`,
+    none without.
     """
     a = _Audit(log, grace_ms, verify)
     checked = a.results()
     windows = a.windows(checked)
     if merit:
         a.merit(windows, checked)
-    spend = a.privacy(epsilon_samples)
+    spend = a.privacy(epsilon_samples if epsilon_samples is not None else 24 if merit else 0)
+    a.signatures()
     undecodable = a.undecodable()
     first: dict[str, Result] = {}
     for logged in log.results:

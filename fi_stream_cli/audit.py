@@ -117,8 +117,9 @@ def audit_command(
     show: Annotated[int, typer.Option(min=0, help="Print at most this many discrepancies.")
                     ] = 100,
     merit: Annotated[bool | None, typer.Option(
-        "--merit/--no-merit", help="Shapley merit vs label-free scores per window (2^N "
-        "coalitions each); default: on with --report.")] = None,
+        "--merit/--no-merit", help="Also measure what --report plots: Shapley merit vs "
+        "label-free scores per window (2^N coalitions each) and ε over time; default: on "
+        "with --report.")] = None,
 ) -> None:
     """Read every topic (read_committed, no consumer group), recompute results, incentives
     and privacy spend, and report every discrepancy. Exit 0 if all holds, else 1."""
@@ -368,7 +369,7 @@ def bench_audit(
         "discrepancies": len(best.discrepancies),
         # `fi-stream audit` as it runs by default (no --report): every check, no merit.
         "events_per_s": best.throughput["events_per_s"],
-        # With the Shapley-vs-label-free measurement of --report / --merit.
+        # With what --report / --merit add: Shapley merit vs label-free, ε series.
         "events_per_s_with_merit": best_merit.throughput["events_per_s"],
         "runs": [r.throughput for r in plain],
         "runs_with_merit": [r.throughput for r in with_merit], "machine": machine(),

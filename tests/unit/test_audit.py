@@ -347,6 +347,7 @@ def test_privacy_spend_is_recomputed_and_checked_against_the_registered_budget(
     assert (p1.participant_id, p1.answers) == ("p1", answers)
     assert p1.epsilon == epsilon_spent(answers, 0.3, 1e-5) and not p1.exceeded
     assert p1.series[-1][1] == p1.epsilon
+    assert audit(log, merit=False).spend[0].series == []  # the plots' data only on request
 
     i = next(i for i, p in enumerate(log.registry) if p.event.participant_id == "p1")
     replace(log.registry, i, budget=Budget(epsilon_max=2.0, delta=1e-5))
