@@ -47,6 +47,8 @@ from fi_stream.incentives import (
     spearman,
     split_rewards,
 )
+from fi_stream.merit import METHOD as MERIT_METHOD
+from fi_stream.merit import LabeledQuery, merit_incentives
 from fi_stream.privacy import epsilon_spent, max_answers
 from fi_stream.results import IncentiveWindow, status_of
 from fi_stream.signing import verify_batch
@@ -601,7 +603,8 @@ class _Audit:
         r = c.logged.event
         if r.strategy not in STRATEGIES or c.rows is None:
             return
-        agg = aggregate(c.rows, r.strategy)
+        params = {"weights": r.weights} if r.weights is not None else {}
+        agg = aggregate(c.rows, r.strategy, **params)
         t = r.aggregate
         if (t is None or t.dtype != "<f8" or t.shape != agg.vector.shape
                 or t.data != agg.vector.tobytes()):
@@ -622,9 +625,11 @@ class _Audit:
             w = c.logged.event.window
             by_window[(w.partition, w.seq)].append(c)
         incentives: dict[tuple[int, int], list[Logged[Incentive]]] = defaultdict(list)
+        merit: dict[tuple[int, int], list[Logged[Incentive]]] = defaultdict(list)
         for logged in self.log.incentives:
             iw = logged.event.window
-            incentives[(iw.partition, iw.seq)].append(logged)
+            target = merit if logged.event.method == MERIT_METHOD else incentives
+            target[(iw.partition, iw.seq)].append(logged)
         last_seq: dict[int, int] = {}
         for p, seq in by_window.keys() | incentives.keys():
             last_seq[p] = max(last_seq.get(p, seq), seq)
@@ -634,6 +639,8 @@ class _Audit:
                              key=lambda c: (c.logged.partition, c.logged.offset))
             audits.append(self._window(key, results, incentives.get(key, []),
                                        key[1] < last_seq[key[0]]))
+        for key, recorded in sorted(merit.items()):
+            self._merit_window(key, by_window.get(key, []), recorded, incentives.get(key, []))
         self.counts["windows"] = len(audits)
         self.counts["windows_closed"] = sum(1 for w in audits if w.closed)
         self.counts["windows_verified"] = sum(1 for w in audits if w.verified)
@@ -717,6 +724,57 @@ class _Audit:
                          refs=(ref("incentives", logged.partition, logged.offset),))
         self._seen_incentives(key, recorded, participants)
         return audit
+
+    def _merit_window(self, key: tuple[int, int], results: list[_Checked],
+                      recorded: list[Logged[Incentive]],
+                      label_free: list[Logged[Incentive]]) -> None:
+        """Recompute `shapley` events from the labels below their feedback horizon."""
+        self.counts["merit_incentives"] += len(recorded)
+        first = recorded[0].event
+        horizon = first.feedback_horizon or 0
+        labels = {f.event.query_id: f.event.label for f in self.log.feedback
+                  if f.partition == key[0] and f.offset < horizon}
+        seen: set[str] = set()
+        queries = []
+        for c in sorted(results, key=lambda c: (c.logged.partition, c.logged.offset)):
+            r = c.logged.event
+            if r.query_id in seen or not r.included or r.query_id not in labels:
+                continue
+            seen.add(r.query_id)
+            if c.rows is None:
+                self.counts["windows_unverifiable"] += 1
+                return
+            queries.append(LabeledQuery(participant_ids=c.ids, outputs=c.rows,
+                                        label=labels[r.query_id]))
+        rewards = {i.event.participant_id: i.event.reward for i in label_free}
+        want = {i.participant_id: i for i in merit_incentives(
+            first.window, queries, rewards, budget=first.budget, feedback_horizon=horizon)}
+        got: set[str] = set()
+        for logged in recorded:
+            inc = logged.event
+            refs = (ref("incentives", logged.partition, logged.offset),)
+            if inc.participant_id in got:
+                self.add("duplicate_incentive", "a second merit incentive for one participant "
+                         "and window", participant_id=inc.participant_id, window=key, refs=refs)
+                continue
+            got.add(inc.participant_id)
+            expected = want.get(inc.participant_id)
+            if expected is None:
+                self.add("incentive_score_mismatch", "a merit incentive for a participant "
+                         "in no labeled result of the window",
+                         participant_id=inc.participant_id, window=key, refs=refs)
+                continue
+            for name in ("score", "reward", "labeled", "stderr", "skill_fairness",
+                         "rank_correlation"):
+                if getattr(inc, name) != getattr(expected, name):
+                    kind: Kind = ("incentive_reward_mismatch" if name == "reward"
+                                  else "incentive_score_mismatch")
+                    self.add(kind, f"merit {name} {getattr(inc, name)!r}, recomputed "
+                             f"{getattr(expected, name)!r}", participant_id=inc.participant_id,
+                             window=key, refs=refs)
+        for pid in sorted(want.keys() - got):
+            self.add("missing_incentive", "no merit incentive for a participant of a labeled "
+                     "window", participant_id=pid, window=key)
 
     def _seen_incentives(self, key: tuple[int, int], recorded: list[Logged[Incentive]],
                          participants: set[str]) -> None:

@@ -13,9 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from consumers.merit import MeritService
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer
 from fi_stream.kafka.reading import read_to_end
+from fi_stream.merit import METHOD
 from fi_stream.models import load_digits_split
 from fi_stream.settings import Settings
 from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
@@ -47,11 +49,13 @@ async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int
             await fed.start(ids)
             report = await _stream(settings, deadline_ms, console)
             await publish_labels(settings, report.labels)
-            rewards = await _collect_rewards(settings, len(report.results), timeout=30)
+            incentives = await _label_free_incentives(settings, len(report.results), timeout=30)
+            merit = await _merit(settings, incentives)
             solo_noised = await _solo_accuracy(settings, report.labels)
         finally:
             codes = await fed.stop()
-        _print_report(console, report, solo_clean, solo_noised, rewards, settings, ids)
+        _print_report(console, report, solo_clean, solo_noised, incentives + merit, settings,
+                      ids)
         console.print(f"logs and models: {fed.home}; service exit codes {codes}")
         audit_ok = await _audit(settings, fed.home / "audit.html", console)
         return 0 if all(c == 0 for c in codes) and audit_ok else 1
@@ -105,21 +109,26 @@ async def _read_all(settings: Settings, topic: str) -> list[bytes]:
         await consumer.stop()
 
 
-async def _collect_rewards(settings: Settings, n_results: int, timeout: float
-                           ) -> dict[str, float]:
-    """Wait until incentive windows cover every result, then sum rewards per participant."""
+async def _label_free_incentives(settings: Settings, n_results: int, timeout: float
+                                 ) -> list[Incentive]:
+    """Wait until incentive windows cover every result (plus the warm-up query)."""
     deadline = time.monotonic() + timeout
     while True:
         incentives = [decode(v, Incentive)
                       for v in await _read_all(settings, settings.topic_names.incentives)]
         windows = {(i.window.partition, i.window.seq): i.window.results for i in incentives}
         if sum(windows.values()) >= n_results + 1 or time.monotonic() > deadline:
-            break
+            return incentives
         await asyncio.sleep(0.5)
-    rewards: dict[str, float] = defaultdict(float)
-    for inc in incentives:
-        rewards[inc.participant_id] += inc.reward
-    return dict(rewards)
+
+
+async def _merit(settings: Settings, label_free: list[Incentive]) -> list[Incentive]:
+    """Score every closed window by merit (Shapley, from the labels just published)."""
+    windows = {(i.window.partition, i.window.seq) for i in label_free}
+    async with MeritService(settings, label_wait_s=10, interval_s=0.2) as merit:
+        await merit.wait_scored(windows, timeout=60)
+    return [i for v in await _read_all(settings, settings.topic_names.incentives)
+            if (i := decode(v, Incentive)).method == METHOD]
 
 
 async def _solo_accuracy(settings: Settings, labels: dict[str, int]) -> dict[str, float]:
@@ -142,22 +151,31 @@ def _accuracy(report: Report) -> float:
 
 
 def _print_report(console: Console, report: Report, solo_clean: dict[str, float],
-                  solo_noised: dict[str, float], rewards: dict[str, float],
+                  solo_noised: dict[str, float], incentives: list[Incentive],
                   settings: Settings, ids: list[str]) -> None:
+    label_free: dict[str, float] = defaultdict(float)
+    merit: dict[str, float] = defaultdict(float)
+    comparisons: dict[tuple[int, int], tuple[float | None, float | None]] = {}
+    for inc in incentives:
+        (merit if inc.method == METHOD else label_free)[inc.participant_id] += inc.reward
+        if inc.method == METHOD:
+            comparisons[(inc.window.partition, inc.window.seq)] = (inc.rank_correlation,
+                                                                   inc.skill_fairness)
     table = Table(title="fi-stream demo: digits, federated vs. solo")
     table.add_column("participant")
     table.add_column("solo acc. (noised outputs)", justify="right")
     table.add_column("solo acc. (own model, no noise)", justify="right")
-    table.add_column("reward", justify="right")
+    table.add_column(f"reward ({settings.aggregator.incentive_method})", justify="right")
+    table.add_column("reward (merit, Shapley)", justify="right")
     for pid in ids:
         table.add_row(pid, f"{solo_noised.get(pid, 0.0):.3f}", f"{solo_clean[pid]:.3f}",
-                      f"{rewards.get(pid, 0.0):.2f}")
+                      f"{label_free.get(pid, 0.0):.2f}", f"{merit.get(pid, 0.0):.2f}")
     lat = np.asarray(report.latencies_ms, dtype=np.float64)
     statuses: dict[str, int] = defaultdict(int)
     for r in report.results.values():
         statuses[r.status] += 1
     table.add_section()
-    table.add_row("[bold]federated[/]", f"[bold]{_accuracy(report):.3f}[/]", "", "")
+    table.add_row("[bold]federated[/]", f"[bold]{_accuracy(report):.3f}[/]", "", "", "")
     console.print(table)
     p = settings.privacy
     console.print(
@@ -166,6 +184,13 @@ def _print_report(console: Console, report: Report, solo_clean: dict[str, float]
         f"{len(report.results) / report.wall_s:.1f} queries/s; "
         f"privacy: clip C = {p.clip_norm:g}, noise σ = {p.noise_multiplier:g} (std σ·C = "
         f"{p.clip_norm * p.noise_multiplier:g})")
+    rhos = [r for r, _ in comparisons.values() if r is not None]
+    fairness = [f for _, f in comparisons.values() if f is not None]
+    if comparisons:
+        console.print(
+            f"label-free vs merit over {len(comparisons)} windows: mean Spearman ρ = "
+            f"{np.mean(rhos) if rhos else float('nan'):.3f}, mean skill fairness F = "
+            f"{np.mean(fairness) if fairness else float('nan'):.3f}")
     best = max(solo_noised.values(), default=0.0)
     verdict = "above" if _accuracy(report) > best else "NOT above"
     console.print(f"federated accuracy {_accuracy(report):.3f} is {verdict} the best single "

@@ -210,6 +210,28 @@ def aggregator_run(
     run_async(main)
 
 
+@app.command("merit")
+def merit_run(
+    ctx: typer.Context,
+    label_wait_s: Annotated[float, typer.Option(
+        min=0.0, help="Score a window this long after it closed even if labels are missing.")
+    ] = 30.0,
+    metrics_port: int | None = None,
+) -> None:
+    """Score closed incentive windows by merit (Shapley) once their labels have arrived."""
+    from consumers.merit import MeritService
+    from fi_stream.metrics import serve_metrics
+
+    settings = settings_from(ctx, metrics_port=metrics_port)
+
+    async def main() -> None:
+        service = MeritService(settings, label_wait_s=label_wait_s)
+        serve_metrics(service.metrics_registry, settings.metrics_port)
+        await serve(service)
+
+    run_async(main)
+
+
 # -- query ------------------------------------------------------------------------------------
 
 @app.command("query")

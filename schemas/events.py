@@ -170,6 +170,16 @@ class Incentive(Event):
     reward: float = Field(ge=0)
     budget: float = Field(ge=0)
     counts: IncentiveCounts
+    #: Merit-based events only (method "shapley"): the labels used are those of fi.feedback
+    #: partition `window.partition` below `feedback_horizon` for the window's queries.
+    labeled: int | None = None
+    feedback_horizon: int | None = None
+    #: Monte-Carlo standard error of `score` (None when exact).
+    stderr: float | None = None
+    #: The window's skill fairness F = 1 − ½‖merit shares − label-free reward shares‖₁ and
+    #: the Spearman correlation of label-free rewards with merit: the open question, live.
+    skill_fairness: float | None = None
+    rank_correlation: float | None = None
 
 
 class Feedback(Event):

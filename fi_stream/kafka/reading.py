@@ -64,3 +64,24 @@ async def read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int
         got = await consumer.getmany(tp, timeout_ms=300)
         out.extend(got.get(tp, []))
     return out, end
+
+
+async def fetch_records(consumer: AIOKafkaConsumer, topic: str, refs: set[tuple[int, int]]
+                        ) -> dict[tuple[int, int], ConsumerRecord[bytes, bytes]]:
+    """The records at (partition, offset) `refs` of `topic`: one range read per partition,
+    from its smallest to its largest wanted offset."""
+    wanted: dict[int, set[int]] = {}
+    for partition, offset in refs:
+        wanted.setdefault(partition, set()).add(offset)
+    out: dict[tuple[int, int], ConsumerRecord[bytes, bytes]] = {}
+    for partition, offsets in sorted(wanted.items()):
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, min(offsets))
+        last = max(offsets)
+        while await consumer.position(tp) <= last:
+            got = await consumer.getmany(tp, timeout_ms=300)
+            for record in got.get(tp, []):
+                if record.offset in offsets:
+                    out[(partition, record.offset)] = record
+    return out

@@ -1,0 +1,215 @@
+"""Merit-based incentives, live: once the labels of an incentive window have arrived on
+fi.feedback (or `label_wait_s` after the window closed), emit one `shapley` Incentive per
+participant, with the window's skill fairness and the rank correlation of its label-free
+rewards with merit — the paper's open question, measured as the system runs.
+
+A derived stream, recomputable from the log: one writer (a fixed transactional id fences
+a zombie), state rebuilt by reading the log at start, every event in a transaction, so a
+window is scored exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from fi_stream.clock import now_ms
+from fi_stream.kafka import make_consumer, make_producer
+from fi_stream.kafka.reading import behind, fetch_records, partitions_of
+from fi_stream.merit import METHOD, LabeledQuery, merit_incentives
+from fi_stream.service import Service
+from fi_stream.settings import Settings
+from schemas import (
+    DecodeError,
+    Feedback,
+    Incentive,
+    ResponseBatch,
+    Result,
+    Window,
+    decode,
+    encode,
+    headers,
+)
+
+log = structlog.get_logger(__name__)
+
+WindowKey = tuple[int, int]  # (partition, seq)
+
+
+@dataclass
+class _Pending:
+    """A label-free window waiting for its results and labels."""
+
+    window: Window | None = None
+    closed_at_ms: int = 0
+    rewards: dict[str, float] = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+
+
+class MeritService(Service):
+    name = "merit"
+
+    def __init__(self, settings: Settings, *, label_wait_s: float = 30.0,
+                 interval_s: float = 0.5, registry: CollectorRegistry | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.topics = settings.topic_names
+        self.label_wait_s = label_wait_s
+        self.interval_s = interval_s
+        self.metrics_registry = registry if registry is not None else CollectorRegistry()
+        self._fairness = Gauge("fi_merit_skill_fairness", "Skill fairness of the last window",
+                               registry=self.metrics_registry)
+        self._rho = Gauge("fi_merit_rank_correlation",
+                          "Spearman(label-free rewards, merit) of the last window",
+                          registry=self.metrics_registry)
+        self._windows = Counter("fi_merit_windows", "Windows scored", ["outcome"],
+                                registry=self.metrics_registry)
+        self._pending: dict[WindowKey, _Pending] = defaultdict(_Pending)
+        self._done: set[WindowKey] = set()
+        self._labels: dict[str, int] = {}
+        self._feedback_pos: dict[int, int] = {}
+        self._reader: AIOKafkaConsumer | None = None
+        self._lookup: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.emitted = 0
+        self._progress = asyncio.Event()
+
+    async def wait_scored(self, windows: set[WindowKey], timeout: float) -> None:
+        """Block until every window in `windows` has been scored (by this or an earlier run)."""
+        async with asyncio.timeout(timeout):
+            while not windows <= self._done:
+                self._progress.clear()
+                await self._progress.wait()
+
+    async def _open(self) -> None:
+        self._reader = make_consumer(self.settings, group_id=None)
+        self._lookup = make_consumer(self.settings, group_id=None)
+        await self._reader.start()
+        await self._lookup.start()
+        tps: list[TopicPartition] = []
+        for topic in (self.topics.results, self.topics.feedback, self.topics.incentives):
+            tps += await partitions_of(self._reader, topic)
+        self._reader.assign(tps)
+        await self._reader.seek_to_beginning(*tps)
+        # A fixed id: a second instance fences this one instead of scoring twice.
+        self._producer = make_producer(
+            self.settings, transactional_id=f"{self.settings.kafka.topic_prefix}fi.merit")
+        await self._producer.start()
+        end = await self._reader.end_offsets(tps)
+        while await behind(self._reader, end):  # what is already scored, before scoring
+            await self._read(300)
+        log.info("merit_started", windows_done=len(self._done), pending=len(self._pending))
+
+    async def _close(self) -> None:
+        for client in (self._reader, self._lookup):
+            if client is not None:
+                await client.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        log.info("merit_stopped", emitted=self.emitted)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            deadline = time.monotonic() + self.interval_s
+            while time.monotonic() < deadline and not self._stopping.is_set():
+                await self._read(int(max(1, (deadline - time.monotonic()) * 1000)))
+            await self._score_ready()
+
+    async def _read(self, timeout_ms: int) -> None:
+        assert self._reader is not None
+        got = await self._reader.getmany(timeout_ms=timeout_ms)
+        for tp, records in got.items():
+            for record in records:
+                try:
+                    if tp.topic == self.topics.results:
+                        result = decode(record.value, Result)
+                        key = (result.window.partition, result.window.seq)
+                        if key not in self._done:
+                            self._pending[key].results.append(result)
+                    elif tp.topic == self.topics.feedback:
+                        fb = decode(record.value, Feedback)
+                        self._labels[fb.query_id] = fb.label
+                    else:
+                        self._on_incentive(decode(record.value, Incentive), record.timestamp)
+                except DecodeError as exc:
+                    log.warning("merit_bad_record", topic=tp.topic, offset=record.offset,
+                                error=str(exc))
+            if tp.topic == self.topics.feedback:
+                self._feedback_pos[tp.partition] = records[-1].offset + 1
+
+    def _on_incentive(self, incentive: Incentive, timestamp_ms: int) -> None:
+        key = (incentive.window.partition, incentive.window.seq)
+        if incentive.method == METHOD:
+            self._done.add(key)
+            self._progress.set()
+            self._pending.pop(key, None)
+        elif key not in self._done:
+            pending = self._pending[key]
+            pending.window = incentive.window
+            pending.closed_at_ms = timestamp_ms
+            pending.rewards[incentive.participant_id] = incentive.reward
+
+    async def _score_ready(self) -> None:
+        now = now_ms()
+        for key, pending in sorted(self._pending.items()):
+            window = pending.window
+            if window is None or len(pending.results) < window.results:
+                continue  # its label-free events or some results are not read yet
+            labeled = [r for r in pending.results if r.query_id in self._labels and r.included]
+            waited = now - pending.closed_at_ms >= self.label_wait_s * 1000
+            if len(labeled) < len([r for r in pending.results if r.included]) and not waited:
+                continue
+            await self._emit(key, pending, labeled)
+
+    async def _emit(self, key: WindowKey, pending: _Pending, labeled: list[Result]) -> None:
+        assert self._lookup is not None and self._producer is not None
+        assert pending.window is not None
+        refs = {(a.partition, a.offset) for r in labeled for a in r.included}
+        records = await fetch_records(self._lookup, self.topics.responses, refs)
+        batches = {ref: decode(rec.value, ResponseBatch) for ref, rec in records.items()}
+        queries = [
+            LabeledQuery(
+                participant_ids=[a.participant_id for a in r.included],
+                outputs=_rows(r, batches), label=self._labels[r.query_id])
+            for r in labeled
+        ]
+        incentives = merit_incentives(
+            pending.window, queries, pending.rewards,
+            budget=self.settings.aggregator.reward_budget,
+            feedback_horizon=self._feedback_pos.get(key[0], 0))
+        if incentives:
+            async with self._producer.transaction():
+                for inc in incentives:
+                    await self._producer.send(self.topics.incentives, encode(inc),
+                                              key=inc.participant_id.encode(),
+                                              headers=headers(Incentive))
+            first = incentives[0]
+            if first.skill_fairness is not None:
+                self._fairness.set(first.skill_fairness)
+            if first.rank_correlation is not None:
+                self._rho.set(first.rank_correlation)
+            self.emitted += len(incentives)
+        self._windows.labels("scored" if incentives else "unlabeled").inc()
+        self._done.add(key)
+        self._progress.set()
+        del self._pending[key]
+        for r in pending.results:
+            self._labels.pop(r.query_id, None)
+        log.info("merit_window", partition=key[0], seq=key[1], labeled=len(queries),
+                 participants=len(incentives))
+
+
+def _rows(result: Result, batches: dict[tuple[int, int], ResponseBatch]
+          ) -> np.ndarray[Any, Any]:
+    """The result's included output rows, in its (participant-sorted) order."""
+    return np.stack([batches[(a.partition, a.offset)].outputs.to_numpy()[a.index]
+                     for a in result.included]).astype(np.float64)
+

@@ -1,0 +1,70 @@
+"""Merit-based incentives for a window, once labels have arrived on fi.feedback.
+
+Pure: the results of the window (in fi.results order), the outputs they included, the
+labels and the window's label-free rewards in; Incentive events out. The Shapley values
+are exact for up to 12 participants (one ensemble evaluation per coalition) and Monte
+Carlo above, seeded from the window so that a replay gets the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fi_stream.incentives import (
+    ensemble_accuracy_value,
+    shapley_exact,
+    shapley_monte_carlo,
+    skill_fairness,
+    spearman,
+    split_rewards,
+)
+from schemas import Incentive, IncentiveCounts, Window
+
+EXACT_MAX = 12
+METHOD = "shapley"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabeledQuery:
+    participant_ids: list[str]  # sorted, as in the Result
+    outputs: np.ndarray[Any, Any]  # the included rows, same order
+    label: int
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def merit_incentives(window: Window, queries: Sequence[LabeledQuery],
+                     label_free_rewards: Mapping[str, float], *, budget: float,
+                     feedback_horizon: int, permutations: int = 2000) -> list[Incentive]:
+    """One `shapley` Incentive per participant seen in the window's labeled queries."""
+    participants = sorted({p for q in queries for p in q.participant_ids}
+                          | set(label_free_rewards))
+    if not queries or not participants:
+        return []
+    value = ensemble_accuracy_value([(q.participant_ids, q.outputs) for q in queries],
+                                    [q.label for q in queries])
+    errors: dict[str, float] = {}
+    if len(participants) <= EXACT_MAX:
+        phi = shapley_exact(participants, value)
+    else:
+        rng = np.random.default_rng([window.partition, window.seq])
+        phi, errors = shapley_monte_carlo(participants, value, permutations, rng)
+    rewards = split_rewards(phi, budget)
+    fairness = _finite(skill_fairness(phi, label_free_rewards))
+    rho = _finite(spearman(dict(label_free_rewards), phi))
+    included = {p: sum(p in q.participant_ids for q in queries) for p in participants}
+    return [
+        Incentive(participant_id=p, window=window, method=METHOD, score=phi[p],
+                  reward=rewards[p], budget=budget,
+                  counts=IncentiveCounts(included=included[p]), labeled=len(queries),
+                  feedback_horizon=feedback_horizon, stderr=errors.get(p),
+                  skill_fairness=fairness, rank_correlation=rho)
+        for p in participants
+    ]
