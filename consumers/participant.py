@@ -95,7 +95,7 @@ class ParticipantService(Service):
         self.participant_id = participant_id
         self.model_dir = model_dir
         self.topics = settings.topic_names
-        self.group_id = f"fi.participant.{participant_id}"
+        self.group_id = f"{settings.kafka.topic_prefix}fi.participant.{participant_id}"
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self._metrics = _Metrics(self.metrics_registry)
         self._consumer: AIOKafkaConsumer | None = None

@@ -66,7 +66,8 @@ async def test_malformed_record_goes_to_dlq_and_consumers_go_on(
     consumers = {dict(r.headers)["consumer"].decode() for r in dead}
     assert all(dict(r.headers)["error"] == b"malformed" for r in dead)
     assert all(r.value == b"\x00 not an event" for r in dead)
-    assert consumers >= {"fi.participant.p1", "fi.participant.p2", "fi.participant.p3"}
+    prefix = topics.kafka.topic_prefix
+    assert consumers >= {f"{prefix}fi.participant.{p}" for p in ("p1", "p2", "p3")}
     assert any(c.endswith("fi.aggregator") for c in consumers)
 
 
