@@ -180,22 +180,21 @@ class AggregatorService(Service):
         entry = self.registry.participants.get(batch.participant_id)
         if entry is None:
             self._dead_letter(record, "unknown_participant",
-                                 f"{batch.participant_id} is not in {self.topics.registry}")
+                              f"{batch.participant_id} is not in {self.topics.registry}")
             return
         if not verify_batch(batch, entry.public_key):
             self._dead_letter(record, "bad_signature",
-                                 f"signature of batch {batch.batch_id} does not verify with "
-                                 f"the registered key of {batch.participant_id}")
+                              f"signature of batch {batch.batch_id} does not verify with "
+                              f"the registered key of {batch.participant_id}")
             return
         self.join.add_batch(batch, record.partition, record.offset, now)
 
-    async def _caught_up(self, partition: int) -> bool:
+    def _caught_up(self, partition: int) -> bool:
+        """Has every committed response of the partition been read (as of the last fetch)?"""
         assert self._consumer is not None
         tp = TopicPartition(self.topics.responses, partition)
         lso = self._consumer.last_stable_offset(tp)
-        if lso is None:
-            return False
-        return self._positions.get(tp, -1) >= lso or await self._consumer.position(tp) >= lso
+        return lso is not None and self._positions.get(tp, 0) >= lso
 
     async def _emit_ready(self, now: int) -> None:
         for oq in self.join.take_settled():
@@ -204,7 +203,7 @@ class AggregatorService(Service):
             if oq.query.query_id not in self.join.open:
                 continue
             if (now < oq.query.deadline_ms + MAX_LAG_GRACE_MS
-                    and not await self._caught_up(oq.partition)):
+                    and not self._caught_up(oq.partition)):
                 # Responses written before the deadline may still be unread: look again soon.
                 self.join.defer(oq, now + 20)
                 continue
