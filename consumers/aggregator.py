@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,8 @@ Record = ConsumerRecord[bytes, bytes]
 
 #: Emit a due query even if the responses partition still lags, after this much grace.
 MAX_LAG_GRACE_MS = 5_000
+#: How long input offsets may wait for a transaction when there is nothing to emit.
+OFFSETS_ONLY_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,7 @@ class AggregatorService(Service):
         #: Next fi.results offset after everything this member emitted, per partition.
         self._results_next: dict[int, int] = {}
         self._owned: set[int] = set()
+        self._last_commit = 0.0
         self._lock = asyncio.Lock()  # the poll loop and rebalance callbacks share the state
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -306,11 +310,18 @@ class AggregatorService(Service):
         }).decode()
 
     async def _commit(self, force: bool = False) -> None:
-        """One transaction: everything emitted since the last commit plus the input offsets."""
+        """One transaction: everything emitted since the last commit plus the input offsets.
+
+        With nothing to emit, offsets alone wait up to `OFFSETS_ONLY_INTERVAL_S`: a
+        transaction costs round trips, and a later commit only means a restart re-reads a
+        little more (what it re-reads is deduplicated against fi.results).
+        """
         assert self._producer is not None
-        if not self._outbox and not force and all(
-                self._committed.get(tp) == pos for tp, pos in self._positions.items()):
+        if not self._outbox and not force and (
+                time.monotonic() - self._last_commit < OFFSETS_ONLY_INTERVAL_S
+                or all(self._committed.get(tp) == pos for tp, pos in self._positions.items())):
             return
+        self._last_commit = time.monotonic()
         offsets = self._commit_offsets()
         if not offsets and not self._outbox:
             return
