@@ -150,7 +150,11 @@ class AggregatorService(Service):
             now = now_ms()
             nxt = self.join.next_deadline_ms()
             wait = 100 if nxt is None else max(0, min(100, nxt - now))
+            started = time.monotonic()
             got = await self._consumer.getmany(timeout_ms=wait, max_records=10_000)
+            if not got and time.monotonic() - started < wait / 2000:
+                # No assignment yet, or the cluster is unreachable: getmany returns at once.
+                await asyncio.sleep(wait / 1000)
             async with self._lock:
                 now = now_ms()
                 for tp, records in got.items():

@@ -159,7 +159,11 @@ class ParticipantService(Service):
 
     async def _fetch(self, timeout_ms: int, max_records: int) -> list[Record]:
         assert self._consumer is not None
+        started = time.monotonic()
         got = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        if not got and time.monotonic() - started < timeout_ms / 2000:
+            # No assignment yet, or the cluster is unreachable: getmany returns at once.
+            await asyncio.sleep(timeout_ms / 1000)
         return [r for recs in got.values() for r in recs]
 
     async def _run(self) -> None:

@@ -11,6 +11,7 @@ import signal
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,17 +30,19 @@ CHUNK = 250
 PARTICIPANTS = ("h1", "h2", "h3")
 
 
-async def _spawn_aggregator(settings: Settings, log: Path, instance: str = "crash"
-                            ) -> asyncio.subprocess.Process:
+async def _spawn_aggregator(settings: Settings, log: Path, children: list[Any],
+                            instance: str = "crash") -> asyncio.subprocess.Process:
     env = dict(os.environ, FI_KAFKA__BOOTSTRAP=settings.kafka.bootstrap or "",
                FI_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
                FI_KAFKA__PARTITIONS=str(settings.kafka.partitions),
                FI_AGGREGATOR__WINDOW_RESULTS="500", FI_AGGREGATOR__WINDOW_SECONDS="1",
                FI_LOG_JSON="true")
     with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fi_stream_cli", "aggregator", "run", "--instance-id", instance,
             env=env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL)
+    children.append(proc)
+    return proc
 
 
 async def _until_started(log: Path, count: int) -> None:
@@ -80,14 +83,14 @@ async def _stream(settings: Settings, hands: list[HandParticipant], rng: np.rand
 
 
 async def test_sigkill_three_times_yields_every_result_exactly_once(
-        topics: Settings, tmp_path: Path) -> None:
+        topics: Settings, tmp_path: Path, children: list[Any]) -> None:
     hands = [HandParticipant(topics, pid) for pid in PARTICIPANTS]
     for hand in hands:
         await hand.register()
     await registered(topics, set(PARTICIPANTS))
     rng = np.random.default_rng(0)
     log = tmp_path / "aggregator.log"
-    proc = await _spawn_aggregator(topics, log)
+    proc = await _spawn_aggregator(topics, log, children)
     streaming = asyncio.create_task(_stream(topics, hands, rng))
     kills = 0
     moments = random.Random(1)
@@ -97,7 +100,7 @@ async def test_sigkill_three_times_yields_every_result_exactly_once(
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         kills += 1
-        proc = await _spawn_aggregator(topics, log)
+        proc = await _spawn_aggregator(topics, log, children)
     await streaming
     try:
         await read_topic(topics, topics.topic_names.results, min_records=N_QUERIES,
@@ -113,13 +116,13 @@ async def test_sigkill_three_times_yields_every_result_exactly_once(
 
 
 async def test_two_aggregators_share_the_work_and_survive_one_leaving(
-        topics: Settings, tmp_path: Path) -> None:
+        topics: Settings, tmp_path: Path, children: list[Any]) -> None:
     hands = [HandParticipant(topics, pid) for pid in PARTICIPANTS]
     for hand in hands:
         await hand.register()
     await registered(topics, set(PARTICIPANTS))
-    a = await _spawn_aggregator(topics, tmp_path / "a.log", "a")
-    b = await _spawn_aggregator(topics, tmp_path / "b.log", "b")
+    a = await _spawn_aggregator(topics, tmp_path / "a.log", children, "a")
+    b = await _spawn_aggregator(topics, tmp_path / "b.log", children, "b")
     await _until_started(tmp_path / "a.log", 1)
     await _until_started(tmp_path / "b.log", 1)
     streaming = asyncio.create_task(_stream(topics, hands, np.random.default_rng(1)))

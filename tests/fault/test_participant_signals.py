@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,17 +25,19 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 N = 3000
 
 
-async def _participant(settings: Settings, model: Path, log: Path
+async def _participant(settings: Settings, model: Path, log: Path, children: list[Any]
                        ) -> asyncio.subprocess.Process:
     env = dict(os.environ, FI_KAFKA__BOOTSTRAP=settings.kafka.bootstrap or "",
                FI_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
                FI_KAFKA__PARTITIONS=str(settings.kafka.partitions),
                FI_PARTICIPANT__MAX_BATCH="32", FI_LOG_JSON="true")
     with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fi_stream_cli", "participant", "run", "--id", "p1",
             "--model", str(model), env=env, stdout=out, stderr=out,
             stdin=asyncio.subprocess.DEVNULL)
+    children.append(proc)
+    return proc
 
 
 async def _queries(settings: Settings) -> None:
@@ -58,9 +61,10 @@ async def _queries(settings: Settings) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 async def test_stopped_participant_loses_no_query(
-        topics: Settings, model_dirs: dict[str, Path], tmp_path: Path, sig: int) -> None:
+        topics: Settings, model_dirs: dict[str, Path], tmp_path: Path, sig: int,
+        children: list[Any]) -> None:
     log = tmp_path / "p1.log"
-    proc = await _participant(topics, model_dirs["p1"], log)
+    proc = await _participant(topics, model_dirs["p1"], log, children)
     await registered(topics, {"p1"})
     sending = asyncio.create_task(_queries(topics))
     await asyncio.sleep(1.5)
@@ -69,7 +73,7 @@ async def test_stopped_participant_loses_no_query(
     if sig == signal.SIGTERM:
         assert code == 0, log.read_text()[-3000:]
         assert "participant_stopped" in log.read_text()
-    proc = await _participant(topics, model_dirs["p1"], log)
+    proc = await _participant(topics, model_dirs["p1"], log, children)
     await sending
     try:
         async with asyncio.timeout(90):
