@@ -213,8 +213,11 @@ class ParticipantService(Service):
         finally:
             await outbox.put(None)
 
-    def _compute(self, prepared: Prepared, granted: int) -> list[tuple[int, bytes]]:
-        """Device work and encoding, on a worker thread."""
+    def _compute(self, prepared: Prepared) -> tuple[int, list[tuple[int, bytes]]]:
+        """On a worker thread: reserve the budget (persisted before anything is published),
+        device work, encoding and signing. Returns (answers granted, encoded batches)."""
+        wanted = len(prepared.answerable)
+        granted = self.ledger.reserve(wanted) if wanted else 0
         outputs = np.zeros((0, self.spec.num_classes), np.float32)
         if granted:
             assert prepared.inputs is not None
@@ -224,15 +227,14 @@ class ParticipantService(Service):
         started = time.perf_counter()
         encoded = assemble(prepared, granted, outputs, self._signer, now_ms())
         self._metrics.encode_seconds.observe(time.perf_counter() - started)
-        return encoded
+        return granted, encoded
 
     async def _publish(self, batch: _Batch) -> None:
-        """Reserve budget (persisted first) → compute → hand the responses to the producer."""
+        """Reserve, compute and encode on a worker thread; hand the responses to the producer."""
         assert self._producer is not None
         prepared = batch.prepared
         wanted = len(prepared.answerable)
-        granted = await asyncio.to_thread(self.ledger.reserve, wanted) if wanted else 0
-        encoded = await asyncio.to_thread(self._compute, prepared, granted)
+        granted, encoded = await asyncio.to_thread(self._compute, prepared)
         for partition, value in encoded:
             batch.acks.append(await self._producer.send(
                 self.topics.responses, value, key=self.participant_id.encode(),

@@ -62,7 +62,10 @@ class PrivacySettings(_Group):
 
 class ParticipantSettings(_Group):
     max_batch: int = Field(default=256, ge=1)
-    max_wait_ms: int = Field(default=5, ge=0)
+    #: A micro-batch waits this long for more queries after its first: each batch has a
+    #: fixed cost (budget write, signing, one record per partition), so waiting a little
+    #: under load saves more latency than it costs.
+    max_wait_ms: int = Field(default=20, ge=0)
     device: str = "auto"
     #: fp32, or bf16 autocast for the forward pass (softmax, clip and noise stay fp32).
     precision: Literal["fp32", "bf16"] = "fp32"

@@ -218,6 +218,8 @@ def bench_e2e(
     naive: Annotated[bool, typer.Option(help="Also run the naive pipeline for the ratio.")] = True,
     max_in_flight: Annotated[int, typer.Option(
         min=1, help="Unanswered queries the load generator allows (closed loop).")] = 1000,
+    max_wait_ms: Annotated[int, typer.Option(
+        min=0, help="Participants' micro-batch wait (batched pipeline).")] = 20,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """The whole system on the local broker (or FI_KAFKA_BOOTSTRAP), one process per service:
@@ -246,10 +248,11 @@ def bench_e2e(
 
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {"benchmark": "e2e", "participants": participants,
+                               "max_wait_ms": max_wait_ms,
                                "duration_s": duration, "deadline_ms": deadline_ms,
                                "machine": machine()}
         async with local_broker(base):
-            batched = {"max_batch": 512, "max_wait_ms": 5}
+            batched = {"max_batch": 512, "max_wait_ms": max_wait_ms}
             if rate > 0:
                 out["batched"] = await run("batched", batched, rate)
             else:
