@@ -58,6 +58,11 @@ class PrivacyLedger:
             "epsilon_max": self.budget.epsilon_max,
             "epsilon": self.epsilon,
         }
+        # fsync before the rename: the spend must survive a machine crash, not only a
+        # process crash, or a participant could answer past its budget after a reboot.
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
+        with tmp.open("w") as f:
+            f.write(json.dumps(state, indent=2))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.path)
