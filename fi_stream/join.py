@@ -34,8 +34,6 @@ class OpenQuery:
     partition: int
     offset: int
     expected: frozenset[str]
-    #: fi.results offset from which a restarted owner must look for this query's result.
-    results_mark: int = 0
     answers: dict[str, Answer] = field(default_factory=dict)
     declines: dict[str, DeclineReason] = field(default_factory=dict)
     late: set[str] = field(default_factory=set)
@@ -98,6 +96,9 @@ class JoinTable:
         self._settled: list[str] = []
         self._query_offsets: dict[int, _MinTracker] = defaultdict(_MinTracker)
         self._response_offsets: dict[int, _MinTracker] = defaultdict(_MinTracker)
+        #: partition → query offset → the fi.results offset from which a restarted owner
+        #: must look for that query's result.
+        self._marks: dict[int, dict[int, int]] = defaultdict(dict)
         self.pending_ttl_ms = pending_ttl_ms
         self.done_ttl_ms = done_ttl_ms
         self.duplicates = 0
@@ -116,10 +117,10 @@ class JoinTable:
         if qid in self.open or qid in self._done:
             self.duplicates += 1
             return
-        oq = OpenQuery(query=query, partition=partition, offset=offset, expected=expected,
-                       results_mark=results_mark)
+        oq = OpenQuery(query=query, partition=partition, offset=offset, expected=expected)
         self.open[qid] = oq
         self._query_offsets[partition].add(offset)
+        self._marks[partition][offset] = results_mark
         heapq.heappush(self._deadlines, (query.deadline_ms, qid))
         for p in self._pending.pop(qid, []):
             self._response_offsets[p.partition].remove(p.offset)
@@ -197,6 +198,7 @@ class JoinTable:
         qid = oq.query.query_id
         del self.open[qid]
         self._query_offsets[oq.partition].remove(oq.offset)
+        self._marks[oq.partition].pop(oq.offset, None)
         for partition, offset in oq.response_refs:
             self._response_offsets[partition].remove(offset)
         self._done[qid] = now_ms
@@ -229,15 +231,17 @@ class JoinTable:
             del self._pending[qid]
         self._query_offsets.pop(partition, None)
         self._response_offsets.pop(partition, None)
+        self._marks.pop(partition, None)
         self._settled = [q for q in self._settled if q in self.open]
         self._emitted_before.pop(partition, None)
 
     # -- commit positions -------------------------------------------------------------------
 
     def oldest_results_mark(self, partition: int) -> int | None:
-        """Smallest results mark among the partition's open queries."""
-        marks = [oq.results_mark for oq in self.open.values() if oq.partition == partition]
-        return min(marks) if marks else None
+        """Results mark of the partition's oldest open query: the smallest, since queries
+        are read in offset order and the mark only grows."""
+        oldest = self.oldest_query_offset(partition)
+        return None if oldest is None else self._marks[partition].get(oldest)
 
     def oldest_query_offset(self, partition: int) -> int | None:
         return self._query_offsets[partition].min()
