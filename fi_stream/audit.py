@@ -429,6 +429,9 @@ class _Audit:
             if horizon is not None and q.event.deadline_ms + self.grace_ms > horizon:
                 self.counts["queries_pending"] += 1
                 continue
+            if self.log.partial:  # its result may lie outside the slice
+                self.counts["queries_without_result_in_range"] += 1
+                continue
             self.add("missing_result", f"no result for the query at "
                      f"{ref('queries', q.partition, q.offset)} (deadline {q.event.deadline_ms})",
                      query_id=qid, refs=(ref("queries", q.partition, q.offset),))
@@ -731,6 +734,9 @@ class _Audit:
         """Recompute `shapley` events from the labels below their feedback horizon."""
         self.counts["merit_incentives"] += len(recorded)
         first = recorded[0].event
+        if self.log.partial and len(results) < first.window.results:
+            self.counts["windows_unverifiable"] += 1  # part of the window is outside the slice
+            return
         horizon = first.feedback_horizon or 0
         labels = {f.event.query_id: f.event.label for f in self.log.feedback
                   if f.partition == key[0] and f.offset < horizon}

@@ -385,6 +385,14 @@ def test_a_slice_counts_what_lies_outside_it_instead_of_reporting_it(log: AuditL
     assert report.counts["windows_unverifiable"] > 0
 
 
+def test_a_slice_of_results_does_not_make_earlier_results_missing(log: AuditLog) -> None:
+    log.partial = True
+    log.results = log.results[5:]  # the slice starts after the first five results
+    report = audit(log)
+    assert "missing_result" not in kinds(report)
+    assert report.counts["queries_without_result_in_range"] == 5
+
+
 # -- replay, report --------------------------------------------------------------------------------
 
 def test_replay_under_the_recorded_strategy_changes_nothing(log: AuditLog) -> None:
