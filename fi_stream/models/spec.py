@@ -1,21 +1,40 @@
-"""What a model directory says about its model (`spec.json` next to `model.safetensors`)."""
+"""What a model directory says about its model (`spec.json` next to `model.safetensors`).
+
+The spec is the only thing besides raw tensors in a model directory: it names the
+architecture that gives the tensors meaning and records what the model was trained on,
+so a shared, public file is enough to audit a participant's claims about its data mix.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, with_config
+from typing_extensions import TypedDict
+
+
+@with_config(ConfigDict(extra="forbid"))
+class TrainedOn(TypedDict):
+    """Which Dirichlet shard a participant holds; any participant can recompute it."""
+
+    shard: int
+    of: int
+    alpha: float
+    seed: int
+    n_train: int
+    label_counts: list[int]
 
 
 class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    architecture: str
-    task: str
-    version: str
-    input_shape: tuple[int, ...]
+    architecture: str = Field(min_length=1)
+    task: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    input_shape: tuple[PositiveInt, ...] = Field(min_length=1)
     num_classes: int = Field(ge=2)
-    input_dtype: str = "float32"
+    # One dtype on the wire keeps decoding branch-free; widen this Literal to add another.
+    input_dtype: Literal["float32"] = "float32"
     participant_id: str | None = None
-    trained_on: dict[str, Any] | None = None
+    trained_on: TrainedOn | None = None
     metrics: dict[str, float] = Field(default_factory=dict)

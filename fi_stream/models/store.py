@@ -1,8 +1,15 @@
-"""Model directories: `model.safetensors` (weights, no pickle) + `spec.json`."""
+"""Model directories: `model.safetensors` (weights) + `spec.json` (what they mean).
+
+Only safetensors and JSON, never pickle: loading a participant's model must not be able
+to run code, since model files travel between machines and owners.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pydantic
@@ -17,54 +24,97 @@ from fi_stream.models.spec import ModelSpec
 
 WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "spec.json"
+_CREATE_HINT = "create it with `fi-stream participant train`"
 
 
 def save_model(directory: Path, module: nn.Module, spec: ModelSpec) -> None:
-    """Write weights and spec atomically (temp file, then rename)."""
+    """Write weights, then spec, each atomically, so a reader never sees a half-written file.
+
+    The spec goes last: a directory with a spec.json has had its weights written.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    tmp = directory / f".{WEIGHTS_FILE}.tmp"
-    save_file(tensors, str(tmp), metadata={"architecture": spec.architecture})
-    os.replace(tmp, directory / WEIGHTS_FILE)
-    tmp_spec = directory / f".{SPEC_FILE}.tmp"
-    tmp_spec.write_text(spec.model_dump_json(indent=2))
-    os.replace(tmp_spec, directory / SPEC_FILE)
+    with _atomic_path(directory, WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"architecture": spec.architecture,
+                                               "version": spec.version})
+    with _atomic_path(directory, SPEC_FILE) as tmp:
+        tmp.write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def _atomic_path(directory: Path, name: str) -> Iterator[Path]:
+    """A temp path in the target directory, fsync'd and renamed over the target on success.
+
+    Same directory, because os.replace is only atomic within one file system; a unique
+    name, because two savers of the same directory must not share a temp file.
+    """
+    fd, name_tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    tmp = Path(name_tmp)
+    try:
+        yield tmp
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / name)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_spec(directory: Path) -> ModelSpec:
-    path = directory / SPEC_FILE
-    if not path.exists():
+    """The spec alone: enough to route queries by task before paying for the weights."""
+    if not directory.is_dir():
         raise ModelNotFoundError(
-            f"no {SPEC_FILE} in {directory}: create the model with `fi-stream participant train`")
+            f"model directory {directory} does not exist (needs {SPEC_FILE} and "
+            f"{WEIGHTS_FILE}): {_CREATE_HINT}")
+    path = directory / SPEC_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(f"no {SPEC_FILE} in {directory}: {_CREATE_HINT}")
     try:
-        return ModelSpec.model_validate_json(path.read_text())
+        return ModelSpec.model_validate_json(path.read_bytes())
     except pydantic.ValidationError as exc:
-        raise CorruptModelError(f"{path} is not a valid model spec: {exc}") from None
+        raise CorruptModelError(
+            f"{path} is not a valid model spec ({exc.error_count()} errors): {exc}; "
+            f"fix it or {_CREATE_HINT} again") from None
 
 
 def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
-    """Build the spec's architecture and fill it with the weights; eval mode."""
+    """The spec's architecture filled with the saved weights, on `device`, in eval mode.
+
+    Every key and shape is checked before loading, so a mismatch names the tensor instead
+    of surfacing as torch's multi-line load_state_dict report.
+    """
     spec = load_spec(directory)
-    module = build(spec)
+    # A fixed generator: the init is overwritten at once, it need not be random.
+    module = build(spec, generator=torch.Generator().manual_seed(0))
     path = directory / WEIGHTS_FILE
-    if not path.exists():
-        raise ModelNotFoundError(
-            f"no {WEIGHTS_FILE} in {directory}: create it with `fi-stream participant train`")
+    if not path.is_file():
+        raise ModelNotFoundError(f"no {WEIGHTS_FILE} in {directory}: {_CREATE_HINT}")
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CorruptModelError(f"{path} is not a readable safetensors file: {exc}") from None
-    expected = module.state_dict()
-    missing = sorted(expected.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected.keys())
-    if missing or unexpected:
-        raise ShapeMismatchError(
-            f"{path} does not fit {spec.architecture}: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}")
-    for key, tensor in tensors.items():
-        if tensor.shape != expected[key].shape:
-            raise ShapeMismatchError(
-                f"{path}: {key} has shape {tuple(tensor.shape)}, {spec.architecture} needs "
-                f"{tuple(expected[key].shape)}")
+        raise CorruptModelError(
+            f"{path} is not a readable safetensors file ({exc}); {_CREATE_HINT} again"
+        ) from None
+    _check_fits(path, spec, module.state_dict(), tensors)
     module.load_state_dict(tensors)
     return module.to(device).eval(), spec
+
+
+def _check_fits(path: Path, spec: ModelSpec, expected: dict[str, torch.Tensor],
+                found: dict[str, torch.Tensor]) -> None:
+    missing = sorted(expected.keys() - found.keys())
+    if missing:
+        raise ShapeMismatchError(
+            f"{path} lacks {len(missing)} tensors that {spec.architecture} needs, e.g. "
+            f"{missing[0]!r} of shape {tuple(expected[missing[0]].shape)}")
+    unexpected = sorted(found.keys() - expected.keys())
+    if unexpected:
+        raise ShapeMismatchError(
+            f"{path} has {len(unexpected)} tensors that {spec.architecture} does not, e.g. "
+            f"{unexpected[0]!r} of shape {tuple(found[unexpected[0]].shape)}")
+    for key in sorted(expected):
+        if found[key].shape != expected[key].shape:
+            raise ShapeMismatchError(
+                f"{path}: {key!r} has shape {tuple(found[key].shape)} but {spec.architecture} "
+                f"with input_shape={spec.input_shape}, num_classes={spec.num_classes} needs "
+                f"{tuple(expected[key].shape)}")
