@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias, TypeVar
 
-import pydantic
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
@@ -57,7 +56,6 @@ from fi_stream.kafka import bootstrap_servers, make_consumer
 from fi_stream.kafka.reading import partitions_of
 from fi_stream.settings import Settings, TopicNames
 from schemas import (
-    SCHEMA_VERSION,
     DecodeError,
     Event,
     Feedback,
@@ -68,7 +66,6 @@ from schemas import (
     Result,
     decode,
 )
-from schemas.codec import MAX_RECORD_BYTES
 
 log = structlog.get_logger(__name__)
 
@@ -133,24 +130,6 @@ def _parse_time(item: str) -> int:
     if when.tzinfo is None:
         raise ConfigError(f"{item!r} has no UTC offset: add one (e.g. +00:00) or use epoch ms")
     return int(when.timestamp() * 1000)
-
-
-def decode_fast(raw: bytes | None, cls: type[E]) -> E:
-    """`schemas.decode`, with pydantic parsing the JSON itself on the common path.
-
-    Anything it rejects goes through `decode`, so a bad record fails with the same
-    `DecodeError` (reason and detail) as in every other consumer.
-    """
-    if raw is not None and len(raw) <= MAX_RECORD_BYTES:
-        try:
-            # What `cls.model_validate_json` calls, without its per-call Python overhead.
-            event: E = cls.__pydantic_validator__.validate_json(raw)
-        except pydantic.ValidationError:
-            pass
-        else:
-            if event.schema_version == SCHEMA_VERSION:
-                return event
-    return decode(raw, cls)
 
 
 def dead_letter(record: Record) -> DeadLetter:
@@ -312,7 +291,7 @@ class Auditor:
                 if r.value is None and kind == "registry":
                     continue  # a tombstone: compaction's delete marker, not an event
                 try:
-                    event = decode_fast(r.value, cls)
+                    event = decode(r.value, cls)
                 except DecodeError as exc:
                     bad.append(Undecodable(kind, r.partition, r.offset, exc.reason, exc.detail))
                     continue

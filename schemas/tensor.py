@@ -30,7 +30,7 @@ Base64Bytes = Annotated[
 
 DType = Literal["<f4", "<f8", "<f2", "<i8", "<i4", "|u1"]
 
-_ITEMSIZE: dict[str, int] = {"<f4": 4, "<f8": 8, "<f2": 2, "<i8": 8, "<i4": 4, "|u1": 1}
+ITEMSIZE: dict[str, int] = {"<f4": 4, "<f8": 8, "<f2": 2, "<i8": 8, "<i4": 4, "|u1": 1}
 
 #: Upper bound on one tensor's payload; larger inputs are a client bug or an attack.
 MAX_TENSOR_BYTES = 16 * 1024 * 1024
@@ -49,7 +49,7 @@ class Tensor(BaseModel):
     def _size_matches(self) -> Tensor:
         if any(d < 0 for d in self.shape):
             raise ValueError(f"negative dimension in shape {self.shape}")
-        expected = math.prod(self.shape) * _ITEMSIZE[self.dtype]
+        expected = math.prod(self.shape) * ITEMSIZE[self.dtype]
         if expected != len(self.data):
             raise ValueError(
                 f"tensor of dtype {self.dtype} and shape {self.shape} needs {expected} bytes,"
@@ -64,8 +64,8 @@ class Tensor(BaseModel):
         """Wrap an array; converts to little-endian contiguous bytes if needed."""
         le = array.astype(array.dtype.newbyteorder("<"), copy=False)
         code = le.dtype.str
-        if code not in _ITEMSIZE:
-            raise ValueError(f"unsupported dtype {array.dtype}; use one of {sorted(_ITEMSIZE)}")
+        if code not in ITEMSIZE:
+            raise ValueError(f"unsupported dtype {array.dtype}; use one of {sorted(ITEMSIZE)}")
         return cls(dtype=code, shape=tuple(int(d) for d in le.shape),
                    data=np.ascontiguousarray(le).tobytes())
 

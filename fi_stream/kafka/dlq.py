@@ -35,7 +35,6 @@ class DeadLetterQueue:
         self._producer = producer
         self._topic = topic
         self._consumer = consumer
-        self.counts: dict[str, int] = {}
         self._metric = Counter(
             "fi_dlq_records", "Records sent to the dead-letter queue", ["reason"],
             registry=registry if registry is not None else CollectorRegistry(),
@@ -49,7 +48,6 @@ class DeadLetterQueue:
         ack: asyncio.Future[RecordMetadata] = await self._producer.send(
             self._topic, record.value, key=record.key, headers=headers
         )
-        self.counts[reason] = self.counts.get(reason, 0) + 1
         self._metric.labels(reason).inc()
         log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
                     partition=record.partition, offset=record.offset)
