@@ -5,7 +5,6 @@ recorded responses determine."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import sys
@@ -20,6 +19,7 @@ from fi_stream.aggregation import aggregate
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_producer
 from fi_stream.settings import Settings
+from fi_stream_cli.federation import service_env
 from schemas import Incentive, Query, ResponseBatch, Result, Tensor, decode, encode, headers
 from tests.integration.harness import HandParticipant, read_topic, registered
 
@@ -32,11 +32,8 @@ PARTICIPANTS = ("h1", "h2", "h3")
 
 async def _spawn_aggregator(settings: Settings, log: Path, children: list[Any],
                             instance: str = "crash") -> asyncio.subprocess.Process:
-    env = dict(os.environ, FI_KAFKA__BOOTSTRAP=settings.kafka.bootstrap or "",
-               FI_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
-               FI_KAFKA__PARTITIONS=str(settings.kafka.partitions),
-               FI_AGGREGATOR__WINDOW_RESULTS="500", FI_AGGREGATOR__WINDOW_SECONDS="1",
-               FI_LOG_JSON="true")
+    env = dict(service_env(settings), FI_AGGREGATOR__WINDOW_RESULTS="500",
+               FI_AGGREGATOR__WINDOW_SECONDS="1")
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fi_stream_cli", "aggregator", "run", "--instance-id", instance,

@@ -5,7 +5,6 @@ either."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_producer
 from fi_stream.settings import Settings
+from fi_stream_cli.federation import service_env
 from schemas import Query, ResponseBatch, Tensor, decode, encode, headers
 from tests.integration.harness import read_topic, registered
 
@@ -27,10 +27,7 @@ N = 3000
 
 async def _participant(settings: Settings, model: Path, log: Path, children: list[Any]
                        ) -> asyncio.subprocess.Process:
-    env = dict(os.environ, FI_KAFKA__BOOTSTRAP=settings.kafka.bootstrap or "",
-               FI_KAFKA__TOPIC_PREFIX=settings.kafka.topic_prefix,
-               FI_KAFKA__PARTITIONS=str(settings.kafka.partitions),
-               FI_PARTICIPANT__MAX_BATCH="32", FI_LOG_JSON="true")
+    env = dict(service_env(settings), FI_PARTICIPANT__MAX_BATCH="32")
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fi_stream_cli", "participant", "run", "--id", "p1",
