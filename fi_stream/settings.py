@@ -58,6 +58,9 @@ class PrivacySettings(_Group):
     noise_multiplier: float = Field(default=0.3, ge=0)
     epsilon_max: float = Field(default=1.0e6, gt=0)
     delta: float = Field(default=1e-5, gt=0, lt=1)
+    #: Answers the privacy ledger reserves ahead per fsynced write (capped at 1 % of the
+    #: budget's answers): a crash wastes at most that much budget; 0 writes every batch.
+    reserve_ahead: int = Field(default=1024, ge=0)
 
 
 class ParticipantSettings(_Group):

@@ -148,10 +148,15 @@ def bench_engine(
 
 # -- end to end ---------------------------------------------------------------------------------
 
-async def _drive(settings: Any, *, rate: float, duration: float, deadline_ms: int,
-                 max_in_flight: int) -> dict[str, Any]:
-    """Offer `rate` queries/s (0: as fast as `max_in_flight` allows) for `duration` seconds;
-    latency is query created → result received by the client."""
+def _percentiles(values: np.ndarray[Any, Any]) -> dict[str, float]:
+    return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
+
+
+async def _drive(settings: Any, *, rate: float, duration: float, warmup: float,
+                 deadline_ms: int, max_in_flight: int) -> dict[str, Any]:
+    """Offer `rate` queries/s (0: as fast as `max_in_flight` allows) for `warmup` + `duration`
+    seconds; only queries sent after the warm-up count. Latency is query created → result
+    received by the client."""
     import asyncio
 
     from fi_stream.clock import now_ms
@@ -160,6 +165,7 @@ async def _drive(settings: Any, *, rate: float, duration: float, deadline_ms: in
 
     xs = load_digits_split().x_test
     latencies: list[float] = []
+    joins: list[float] = []  # query created -> result completed by the aggregator
     statuses: dict[str, int] = {}
     missed = 0
     on_time = 0
@@ -168,41 +174,50 @@ async def _drive(settings: Any, *, rate: float, duration: float, deadline_ms: in
         slots = asyncio.Semaphore(max_in_flight)
         tasks: set[asyncio.Task[None]] = set()
 
-        async def track(fut: Any, created: int) -> None:
+        async def track(fut: Any, created: int, measured: bool) -> None:
             nonlocal missed, on_time
             try:
                 result = await fut
             finally:
                 slots.release()
+            if not measured:
+                return
             latencies.append(now_ms() - created)
+            joins.append(result.completed_at_ms - created)
             statuses[result.status] = statuses.get(result.status, 0) + 1
             late = result.status != "complete" or result.completed_at_ms > result.deadline_ms
             missed += late
             on_time += not late
 
         started = time.perf_counter()
-        sent = 0
-        while (elapsed := time.perf_counter() - started) < duration:
+        sent = measured_sent = 0
+        while (elapsed := time.perf_counter() - started) < warmup + duration:
             if rate > 0 and sent >= rate * elapsed:
                 await asyncio.sleep(min(0.005, (sent + 1) / rate - elapsed))
                 continue
             await slots.acquire()
+            measured = elapsed >= warmup
             query, fut = await client.submit(xs[sent % len(xs)], deadline_ms=deadline_ms)
-            task = asyncio.create_task(track(fut, query.created_at_ms))
+            task = asyncio.create_task(track(fut, query.created_at_ms, measured))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             sent += 1
+            measured_sent += measured
         await asyncio.gather(*tasks)
-        wall = time.perf_counter() - started
+        wall = time.perf_counter() - started - warmup
     lat = np.asarray(latencies, dtype=np.float64)
+    delivery = lat - np.asarray(joins, dtype=np.float64)
     return {
-        "offered_rate": rate or None, "max_in_flight": max_in_flight, "sent": sent,
-        "results": len(latencies),
+        "offered_rate": rate or None, "max_in_flight": max_in_flight,
+        "warmup_s": warmup, "sent": measured_sent, "results": len(latencies),
         # Goodput: complete results within their deadline, per second.
         "queries_per_s": on_time / wall,
         "results_per_s": len(latencies) / wall,
-        "latency_ms": {"mean": float(lat.mean()), "p50": float(np.percentile(lat, 50)),
-                       "p99": float(np.percentile(lat, 99))},
+        "latency_ms": {"mean": float(lat.mean()), **_percentiles(lat)},
+        # Where it goes: until the aggregator completes the result (participants + join),
+        # and from there until the client reads it (transaction commit + fetch).
+        "join_ms": _percentiles(np.asarray(joins, dtype=np.float64)),
+        "delivery_ms": _percentiles(delivery),
         "deadline_miss_rate": missed / max(1, len(latencies)), "statuses": statuses,
     }
 
@@ -214,6 +229,9 @@ def bench_e2e(
         help="Offered queries/s; 0 finds the sustained maximum, then measures latency at "
              "half of it.")] = 0.0,
     duration: Annotated[float, typer.Option(min=1.0)] = 10.0,
+    warmup: Annotated[float, typer.Option(
+        min=0.0, help="Seconds of load before measuring: new topics, first transactions and "
+                      "cold code paths cost a few hundred ms once.")] = 2.0,
     deadline_ms: Annotated[int, typer.Option(min=1)] = 5_000,
     naive: Annotated[bool, typer.Option(help="Also run the naive pipeline for the ratio.")] = True,
     max_in_flight: Annotated[int, typer.Option(
@@ -241,7 +259,7 @@ def bench_e2e(
         try:
             await fed.start(ids)
             console.print(f"{name}: offering {offered or 'max'} queries/s for {duration:.0f} s")
-            return await _drive(settings, rate=offered, duration=duration,
+            return await _drive(settings, rate=offered, duration=duration, warmup=warmup,
                                 deadline_ms=deadline_ms, max_in_flight=max_in_flight)
         finally:
             await fed.stop()
@@ -249,7 +267,8 @@ def bench_e2e(
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {"benchmark": "e2e", "participants": participants,
                                "max_wait_ms": max_wait_ms,
-                               "duration_s": duration, "deadline_ms": deadline_ms,
+                               "duration_s": duration, "warmup_s": warmup,
+                               "deadline_ms": deadline_ms,
                                "machine": machine()}
         async with local_broker(base):
             batched = {"max_batch": 512, "max_wait_ms": max_wait_ms}

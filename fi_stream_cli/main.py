@@ -176,7 +176,8 @@ def participant_budget(
                                 PrivacyBudget(epsilon_max=p.epsilon_max, delta=p.delta),
                                 p.noise_multiplier)
     cap = max_answers(p.epsilon_max, p.delta, p.noise_multiplier)
-    print(f"{pid}: answered {ledger.answers} queries, ε = {ledger.epsilon:.4g} at δ = {p.delta:g}"
+    # A running participant's reservation ahead counts: it is what a restart would count.
+    print(f"{pid}: {ledger.answers} answers spent, ε = {ledger.epsilon:.4g} at δ = {p.delta:g}"
           f" (budget ε_max = {p.epsilon_max:g}, σ = {p.noise_multiplier:g});"
           f" {max(0, cap - ledger.answers)} answers left")
 

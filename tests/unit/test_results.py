@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
+import orjson
 
 from fi_stream.aggregation import aggregate
 from fi_stream.incentives import split_rewards, window_scores
@@ -64,6 +67,17 @@ def test_window_tallies_equal_a_recomputation_and_survive_a_restart() -> None:
     assert {i.participant_id: i.score for i in incentives} == scores
     assert {i.participant_id: i.reward for i in incentives} == split_rewards(scores, 60.0)
     assert all(i.window.results == 20 and i.window.seq == 3 for i in incentives)
+
+
+def test_window_state_holds_every_field_but_the_in_memory_confidences() -> None:
+    window = IncentiveWindow(2, 5, 7, "loo_cosine")
+    result, ids, _ = build_result(_joined(), strategy="soft_vote", completed_at_ms=1,
+                                  window=window.ref)
+    window.add(result, ids, np.random.default_rng(0).random((3, 10)))
+    state = orjson.loads(orjson.dumps(window.to_state()))
+    assert set(state) == {f.name for f in fields(IncentiveWindow)} - {"confidences"}
+    again = IncentiveWindow.from_state(state)
+    assert again.to_state() == state and again.confidences == []
 
 
 def test_spectral_weights_of_a_window() -> None:
