@@ -65,9 +65,10 @@ class PrivacySettings(_Group):
 
 class ParticipantSettings(_Group):
     max_batch: int = Field(default=256, ge=1)
-    #: A micro-batch waits this long for more queries after its first: each batch has a
-    #: fixed cost (budget write, signing, one record per partition), so waiting a little
-    #: under load saves more latency than it costs.
+    #: A micro-batch waits at most this long for `max_batch` queries (the broker holds the
+    #: fetch, see fi_stream.batching): each batch has a fixed cost (a fetch, signing, one
+    #: record per partition), so waiting a little under load saves more latency than it
+    #: costs. 0: no wait, answer whatever a fetch brings.
     max_wait_ms: int = Field(default=20, ge=0)
     device: str = "auto"
     #: fp32, or bf16 autocast for the forward pass (softmax, clip and noise stay fp32).

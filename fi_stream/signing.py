@@ -1,15 +1,21 @@
-"""Ed25519 keys and batch signatures (cryptography). One signature per ResponseBatch: a
-verify costs ~100 µs, so per-query signatures would cap an aggregator at a few thousand
-queries/s (DESIGN §3)."""
+"""Ed25519 keys and batch signatures. One signature per ResponseBatch: a verify costs
+~50 µs, so per-query signatures would cap an aggregator at a few thousand queries/s
+(DESIGN §3).
+
+Keys and signing use cryptography. Verifying, the aggregator's and the auditor's hottest
+call, uses libsodium (PyNaCl): 54 µs against OpenSSL's 105 µs on the 2-core sandbox, where
+it was a third of the aggregator's CPU. Both are standard Ed25519 (RFC 8032) over raw
+32-byte keys, so either verifies the other's signatures."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from fi_stream.errors import SignatureError
 from schemas import ResponseBatch, canonical_bytes
@@ -60,9 +66,7 @@ def sign_batch(batch: ResponseBatch, key: Ed25519PrivateKey) -> ResponseBatch:
 
 def verify_batch(batch: ResponseBatch, public_key: bytes) -> bool:
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(
-            batch.signature, canonical_bytes(batch)
-        )
-    except (InvalidSignature, ValueError):
+        VerifyKey(public_key).verify(canonical_bytes(batch), batch.signature)
+    except (BadSignatureError, ValueError, TypeError):  # forged, or a malformed key/signature
         return False
     return True

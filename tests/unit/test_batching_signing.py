@@ -1,14 +1,19 @@
-"""Micro-batching by size and wait; Ed25519 batch signatures."""
+"""Broker-side micro-batching settings; Ed25519 batch signatures."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fi_stream.batching import MicroBatcher
+from fi_stream.batching import (
+    IDLE_FETCH_WAIT_MS,
+    QUERY_OVERHEAD_BYTES,
+    fetch_batching,
+    query_record_bytes,
+)
 from fi_stream.errors import SignatureError
 from fi_stream.signing import (
     generate_key,
@@ -17,38 +22,26 @@ from fi_stream.signing import (
     sign_batch,
     verify_batch,
 )
-from schemas import Privacy, ResponseBatch, Tensor
+from schemas import Privacy, Query, ResponseBatch, Tensor, encode
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
+def test_the_broker_holds_a_fetch_for_a_full_batch_or_the_wait() -> None:
+    kwargs = fetch_batching(max_batch=256, max_wait_ms=20, record_bytes=600)
+    assert kwargs == {"fetch_min_bytes": 256 * 600, "fetch_max_wait_ms": 20}
 
 
-async def test_batch_fills_up_to_max_batch() -> None:
-    chunks = [[1, 2], [3, 4, 5], [6]]
-
-    async def fetch(timeout_ms: int, max_records: int) -> Sequence[int]:
-        return chunks.pop(0)[:max_records] if chunks else []
-
-    b = MicroBatcher(fetch=fetch, max_batch=4, max_wait_ms=1000)
-    assert await b.next_batch() == [1, 2, 3, 4]
+def test_no_wait_answers_at_once_but_long_polls_when_idle() -> None:
+    kwargs = fetch_batching(max_batch=1, max_wait_ms=0, record_bytes=600)
+    assert kwargs == {"fetch_min_bytes": 1, "fetch_max_wait_ms": IDLE_FETCH_WAIT_MS}
 
 
-async def test_batch_closes_after_max_wait() -> None:
-    clock = FakeClock()
-    arrivals = [[7]]
-
-    async def fetch(timeout_ms: int, max_records: int) -> Sequence[int]:
-        clock.t += timeout_ms / 1000  # nothing more arrives: the whole timeout passes
-        return arrivals.pop() if arrivals else []
-
-    b = MicroBatcher(fetch=fetch, max_batch=100, max_wait_ms=5, idle_poll_ms=0, clock=clock)
-    assert await b.next_batch() == [7]
-    assert clock.t == pytest.approx(0.005)
+def test_record_size_estimate_covers_a_real_query() -> None:
+    for shape in [(64,), (3, 32, 32)]:
+        x = np.zeros(shape, np.float32)
+        query = Query(query_id=str(uuid.uuid4()), task="t", created_at_ms=1, deadline_ms=2,
+                      input=Tensor.from_numpy(x), client_id="client")
+        actual = len(encode(query))
+        assert actual <= query_record_bytes(shape) <= actual + QUERY_OVERHEAD_BYTES
 
 
 def _batch() -> ResponseBatch:
@@ -67,6 +60,10 @@ def test_signature_verifies_and_detects_tampering(tmp_path: Path) -> None:
     assert not verify_batch(forged, pub)
     other = public_key_bytes(generate_key(tmp_path / "other.pem"))
     assert not verify_batch(signed, other)
+    # Malformed keys and signatures are a failed check, not a crash of the aggregator.
+    assert not verify_batch(signed, pub[:31])
+    assert not verify_batch(signed.model_copy(update={"signature": signed.signature[:63]}), pub)
+    assert not verify_batch(signed.model_copy(update={"signature": b""}), pub)
 
 
 def test_keys_are_never_overwritten_and_missing_keys_say_what_to_do(tmp_path: Path) -> None:
