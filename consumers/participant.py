@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes
 from schemas import (
     Budget,
-    Decline,
     Participant,
     Privacy,
     ResponseBatch,
@@ -41,15 +40,6 @@ from schemas import (
 log = structlog.get_logger(__name__)
 
 Record = ConsumerRecord[bytes, bytes]
-
-
-@dataclass
-class _PartitionAnswers:
-    """What one micro-batch says about the queries of one partition."""
-
-    answered: list[str] = field(default_factory=list)
-    rows: list[int] = field(default_factory=list)
-    declined: list[Decline] = field(default_factory=list)
 
 
 #: Acked offsets are committed at most this often (and at stop): a commit is a round trip
@@ -278,3 +268,29 @@ class ParticipantService(Service):
                 last_commit = time.monotonic()
         if acked:
             await self._consumer.commit(acked)
+
+
+class NaiveParticipantService(ParticipantService):
+    """The baseline `fi-stream bench e2e` measures against (`participant.pipeline = "naive"`),
+    not for production: the loop a first consumer usually is — per query one forward
+    pass, one awaited produce, one offset commit."""
+
+    name = "participant-naive"
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while not self._stopping.is_set():
+            for record in await self._next_batch():
+                batch = await self._prepare([record])
+                await self._publish(batch)
+                await asyncio.gather(*batch.acks)
+                await self._consumer.commit(
+                    {TopicPartition(record.topic, record.partition): record.offset + 1})
+
+
+def make_participant(settings: Settings, *, participant_id: str,
+                     model_dir: Path) -> ParticipantService:
+    """The service `settings.participant.pipeline` asks for."""
+    kind = (NaiveParticipantService if settings.participant.pipeline == "naive"
+            else ParticipantService)
+    return kind(settings, participant_id=participant_id, model_dir=model_dir)

@@ -64,6 +64,9 @@ class PrivacySettings(_Group):
 
 
 class ParticipantSettings(_Group):
+    #: "naive" is the unbatched baseline of `fi-stream bench e2e` (per query one forward
+    #: pass, one awaited produce, one commit), kept to measure the batched pipeline against.
+    pipeline: Literal["batched", "naive"] = "batched"
     max_batch: int = Field(default=256, ge=1)
     #: A micro-batch waits at most this long for `max_batch` queries (the broker holds the
     #: fetch, see fi_stream.batching): each batch has a fixed cost (a fetch, signing, one

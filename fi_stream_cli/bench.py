@@ -279,7 +279,8 @@ def bench_e2e(
                 half = out["batched_max"]["queries_per_s"] / 2
                 out["batched_half_rate"] = await run("batched", batched, half)
             if naive:
-                out["naive_max"] = await run("naive", {"max_batch": 1, "max_wait_ms": 0}, 0)
+                out["naive_max"] = await run(
+                    "naive", {"pipeline": "naive", "max_batch": 1, "max_wait_ms": 0}, 0)
                 top = out.get("batched_max", out.get("batched"))
                 out["throughput_ratio"] = top["queries_per_s"] / out["naive_max"]["queries_per_s"]
         return out

@@ -137,7 +137,7 @@ def participant_run(
     metrics_port: int | None = None,
 ) -> None:
     """Answer queries until SIGTERM/SIGINT."""
-    from consumers.participant import ParticipantService
+    from consumers.participant import make_participant
     from fi_stream.metrics import serve_metrics
 
     settings = settings_from(
@@ -152,8 +152,8 @@ def participant_run(
         torch.set_num_threads(settings.participant.torch_threads)
 
     async def main() -> None:
-        service = ParticipantService(settings, participant_id=pid,
-                                     model_dir=_model_dir(pid, model))
+        service = make_participant(settings, participant_id=pid,
+                                   model_dir=_model_dir(pid, model))
         serve_metrics(service.metrics_registry, settings.metrics_port)
         await serve(service)
 

@@ -16,7 +16,7 @@ from aiokafka.structs import ConsumerRecord
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumers.aggregator import AggregatorService
-from consumers.participant import ParticipantService
+from consumers.participant import ParticipantService, make_participant
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer, make_producer
 from fi_stream.kafka.reading import read_to_end
@@ -48,7 +48,7 @@ async def federation(settings: Settings, model_dirs: dict[str, Path],
     try:
         participants = {}
         for pid, directory in model_dirs.items():
-            p = ParticipantService(settings, participant_id=pid, model_dir=directory)
+            p = make_participant(settings, participant_id=pid, model_dir=directory)
             await p.start()
             services.append(p)
             participants[pid] = p

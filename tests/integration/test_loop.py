@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,20 @@ async def test_duplicate_response_counts_once_and_forgeries_change_nothing(
     assert [(a.participant_id, a.offset) for a in result.included] == [("h1", 0), ("h2", 3)]
     dead = await read_topic(topics, t.dlq, min_records=1)
     assert [dict(r.headers)["error"] for r in dead] == [b"bad_signature"]
+
+
+async def test_naive_baseline_answers_every_query_and_commits_each(
+        settings_factory: Callable[..., Settings], model_dirs: dict[str, Path]) -> None:
+    """The unbatched pipeline `bench e2e` compares against is a working participant too."""
+    from fi_stream.kafka import ensure_topics
+
+    settings = settings_factory(participant={"pipeline": "naive", "max_batch": 1,
+                                             "max_wait_ms": 0})
+    await ensure_topics(settings)
+    async with federation(settings, model_dirs) as fed, \
+            QueryClient(settings, quorum=3) as client:
+        results = [r async for _, _, r in client.stream(X[:12], deadline_ms=20_000)]
+        assert {type(p).__name__ for p in fed.participants.values()} == {
+            "NaiveParticipantService"}
+        assert all(p.batches == 12 for p in fed.participants.values())  # one per query
+    assert [r.status for r in results] == ["complete"] * 12
