@@ -101,7 +101,7 @@ async def test_duplicate_response_counts_once_and_forgeries_change_nothing(
     assert [dict(r.headers)["error"] for r in dead] == [b"bad_signature"]
 
 
-async def test_naive_baseline_answers_every_query_and_commits_each(
+async def test_naive_baseline_answers_every_query_one_batch_each(
         settings_factory: Callable[..., Settings], model_dirs: dict[str, Path]) -> None:
     """The unbatched pipeline `bench e2e` compares against is a working participant too."""
     from fi_stream.kafka import ensure_topics
