@@ -49,6 +49,8 @@ Record = ConsumerRecord[bytes, bytes]
 
 #: Emit a due query even if the responses partition still lags, after this much grace.
 MAX_LAG_GRACE_MS = 5_000
+#: A fetch this large returns before `aggregator.fetch_wait_ms` (only under heavy load).
+AGGREGATOR_FETCH_MIN_BYTES = 1 << 20
 #: How long input offsets may wait for a transaction when there is nothing to emit.
 OFFSETS_ONLY_INTERVAL_S = 1.0
 
@@ -123,6 +125,7 @@ class AggregatorService(Service):
         self._consumer = make_consumer(
             self.settings, group_id=self.group_id,
             partition_assignment_strategy=(RangePartitionAssignor,),
+            **_fetch_wait(self.settings.aggregator.fetch_wait_ms),
         )
         await self._consumer.start()
         self._consumer.subscribe([self.topics.queries, self.topics.responses],
@@ -404,6 +407,12 @@ class AggregatorService(Service):
         self._results_next[partition] = end
         log.info("aggregator_resumed", partition=partition, results_from=state.get("results_from"),
                  results_seen=len(emitted), window=window and window.get("seq"))
+
+
+def _fetch_wait(wait_ms: int) -> dict[str, int]:
+    if wait_ms == 0:
+        return {"fetch_min_bytes": 1}
+    return {"fetch_min_bytes": AGGREGATOR_FETCH_MIN_BYTES, "fetch_max_wait_ms": wait_ms}
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

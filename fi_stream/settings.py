@@ -90,6 +90,11 @@ class AggregatorSettings(_Group):
     reward_budget: float = Field(default=100.0, ge=0)
     incentive_method: str = "loo_agreement"
     pending_response_ttl_ms: int = Field(default=60_000, ge=0)
+    #: The broker holds the aggregator's fetches this long (or until a full fetch's worth):
+    #: each loop is one fetch and one transaction, and a transaction is five requests and
+    #: a marker per partition, so collecting a few ms of responses per loop halves the
+    #: broker's work at a cost of at most this much latency. 0: return each fetch at once.
+    fetch_wait_ms: int = Field(default=10, ge=0)
 
 
 class Settings(BaseSettings):
