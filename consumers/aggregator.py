@@ -108,6 +108,9 @@ class AggregatorService(Service):
         self._owned: set[int] = set()
         self._last_commit = 0.0
         self._lock = asyncio.Lock()  # the poll loop and rebalance callbacks share the state
+        self._wake = asyncio.Event()  # the committer has work (or, with _closing, must end)
+        self._closing = False
+        self._inflight: asyncio.Task[None] | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -148,8 +151,20 @@ class AggregatorService(Service):
     # -- the loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """Two tasks: the poll loop joins and emits into the outbox; the committer runs one
+        transaction after another, each with everything emitted while the last one was in
+        flight. The loop never waits on a transaction's five round trips."""
+        committer = asyncio.create_task(self._commit_loop(), name="aggregator-commit")
+        try:
+            await self._poll_loop(committer)
+        finally:
+            self._closing = True  # the committer's last transaction, then it returns
+            self._wake.set()
+            await committer
+
+    async def _poll_loop(self, committer: asyncio.Task[None]) -> None:
         assert self._consumer is not None
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not committer.done():
             now = now_ms()
             nxt = self.join.next_deadline_ms()
             wait = 100 if nxt is None else max(0, min(100, nxt - now))
@@ -170,7 +185,19 @@ class AggregatorService(Service):
                             self._on_responses(record, now)
                     self._positions[tp] = records[-1].offset + 1
                 await self._emit_ready(now_ms())
-                await self._commit()
+            self._wake.set()
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            final = self._closing
+            async with self._lock:
+                transaction = self._begin_commit(force=final)
+            if transaction is not None:
+                await transaction
+            if final:
+                return
 
     def _on_query(self, record: Record) -> None:
         try:
@@ -316,23 +343,30 @@ class AggregatorService(Service):
             "spectral": self._spectral.get(partition),
         }).decode()
 
-    async def _commit(self, force: bool = False) -> None:
-        """One transaction: everything emitted since the last commit plus the input offsets.
+    def _begin_commit(self, *, force: bool = False) -> asyncio.Task[None] | None:
+        """Start one transaction: everything emitted so far plus the input offsets, as of
+        now (the caller holds the lock and no transaction is in flight).
 
         With nothing to emit, offsets alone wait up to `OFFSETS_ONLY_INTERVAL_S`: a
         transaction costs round trips, and a later commit only means a restart re-reads a
         little more (what it re-reads is deduplicated against fi.results).
         """
-        assert self._producer is not None
+        assert self._inflight is None or self._inflight.done()
         if not self._outbox and not force and (
                 time.monotonic() - self._last_commit < OFFSETS_ONLY_INTERVAL_S
                 or all(self._committed.get(tp) == pos for tp, pos in self._positions.items())):
-            return
+            return None
         self._last_commit = time.monotonic()
         offsets = self._commit_offsets()
         if not offsets and not self._outbox:
-            return
+            return None
         outbox, self._outbox = self._outbox, []
+        self._inflight = asyncio.create_task(self._transact(outbox, offsets))
+        return self._inflight
+
+    async def _transact(self, outbox: list[_Out],
+                        offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        assert self._producer is not None
         futures = []
         async with self._producer.transaction():
             for out in outbox:
@@ -348,13 +382,21 @@ class AggregatorService(Service):
                     self._results_next.get(out.partition, 0), meta.offset + 1)
         self._committed.update({tp: om.offset for tp, om in offsets.items()})
 
+    async def _commit_now(self) -> None:
+        """Under the lock: let the transaction in flight finish, then commit the rest."""
+        if self._inflight is not None:
+            await self._inflight
+        transaction = self._begin_commit(force=True)
+        if transaction is not None:
+            await transaction
+
     # -- rebalances -----------------------------------------------------------------------------
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Commit what is emitted, then forget the partitions (the new owner rebuilds them)."""
         async with self._lock:
             if self._producer is not None:
-                await self._commit(force=True)
+                await self._commit_now()
             for partition in {tp.partition for tp in revoked}:
                 self.join.drop_partition(partition)
                 self._windows.pop(partition, None)

@@ -250,13 +250,12 @@ def bench_e2e(
         min=1, help="The same for the naive pipeline: at ~100 queries/s, 1,000 in flight "
                     "would queue past every deadline and its goodput would read 0.")] = 50,
     max_wait_ms: Annotated[int, typer.Option(
-        min=0, help="Participants' micro-batch wait (batched pipeline).")] = 20,
+        min=0, help="Participants' micro-batch wait (batched pipeline).")] = 30,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """The whole system on the local broker (or FI_KAFKA_BOOTSTRAP), one process per service:
     batched participants vs. a naive pipeline (one forward per query, one awaited produce per
     response, one commit per message)."""
-    import asyncio
 
     from fi_stream.settings import load_settings
     from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
