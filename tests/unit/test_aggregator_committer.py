@@ -1,0 +1,111 @@
+"""The aggregator's committer, without a broker: one transaction at a time, each carrying
+exactly what was emitted before it began, and the poll loop never waits on one.
+
+(Delivery itself — exactly-once across SIGKILLs and rebalances — is proven on the real
+broker in tests/fault.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from consumers.aggregator import AggregatorService, _Out
+from fi_stream.settings import Settings
+
+
+@dataclass
+class _Meta:
+    offset: int
+
+
+@dataclass
+class _Transaction:
+    values: list[bytes] = field(default_factory=list)
+
+
+class FakeProducer:
+    """Records transactions; each takes `seconds` to commit, like the broker's round trips."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.committed: list[_Transaction] = []
+        self.open = 0
+        self.most_open = 0
+        self._next_offset = 0
+        self._current: _Transaction | None = None
+
+    @asynccontextmanager
+    async def transaction(self) -> Any:
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        self._current = _Transaction()
+        try:
+            yield
+            await asyncio.sleep(self.seconds)
+            self.committed.append(self._current)
+        finally:
+            self.open -= 1
+
+    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[_Meta]:
+        assert self._current is not None, "send outside a transaction"
+        self._current.values.append(value)
+        fut: asyncio.Future[_Meta] = asyncio.get_running_loop().create_future()
+        fut.set_result(_Meta(self._next_offset))
+        self._next_offset += 1
+        return fut
+
+    async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
+        assert self._current is not None
+
+
+def _results(service: AggregatorService, values: Iterator[bytes]) -> None:
+    for value in values:
+        service._outbox.append(_Out(service.topics.results, 0, b"q", value, []))
+
+
+async def test_transactions_run_one_at_a_time_with_what_was_emitted_before_each() -> None:
+    service = AggregatorService(Settings())
+    producer = FakeProducer(seconds=0.05)
+    service._producer = producer  # type: ignore[assignment]
+    committer = asyncio.create_task(service._commit_loop())
+
+    _results(service, (b"a", b"b"))
+    service._wake.set()
+    await asyncio.sleep(0.01)  # the first transaction is in flight
+    assert producer.open == 1
+    _results(service, (b"c",))  # the poll loop goes on emitting meanwhile
+    service._wake.set()
+    await asyncio.sleep(0.01)
+    _results(service, (b"d",))
+    service._wake.set()
+
+    service._closing = True  # as at stop: the last transaction, then the committer returns
+    service._wake.set()
+    await asyncio.wait_for(committer, 2)
+
+    assert producer.most_open == 1
+    assert [t.values for t in producer.committed] == [[b"a", b"b"], [b"c", b"d"]]
+    assert service._outbox == []
+    assert service._results_next == {0: 4}  # where a restarted owner starts looking
+
+
+async def test_a_failed_transaction_ends_the_committer() -> None:
+    service = AggregatorService(Settings())
+    producer = FakeProducer(seconds=0.0)
+
+    async def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("broker gone")
+
+    producer.send = broken  # type: ignore[method-assign,assignment]
+    service._producer = producer  # type: ignore[assignment]
+    committer = asyncio.create_task(service._commit_loop())
+    _results(service, (b"a",))
+    service._wake.set()
+    with pytest.raises(RuntimeError, match="broker gone"):
+        await asyncio.wait_for(committer, 2)
