@@ -70,7 +70,7 @@ class ParticipantSettings(_Group):
     max_batch: int = Field(default=256, ge=1)
     #: A micro-batch waits at most this long for `max_batch` queries (the broker holds the
     #: fetch, see fi_stream.batching): each batch has a fixed cost (a fetch, signing, one
-    #: record per partition, ~2 ms of a participant's CPU), so waiting a little saves more
+    #: record per partition: ~3 ms of a participant's CPU), so waiting a little saves more
     #: latency under load than it costs (on 2 shared cores at 1,400 queries/s, 20 ms spent
     #: a third more CPU than 30 ms for a worse p99). 0: no wait, answer what a fetch brings.
     max_wait_ms: int = Field(default=30, ge=0)

@@ -256,7 +256,6 @@ def bench_e2e(
     """The whole system on the local broker (or FI_KAFKA_BOOTSTRAP), one process per service:
     batched participants vs. a naive pipeline (one forward per query, one awaited produce per
     response, one commit per message)."""
-
     from fi_stream.settings import load_settings
     from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
 

@@ -37,7 +37,9 @@ class ResultTimeoutError(FiStreamError, TimeoutError):
     """No result arrived: is an aggregator running (`fi-stream aggregator run`)?"""
 
 
-#: How long the query producer waits to fill a request (Kafka 4's `linger.ms` default).
+#: How long the query producer waits to fill a request (Kafka 4's `linger.ms` default): a
+#: client streaming queries sends a request per few queries, not one each (otherwise the
+#: broker's busiest source of requests).
 QUERY_LINGER_MS = 5
 
 
@@ -71,8 +73,6 @@ class QueryClient:
         await self._consumer.seek_to_end(*tps)
         for tp in tps:
             await self._consumer.position(tp)
-        # Kafka 4's default linger: a client streaming queries sends a request per few
-        # queries, not one each (the broker's busiest request source otherwise).
         self._producer = make_producer(self.settings, linger_ms=QUERY_LINGER_MS)
         await self._producer.start()
         self._task = asyncio.create_task(self._read_results(), name="query-client-results")
