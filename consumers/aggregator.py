@@ -23,11 +23,12 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fi_stream.aggregation import STRATEGIES
+from fi_stream.batching import held_fetch
 from fi_stream.clock import now_ms
 from fi_stream.join import JoinTable, OpenQuery
 from fi_stream.kafka import make_admin, make_consumer, make_producer
 from fi_stream.kafka.dlq import dead_letter_headers
-from fi_stream.kafka.reading import read_range
+from fi_stream.kafka.reading import poll, read_range
 from fi_stream.registry import RegistryView
 from fi_stream.results import IncentiveWindow, build_result
 from fi_stream.service import Service
@@ -128,7 +129,7 @@ class AggregatorService(Service):
         self._consumer = make_consumer(
             self.settings, group_id=self.group_id,
             partition_assignment_strategy=(RangePartitionAssignor,),
-            **_fetch_wait(self.settings.aggregator.fetch_wait_ms),
+            **held_fetch(AGGREGATOR_FETCH_MIN_BYTES, self.settings.aggregator.fetch_wait_ms),
         )
         await self._consumer.start()
         self._consumer.subscribe([self.topics.queries, self.topics.responses],
@@ -168,11 +169,7 @@ class AggregatorService(Service):
             now = now_ms()
             nxt = self.join.next_deadline_ms()
             wait = 100 if nxt is None else max(0, min(100, nxt - now))
-            started = time.monotonic()
-            got = await self._consumer.getmany(timeout_ms=wait, max_records=10_000)
-            if not got and time.monotonic() - started < wait / 2000:
-                # No assignment yet, or the cluster is unreachable: getmany returns at once.
-                await asyncio.sleep(wait / 1000)
+            got = await poll(self._consumer, wait, 10_000)
             async with self._lock:
                 now = now_ms()
                 for tp, records in got.items():
@@ -449,12 +446,6 @@ class AggregatorService(Service):
         self._results_next[partition] = end
         log.info("aggregator_resumed", partition=partition, results_from=state.get("results_from"),
                  results_seen=len(emitted), window=window and window.get("seq"))
-
-
-def _fetch_wait(wait_ms: int) -> dict[str, int]:
-    if wait_ms == 0:
-        return {"fetch_min_bytes": 1}
-    return {"fetch_min_bytes": AGGREGATOR_FETCH_MIN_BYTES, "fetch_max_wait_ms": wait_ms}
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -22,6 +22,7 @@ from fi_stream.batching import fetch_batching, query_record_bytes
 from fi_stream.clock import now_ms
 from fi_stream.engine import InferenceEngine, Prepared, Signer, assemble, pick_device, prepare
 from fi_stream.kafka import DeadLetterQueue, make_consumer, make_producer
+from fi_stream.kafka.reading import poll
 from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
 from fi_stream.models import load_model
 from fi_stream.privacy import GaussianMechanism, PrivacyBudget
@@ -158,12 +159,7 @@ class ParticipantService(Service):
     async def _next_batch(self) -> list[Record]:
         """The next micro-batch: what one fetch returns (see `fi_stream.batching`)."""
         assert self._consumer is not None
-        started = time.monotonic()
-        got = await self._consumer.getmany(timeout_ms=IDLE_POLL_MS,
-                                           max_records=self.settings.participant.max_batch)
-        if not got and time.monotonic() - started < IDLE_POLL_MS / 2000:
-            # No assignment yet, or the cluster is unreachable: getmany returns at once.
-            await asyncio.sleep(IDLE_POLL_MS / 1000)
+        got = await poll(self._consumer, IDLE_POLL_MS, self.settings.participant.max_batch)
         return [r for recs in got.values() for r in recs]
 
     async def _run(self) -> None:

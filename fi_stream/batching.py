@@ -25,9 +25,17 @@ def query_record_bytes(input_shape: tuple[int, ...]) -> int:
     return QUERY_OVERHEAD_BYTES + 4 * math.ceil(4 * math.prod(input_shape) / 3)
 
 
+def held_fetch(min_bytes: int, wait_ms: int) -> dict[str, Any]:
+    """Consumer settings under which the broker holds a fetch until `min_bytes` are there
+    or `wait_ms` passed; 0 ms: a fetch returns as soon as anything is there."""
+    if wait_ms == 0:
+        return {"fetch_min_bytes": 1}
+    return {"fetch_min_bytes": min_bytes, "fetch_max_wait_ms": wait_ms}
+
+
 def fetch_batching(max_batch: int, max_wait_ms: int, record_bytes: int) -> dict[str, Any]:
     """Consumer settings under which the broker answers a fetch with a full batch, or with
     what arrived within `max_wait_ms`."""
     if max_wait_ms == 0:
         return {"fetch_min_bytes": 1, "fetch_max_wait_ms": IDLE_FETCH_WAIT_MS}
-    return {"fetch_min_bytes": max_batch * record_bytes, "fetch_max_wait_ms": max_wait_ms}
+    return held_fetch(max_batch * record_bytes, max_wait_ms)

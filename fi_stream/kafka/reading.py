@@ -1,4 +1,5 @@
-"""Reading a topic up to a point: the shared loop of registry catch-up, demo and audit."""
+"""Reading topics: the services' polls, and reading up to a point (registry catch-up, demo,
+audit)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from fi_stream.errors import KafkaSetupError
+
+Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+async def poll(consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int) -> Records:
+    """`getmany`, but never a busy loop: with no assignment yet, or the cluster unreachable,
+    getmany returns at once, so an empty answer that came early waits out the timeout."""
+    started = time.monotonic()
+    got: Records = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+    if not got and time.monotonic() - started < timeout_ms / 2000:
+        await asyncio.sleep(timeout_ms / 1000)
+    return got
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str, wait: float = 10.0
