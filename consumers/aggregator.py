@@ -28,6 +28,14 @@ from fi_stream.clock import now_ms
 from fi_stream.join import JoinTable, OpenQuery
 from fi_stream.kafka import make_admin, make_consumer, make_producer
 from fi_stream.kafka.dlq import dead_letter_headers
+from fi_stream.kafka.fencing import (
+    GroupFenced,
+    GroupMembership,
+    enable_group_fencing,
+    fetch_stable_offsets,
+    membership,
+    send_offsets_fenced,
+)
 from fi_stream.kafka.reading import poll, read_range
 from fi_stream.registry import RegistryView
 from fi_stream.results import IncentiveWindow, build_result
@@ -54,6 +62,10 @@ MAX_LAG_GRACE_MS = 5_000
 AGGREGATOR_FETCH_MIN_BYTES = 1 << 20
 #: How long input offsets may wait for a transaction when there is nothing to emit.
 OFFSETS_ONLY_INTERVAL_S = 1.0
+#: The broker aborts a transaction left open this long. A member frozen mid-transaction
+#: holds back fi.results' last stable offset (every read_committed reader waits) and the
+#: next owner's offset fetch until then; transactions normally take milliseconds.
+TRANSACTION_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +124,8 @@ class AggregatorService(Service):
         self._wake = asyncio.Event()  # the committer has work (or, with _closing, must end)
         self._closing = False
         self._inflight: asyncio.Task[None] | None = None
+        #: The group generation whose transaction the coordinator refused (see on_revoked).
+        self._fenced_generation: int | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -120,7 +134,9 @@ class AggregatorService(Service):
     async def _open(self) -> None:
         await self.registry.start()
         self._producer = make_producer(
-            self.settings, transactional_id=f"{self.group_id}.{self.instance_id}")
+            self.settings, transactional_id=f"{self.group_id}.{self.instance_id}",
+            transaction_timeout_ms=TRANSACTION_TIMEOUT_MS)
+        enable_group_fencing(self._producer)
         await self._producer.start()
         self._admin = make_admin(self.settings)
         await self._admin.start()
@@ -347,8 +363,16 @@ class AggregatorService(Service):
         With nothing to emit, offsets alone wait up to `OFFSETS_ONLY_INTERVAL_S`: a
         transaction costs round trips, and a later commit only means a restart re-reads a
         little more (what it re-reads is deduplicated against fi.results).
+
+        Nothing is committed while this member is not one (it lost its partitions; the
+        rebalance that follows discards what it holds), nor in a generation the coordinator
+        already refused.
         """
         assert self._inflight is None or self._inflight.done()
+        assert self._consumer is not None
+        member = membership(self._consumer)
+        if member is None or member.generation_id == self._fenced_generation:
+            return None
         if not self._outbox and not force and (
                 time.monotonic() - self._last_commit < OFFSETS_ONLY_INTERVAL_S
                 or all(self._committed.get(tp) == pos for tp, pos in self._positions.items())):
@@ -357,21 +381,33 @@ class AggregatorService(Service):
         offsets = self._commit_offsets()
         if not offsets and not self._outbox:
             return None
+        # Every owned queries partition is in `offsets`, so whatever is emitted travels with
+        # an offset commit: the coordinator's generation check covers all of it.
+        assert offsets or not self._outbox
         outbox, self._outbox = self._outbox, []
-        self._inflight = asyncio.create_task(self._transact(outbox, offsets))
+        self._inflight = asyncio.create_task(self._transact(outbox, offsets, member))
         return self._inflight
 
     async def _transact(self, outbox: list[_Out],
-                        offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+                        offsets: dict[TopicPartition, OffsetAndMetadata],
+                        member: GroupMembership) -> None:
         assert self._producer is not None
         futures = []
-        async with self._producer.transaction():
-            for out in outbox:
-                futures.append(await self._producer.send(
-                    out.topic, out.value, key=out.key, partition=out.partition,
-                    headers=out.headers))
-            if offsets:
-                await self._producer.send_offsets_to_transaction(offsets, self.group_id)
+        try:
+            async with self._producer.transaction():
+                for out in outbox:
+                    futures.append(await self._producer.send(
+                        out.topic, out.value, key=out.key, partition=out.partition,
+                        headers=out.headers))
+                if offsets:
+                    await send_offsets_fenced(self._producer, offsets, member)
+        except GroupFenced as exc:
+            # A zombie: the group gave our partitions away while we were stalled. The
+            # transaction is aborted; the rebalance that follows discards the rest.
+            self._fenced_generation = member.generation_id
+            log.warning("aggregator_fenced", generation=member.generation_id,
+                        aborted=len(outbox), detail=str(exc))
+            return
         for out, fut in zip(outbox, futures, strict=True):
             if out.topic == self.topics.results and out.partition is not None:
                 meta = fut.result()
@@ -390,10 +426,18 @@ class AggregatorService(Service):
     # -- rebalances -----------------------------------------------------------------------------
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Commit what is emitted, then forget the partitions (the new owner rebuilds them)."""
+        """Commit what is emitted, then forget the partitions (the new owner rebuilds them).
+
+        A member that lost its partitions (the coordinator forgot it, or refused its last
+        transaction) cannot commit: it discards what it holds, which the new owner emits.
+        """
         async with self._lock:
             if self._producer is not None:
                 await self._commit_now()
+            if self._outbox:  # nothing could be committed: the partitions were lost
+                log.warning("aggregator_partitions_lost", discarded=len(self._outbox),
+                            partitions=sorted({tp.partition for tp in revoked}))
+                self._outbox.clear()
             for partition in {tp.partition for tp in revoked}:
                 self.join.drop_partition(partition)
                 self._windows.pop(partition, None)
@@ -405,20 +449,24 @@ class AggregatorService(Service):
                 self._committed.pop(tp, None)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """Resume each partition from its commit metadata and the results log."""
+        """Resume each partition from its commit metadata and the results log.
+
+        The committed offsets are read once no transaction (a former owner's) has offsets
+        for them pending, and the consumer reads from exactly there.
+        """
         assert self._admin is not None and self._consumer is not None
         async with self._lock:
-            committed = await self._admin.list_consumer_group_offsets(
-                self.group_id, partitions=sorted(assigned))
+            committed = await fetch_stable_offsets(
+                self._admin, self.group_id, sorted(assigned),
+                timeout_s=2 * TRANSACTION_TIMEOUT_MS / 1000)
             starts = await self._consumer.beginning_offsets(sorted(assigned))
             for tp in assigned:
                 meta = committed.get(tp)
-                has_commit = meta is not None and meta.offset >= 0
                 # Known from the start, so every later transaction carries this partition's
                 # resume state even before a new record of it is read.
-                self._positions[tp] = meta.offset if meta is not None and has_commit \
-                    else starts[tp]
+                self._positions[tp] = meta.offset if meta is not None else starts[tp]
                 self._committed[tp] = self._positions[tp]
+                self._consumer.seek(tp, self._positions[tp])
                 if tp.topic == self.topics.queries:
                     state = orjson.loads(meta.metadata) if meta and meta.metadata else {}
                     await self._resume(tp.partition, state)

@@ -9,6 +9,7 @@ import random
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,10 @@ async def _until_started(log: Path, count: int) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _stream(settings: Settings, hands: list[HandParticipant], rng: np.random.Generator
-                  ) -> None:
-    """Queries and every participant's answers, chunk by chunk, as a live system would."""
+async def _stream(settings: Settings, hands: list[HandParticipant], rng: np.random.Generator,
+                  pause: float = 0.5, after_chunk: Callable[[int], None] | None = None) -> None:
+    """Queries and every participant's answers, chunk by chunk, as a live system would;
+    `after_chunk(i)` runs the moment chunk `i` is on the broker."""
     t = settings.topic_names
     producer = make_producer(settings)
     await producer.start()
@@ -74,7 +76,9 @@ async def _stream(settings: Settings, hands: list[HandParticipant], rng: np.rand
                     await producer.send(t.responses, hand.batch(partition, answers),
                                         key=hand.participant_id.encode(), partition=partition)
             await producer.flush()
-            await asyncio.sleep(0.5)
+            if after_chunk is not None:
+                after_chunk(start // CHUNK)
+            await asyncio.sleep(pause)
     finally:
         await producer.stop()
 
@@ -135,6 +139,48 @@ async def test_two_aggregators_share_the_work_and_survive_one_leaving(
         assert await asyncio.wait_for(b.wait(), 30) == 0
     both = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
     assert both.count("aggregator_started") == 2
+    await _check_exactly_once(topics)
+
+
+async def test_a_paused_member_that_wakes_up_late_duplicates_nothing(
+        topics: Settings, tmp_path: Path, children: list[Any]) -> None:
+    """A zombie: `a` freezes mid-stream (a long GC pause, a stalled VM), the group gives its
+    partitions to `b` after the session timeout, and then `a` wakes up with results and
+    offsets of partitions it no longer owns. The broker must refuse its transaction."""
+    hands = [HandParticipant(topics, pid) for pid in PARTICIPANTS]
+    for hand in hands:
+        await hand.register()
+    await registered(topics, set(PARTICIPANTS))
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+    a = await _spawn_aggregator(topics, a_log, children, "a")
+    await _until_started(a_log, 1)
+    # Frozen the moment a chunk is on the broker: `a` wakes up with it fetched, unprocessed.
+    frozen = asyncio.Event()
+
+    def freeze(chunk: int) -> None:
+        if chunk == 3:
+            a.send_signal(signal.SIGSTOP)
+            frozen.set()
+
+    streaming = asyncio.create_task(
+        _stream(topics, hands, np.random.default_rng(2), pause=1.0, after_chunk=freeze))
+    await frozen.wait()
+    b = await _spawn_aggregator(topics, b_log, children, "b")
+    async with asyncio.timeout(60):  # b owns a's partitions once a's session has expired
+        while b_log.read_text().count("aggregator_resumed") < 2:
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(2.0)  # b emits for a while
+    a.send_signal(signal.SIGCONT)
+    await streaming
+    try:
+        await read_topic(topics, topics.topic_names.results, min_records=N_QUERIES, timeout=120)
+        await asyncio.sleep(2.5)
+    finally:
+        for proc in (a, b):
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = [await asyncio.wait_for(proc.wait(), 30) for proc in (a, b)]
+    assert codes == [0, 0], a_log.read_text()[-3000:] + b_log.read_text()[-3000:]
     await _check_exactly_once(topics)
 
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
 from consumers.aggregator import AggregatorService, _Out
+from fi_stream.kafka.fencing import GroupFenced
 from fi_stream.settings import Settings
 
 
@@ -64,15 +66,38 @@ class FakeProducer:
         assert self._current is not None
 
 
+@dataclass
+class _Coordinator:
+    group_id: str = "fi.aggregator"
+    generation: int = 1
+    member_id: str = "member-1"
+
+
+@dataclass
+class FakeConsumer:
+    """Just the group membership the committer proves with each offset commit."""
+
+    _coordinator: _Coordinator = field(default_factory=_Coordinator)
+
+
+def _service(producer: FakeProducer) -> AggregatorService:
+    """An aggregator that owns partition 0 in generation 1 of its group."""
+    service = AggregatorService(Settings())
+    service._producer = producer  # type: ignore[assignment]
+    service._consumer = FakeConsumer()  # type: ignore[assignment]
+    service._positions[TopicPartition(service.topics.queries, 0)] = 0
+    service._owned.add(0)
+    return service
+
+
 def _results(service: AggregatorService, values: Iterator[bytes]) -> None:
     for value in values:
         service._outbox.append(_Out(service.topics.results, 0, b"q", value, []))
 
 
 async def test_transactions_run_one_at_a_time_with_what_was_emitted_before_each() -> None:
-    service = AggregatorService(Settings())
     producer = FakeProducer(seconds=0.05)
-    service._producer = producer  # type: ignore[assignment]
+    service = _service(producer)
     committer = asyncio.create_task(service._commit_loop())
 
     _results(service, (b"a", b"b"))
@@ -96,16 +121,53 @@ async def test_transactions_run_one_at_a_time_with_what_was_emitted_before_each(
 
 
 async def test_a_failed_transaction_ends_the_committer() -> None:
-    service = AggregatorService(Settings())
     producer = FakeProducer(seconds=0.0)
 
     async def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("broker gone")
 
     producer.send = broken  # type: ignore[method-assign,assignment]
-    service._producer = producer  # type: ignore[assignment]
+    service = _service(producer)
     committer = asyncio.create_task(service._commit_loop())
     _results(service, (b"a",))
     service._wake.set()
     with pytest.raises(RuntimeError, match="broker gone"):
         await asyncio.wait_for(committer, 2)
+
+
+async def test_a_fenced_member_commits_nothing_more_until_it_rejoins() -> None:
+    """The coordinator refused generation 1 (a zombie): the committer lives on, commits
+    nothing in that generation, the revocation discards what is held, and after the rejoin
+    (generation 2) transactions resume."""
+    producer = FakeProducer(seconds=0.0)
+    fenced: list[int] = []
+
+    async def refuse(offsets: Any, group_id: str) -> None:
+        fenced.append(1)
+        raise GroupFenced("generation 1 is stale")
+
+    producer.send_offsets_to_transaction = refuse  # type: ignore[method-assign,assignment]
+    service = _service(producer)
+    committer = asyncio.create_task(service._commit_loop())
+    _results(service, (b"a",))
+    service._wake.set()
+    await asyncio.sleep(0.01)
+    assert fenced == [1] and producer.committed == [] and not committer.done()
+
+    _results(service, (b"b",))  # the poll loop has not noticed yet
+    service._wake.set()
+    await asyncio.sleep(0.01)
+    assert fenced == [1], "no second transaction in the refused generation"
+
+    await service.on_revoked({TopicPartition(service.topics.queries, 0)})
+    assert service._outbox == [] and service._owned == set()
+
+    del producer.send_offsets_to_transaction  # the coordinator accepts generation 2
+    assert service._consumer is not None
+    service._consumer._coordinator.generation = 2
+    service._positions[TopicPartition(service.topics.queries, 0)] = 0
+    _results(service, (b"c",))
+    service._closing = True
+    service._wake.set()
+    await asyncio.wait_for(committer, 2)
+    assert [t.values for t in producer.committed] == [[b"c"]]
