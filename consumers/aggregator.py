@@ -334,6 +334,8 @@ class AggregatorService(Service):
         """
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, position in self._positions.items():
+            if tp.partition not in self._owned:
+                continue  # not (yet) resumed: its committed resume state stays as it is
             if tp.topic == self.topics.queries:
                 oldest = self.join.oldest_query_offset(tp.partition)
             else:
@@ -456,9 +458,11 @@ class AggregatorService(Service):
         """
         assert self._admin is not None and self._consumer is not None
         async with self._lock:
+            # The broker looks for timed-out transactions every 10 s (its default), so a
+            # frozen former owner's transaction ends within the timeout plus that.
             committed = await fetch_stable_offsets(
                 self._admin, self.group_id, sorted(assigned),
-                timeout_s=2 * TRANSACTION_TIMEOUT_MS / 1000)
+                timeout_s=TRANSACTION_TIMEOUT_MS / 1000 + 20)
             starts = await self._consumer.beginning_offsets(sorted(assigned))
             for tp in assigned:
                 meta = committed.get(tp)
@@ -497,11 +501,21 @@ class AggregatorService(Service):
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka logs a listener's error and carries on: with partitions assigned but not
+    resumed, or revoked but not committed, the aggregator would silently skip or redo work.
+    Such an error stops it instead (exit 1; a restart resumes from the log)."""
+
     def __init__(self, service: AggregatorService) -> None:
         self._service = service
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._service.on_revoked(revoked)
+        try:
+            await self._service.on_revoked(revoked)
+        except Exception as exc:
+            self._service.fail(exc)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._service.on_assigned(assigned)
+        try:
+            await self._service.on_assigned(assigned)
+        except Exception as exc:
+            self._service.fail(exc)

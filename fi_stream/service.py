@@ -20,6 +20,7 @@ class Service(abc.ABC):
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._closed = False
+        self._failure: BaseException | None = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -34,9 +35,22 @@ class Service(abc.ABC):
         self._task.add_done_callback(self._on_task_done)
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error(f"{self.name}_failed", exc_info=task.exception())
-            self._stopping.set()
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop because of `exc` (from the main task, or a callback such as a rebalance
+        listener, whose errors aiokafka would only log): logged once, kept in `failure`."""
+        if self._failure is None:
+            self._failure = exc
+            log.error(f"{self.name}_failed", exc_info=exc)
+        self._stopping.set()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the service stopped by itself; None after a requested stop."""
+        return self._failure
 
     def request_stop(self) -> None:
         """Signal-safe: ask the main loop to stop polling; `stop()` waits for the rest."""

@@ -49,7 +49,8 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
 
 
 async def serve(service: Service) -> None:
-    """Start, wait for SIGTERM/SIGINT (or the service's own end), stop gracefully."""
+    """Start, wait for SIGTERM/SIGINT (or the service's own end), stop gracefully; exit 1
+    if the service stopped because it failed, so a supervisor restarts it."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.request_stop)
@@ -61,6 +62,8 @@ async def serve(service: Service) -> None:
         await service.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+    if service.failure is not None:
+        raise typer.Exit(1)
 
 
 def settle_heap() -> None:

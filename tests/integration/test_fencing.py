@@ -94,7 +94,8 @@ async def test_the_offset_fetch_waits_for_a_pending_transactional_commit(
         await send_offsets_fenced(producer, {tp: OffsetAndMetadata(7, "m")}, current)
         with pytest.raises(Exception, match="still unstable"):
             await fetch_stable_offsets(admin, _group(topics), [tp], timeout_s=0.5)
-        waiting = asyncio.create_task(fetch_stable_offsets(admin, _group(topics), [tp], timeout_s=10))
+        waiting = asyncio.create_task(
+            fetch_stable_offsets(admin, _group(topics), [tp], timeout_s=10))
         await asyncio.sleep(0.3)
         assert not waiting.done()
         await producer.commit_transaction()

@@ -165,7 +165,8 @@ async def test_a_fenced_member_commits_nothing_more_until_it_rejoins() -> None:
     del producer.send_offsets_to_transaction  # the coordinator accepts generation 2
     assert service._consumer is not None
     service._consumer._coordinator.generation = 2
-    service._positions[TopicPartition(service.topics.queries, 0)] = 0
+    service._positions[TopicPartition(service.topics.queries, 0)] = 0  # as on_assigned does
+    service._owned.add(0)
     _results(service, (b"c",))
     service._closing = True
     service._wake.set()
