@@ -99,6 +99,8 @@ class QueryClient:
             got = await self._consumer.getmany(timeout_ms=200)
             for records in got.values():
                 for record in records:
+                    if record.key is None or record.key.decode() not in self._waiters:
+                        continue  # another client's query (results are keyed by query id)
                     try:
                         result = decode(record.value, Result)
                     except DecodeError as exc:

@@ -34,6 +34,17 @@ async def test_round_trip_completes_before_the_deadline(
     assert result.prediction == int(np.argmax(result.aggregate.to_numpy()))
 
 
+async def test_two_clients_each_get_their_own_results(
+        topics: Settings, model_dirs: dict[str, Path]) -> None:
+    async with (federation(topics, model_dirs), QueryClient(topics, client_id="a") as a,
+                QueryClient(topics, client_id="b") as b):
+        got = await asyncio.gather(*(c.infer(X[i], deadline_ms=20_000)
+                                     for i, c in enumerate((a, b, a, b))))
+    assert [r.status for r in got] == ["complete"] * 4
+    assert len({r.query_id for r in got}) == 4
+    assert not a._waiters and not b._waiters
+
+
 async def test_expired_query_is_skipped_and_insufficient(
         topics: Settings, model_dirs: dict[str, Path]) -> None:
     async with federation(topics, model_dirs) as fed, QueryClient(topics) as client:
