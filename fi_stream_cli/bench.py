@@ -235,6 +235,8 @@ async def _drive(settings: Any, *, rate: float, duration: float, warmup: float,
 @bench_app.command("e2e")
 def bench_e2e(
     participants: Annotated[int, typer.Option(min=1)] = 5,
+    aggregators: Annotated[int, typer.Option(
+        min=1, help="Aggregator processes in the group (they share the partitions).")] = 1,
     rate: Annotated[float, typer.Option(
         help="Offered queries/s; 0 finds the sustained maximum, then measures latency at "
              "half of it.")] = 0.0,
@@ -269,7 +271,7 @@ def bench_e2e(
         ids = [f"p{k + 1}" for k in range(participants)]
         fed.train(ids, alpha=0.3, seed=0)
         try:
-            await fed.start(ids)
+            await fed.start(ids, aggregators=aggregators)
             console.print(f"{name}: offering {offered or 'max'} queries/s for {duration:.0f} s")
             return await _drive(settings, rate=offered, duration=duration, warmup=warmup,
                                 deadline_ms=deadline_ms, max_in_flight=in_flight)
@@ -278,6 +280,7 @@ def bench_e2e(
 
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {"benchmark": "e2e", "participants": participants,
+                               "aggregators": aggregators,
                                "max_wait_ms": max_wait_ms,
                                "duration_s": duration, "warmup_s": warmup,
                                "deadline_ms": deadline_ms,
