@@ -210,6 +210,8 @@ class AggregatorService(Service):
             if transaction is not None:
                 await transaction
             if final:
+                if self._outbox:  # no longer a member: the partitions' next owner emits these
+                    log.warning("aggregator_partitions_lost", discarded=len(self._outbox))
                 return
 
     def _on_query(self, record: Record) -> None:
