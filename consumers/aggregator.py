@@ -38,7 +38,7 @@ from fi_stream.kafka.fencing import (
 )
 from fi_stream.kafka.reading import poll, read_range
 from fi_stream.registry import RegistryView
-from fi_stream.results import IncentiveWindow, build_result
+from fi_stream.results import Batched, IncentiveWindow, build_result, soft_vote_in_batches
 from fi_stream.service import Service
 from fi_stream.settings import Settings
 from fi_stream.signing import verify_batch
@@ -250,8 +250,11 @@ class AggregatorService(Service):
         return lso is not None and self._positions.get(tp, 0) >= lso
 
     async def _emit_ready(self, now: int) -> None:
-        for oq in self.join.take_settled():
-            self._emit(oq, now)
+        settled = self.join.take_settled()
+        batched = soft_vote_in_batches(
+            [oq for oq in settled if self._strategy(oq) == "soft_vote"])
+        for oq in settled:
+            self._emit(oq, now, batched.get(oq.query.query_id))
         for oq in self.join.take_due(now):
             if oq.query.query_id not in self.join.open:
                 continue
@@ -294,17 +297,23 @@ class AggregatorService(Service):
         self._windows[partition] = IncentiveWindow(partition, window.seq + 1, now,
                                                    cfg.incentive_method)
 
-    def _emit(self, oq: OpenQuery, now: int) -> None:
+    def _strategy(self, oq: OpenQuery) -> str:
+        """The query's strategy; the configured one when it names none, or an unknown one."""
         strategy = oq.query.strategy or self.settings.aggregator.strategy
-        if strategy not in STRATEGIES:
-            log.warning("unknown_strategy", query_id=oq.query.query_id, strategy=strategy)
-            strategy = self.settings.aggregator.strategy
+        return strategy if strategy in STRATEGIES else self.settings.aggregator.strategy
+
+    def _emit(self, oq: OpenQuery, now: int, batched: Batched | None = None) -> None:
+        strategy = self._strategy(oq)
+        if oq.query.strategy and oq.query.strategy not in STRATEGIES:
+            log.warning("unknown_strategy", query_id=oq.query.query_id,
+                        strategy=oq.query.strategy)
         window = self._window(oq.partition, now)
         weights = {"reward_weighted": self._rewards, "spectral": self._spectral}.get(
             strategy, {}).get(oq.partition)
         result, ids, outputs = build_result(oq, strategy=strategy, completed_at_ms=now,
-                                            window=window.ref, weights=weights)
-        window.add(result, ids, outputs)
+                                            window=window.ref, weights=weights,
+                                            batched=batched)
+        window.add(result, ids, outputs, batched)
         self.join.close(oq, now)
         # Results go to the query's partition number: a restarted owner of that partition
         # finds what it already emitted on the same partition of fi.results.

@@ -36,13 +36,13 @@ from typing import Any, Generic, Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from fi_stream.aggregation import STRATEGIES, aggregate
+from fi_stream.aggregation import STRATEGIES, aggregate, soft_vote_batch
 from fi_stream.errors import ConfigError
 from fi_stream.incentives import (
     LABEL_FREE_METHODS,
     MAX_EXACT_SHAPLEY,
     ensemble_accuracy_value,
-    loo_agreement,
+    loo_agreement_batch,
     shapley_exact,
     spearman,
     split_rewards,
@@ -50,7 +50,7 @@ from fi_stream.incentives import (
 from fi_stream.merit import METHOD as MERIT_METHOD
 from fi_stream.merit import LabeledQuery, merit_incentives
 from fi_stream.privacy import epsilon_spent, max_answers
-from fi_stream.results import IncentiveWindow, status_of
+from fi_stream.results import IncentiveWindow, batch_matches, status_of
 from fi_stream.signing import verify_batch
 from schemas import (
     Event,
@@ -358,32 +358,6 @@ class _Rows:
             w: np.concatenate(c, dtype=np.float64) for w, c in chunks.items()}
 
 
-def _soft_vote_batch(x: F64) -> tuple[F64, npt.NDArray[np.intp], F64]:
-    """`aggregate(x[i], "soft_vote")` for every i of a (Q, k, C) stack, in one pass.
-
-    The same ufuncs over the same axes (rows summed in order, the simplex sum over C per
-    row), so it agrees bit for bit; the caller still checks one query per batch against
-    `aggregate` itself and only ever *accepts* a result with it.
-    """
-    vector = x.mean(axis=1)
-    prediction = vector.argmax(axis=1)
-    a = np.clip(vector, 0.0, None)
-    total = a.sum(axis=-1, keepdims=True)
-    simplex = np.where(total > 0, a / np.where(total > 0, total, 1.0),
-                       np.full_like(a, 1.0 / a.shape[-1]))
-    return vector, prediction, simplex[np.arange(len(x)), prediction]
-
-
-def _loo_agreement_batch(x: F64) -> F64:
-    """`loo_agreement(x[i])` for every i of a (Q, k, C) stack."""
-    q, k, _ = x.shape
-    if k < 2:
-        return np.zeros((q, k))
-    consensus = (x.sum(axis=1, keepdims=True) - x) / (k - 1)
-    agree: F64 = (x.argmax(axis=2) == consensus.argmax(axis=2)).astype(np.float64)
-    return agree
-
-
 class _Audit:
     def __init__(self, log: AuditLog, grace_ms: int, verify: Verify) -> None:
         self.log = log
@@ -569,10 +543,10 @@ class _Audit:
             x = self.rows.matrices[width][idx].reshape(len(members), k, width)
             finite: npt.NDArray[np.bool_] = np.asarray(np.isfinite(x).all(axis=(1, 2)))
             with np.errstate(all="ignore"):
-                vector, prediction, confidence = _soft_vote_batch(x)
-                agree = _loo_agreement_batch(x)
+                vector, prediction, confidence = soft_vote_batch(x)
+                agree = loo_agreement_batch(x)
             first = int(np.argmax(finite))
-            fast = bool(finite[first]) and self._batch_agrees(
+            fast = bool(finite[first]) and batch_matches(
                 x[first], vector[first], int(prediction[first]), float(confidence[first]),
                 agree[first])
             for i, c in enumerate(members):
@@ -591,15 +565,6 @@ class _Audit:
                             and r.confidence == confidence[i]):
                         continue
                 self._reference(c)
-
-    @staticmethod
-    def _batch_agrees(x: F64, vector: F64, prediction: int, confidence: float,
-                      agree: F64) -> bool:
-        """The batched maths equals the reference functions on a sample (else: not used)."""
-        want = aggregate(x, "soft_vote")
-        return (want.vector.tobytes() == vector.tobytes() and want.prediction == prediction
-                and want.confidence == confidence
-                and loo_agreement(x).tobytes() == agree.tobytes())
 
     def _reference(self, c: _Checked) -> None:
         """The arbiter: `aggregate(rows, result.strategy)`, compared bit for bit."""

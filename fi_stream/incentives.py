@@ -44,6 +44,16 @@ def loo_agreement(outputs: npt.ArrayLike) -> F64:
     return agree
 
 
+def loo_agreement_batch(x: F64) -> F64:
+    """`loo_agreement(x[i])` for every i of a (Q, k, C) stack."""
+    q, k, _ = x.shape
+    if k < 2:
+        return np.zeros((q, k))
+    consensus = (x.sum(axis=1, keepdims=True) - x) / (k - 1)
+    agree: F64 = (x.argmax(axis=2) == consensus.argmax(axis=2)).astype(np.float64)
+    return agree
+
+
 def loo_cosine(outputs: npt.ArrayLike) -> F64:
     """Cosine similarity with the others' consensus; 0 when either vector is zero."""
     x = as_outputs(outputs)

@@ -12,8 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from fi_stream.aggregation import WEIGHTED_STRATEGIES, aggregate, spectral_weights, to_simplex
-from fi_stream.incentives import split_rewards, window_scores
+from fi_stream.aggregation import (
+    WEIGHTED_STRATEGIES,
+    Aggregate,
+    aggregate,
+    soft_vote_batch,
+    spectral_weights,
+    to_simplex,
+)
+from fi_stream.incentives import loo_agreement, loo_agreement_batch, split_rewards, window_scores
 from fi_stream.join import OpenQuery
 from schemas import (
     Incentive,
@@ -34,13 +41,65 @@ def status_of(included: int, quorum: int, missing: int) -> ResultStatus:
     return "complete" if missing == 0 else "partial"
 
 
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """A query's soft vote and loo-agreement scores, computed with others in one pass."""
+
+    outputs: np.ndarray[Any, Any]
+    aggregate: Aggregate
+    scores: np.ndarray[Any, Any]
+    max_confidence: np.ndarray[Any, Any]
+
+
+def batch_matches(x: np.ndarray[Any, Any], vector: np.ndarray[Any, Any], prediction: int,
+                  confidence: float, agree: np.ndarray[Any, Any]) -> bool:
+    """Does the batched maths equal the reference functions on the sample `x`?"""
+    want = aggregate(x, "soft_vote")
+    return (want.vector.tobytes() == vector.tobytes() and want.prediction == prediction
+            and want.confidence == confidence
+            and loo_agreement(x).tobytes() == agree.tobytes())
+
+
+def soft_vote_in_batches(queries: list[OpenQuery]) -> dict[str, Batched]:
+    """The per-query maths of `build_result` and `IncentiveWindow.add` (soft vote,
+    loo_agreement) for many queries at once: one stack and a few ufuncs per set of
+    included participants instead of a dozen small numpy calls per query.
+
+    Bit for bit what the per-query functions give; a group whose first query disagrees
+    with them (a numpy build that reduces differently) is left out, and its queries take
+    the per-query path.
+    """
+    groups: dict[tuple[str, ...], list[OpenQuery]] = {}
+    for oq in queries:
+        if oq.answers:
+            groups.setdefault(tuple(sorted(oq.answers)), []).append(oq)
+    out: dict[str, Batched] = {}
+    for ids, members in groups.items():
+        x = np.stack([np.stack([oq.answers[i].vector for i in ids]) for oq in members]
+                     ).astype(np.float64)
+        if not np.isfinite(x).all():
+            continue  # `aggregate` names the problem, query by query
+        vector, prediction, confidence = soft_vote_batch(x)
+        agree = loo_agreement_batch(x)
+        if not batch_matches(x[0], vector[0], int(prediction[0]), float(confidence[0]),
+                             agree[0]):
+            continue
+        max_confidence = to_simplex(x).max(axis=2)
+        for j, oq in enumerate(members):
+            out[oq.query.query_id] = Batched(
+                x[j], Aggregate(vector[j], int(prediction[j]), float(confidence[j])),
+                agree[j], max_confidence[j])
+    return out
+
+
 def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int, window: WindowRef,
-                 weights: Mapping[str, float] | None = None
+                 weights: Mapping[str, float] | None = None, batched: Batched | None = None,
                  ) -> tuple[Result, list[str], np.ndarray[Any, Any] | None]:
     """The Result plus the included ids and their output rows (for the incentive window).
 
     A weighted strategy takes each included participant's weight from `weights` (absent:
-    0; none at all: the plain mean) and the Result records them.
+    0; none at all: the plain mean) and the Result records them. `batched`: the soft vote
+    already computed by `soft_vote_in_batches`.
     """
     ids = sorted(oq.answers)
     responded = oq.answers.keys() | oq.declines.keys() | oq.late
@@ -48,7 +107,11 @@ def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int, window: 
     late = sorted(oq.late)
     outputs = None
     fields: dict[str, Any] = {}
-    if ids:
+    if ids and batched is not None and strategy == "soft_vote":
+        outputs, agg = batched.outputs, batched.aggregate
+        fields.update(aggregate=Tensor.from_numpy(agg.vector), prediction=agg.prediction,
+                      confidence=agg.confidence)
+    elif ids:
         outputs = np.stack([oq.answers[i].vector for i in ids]).astype(np.float64)
         params: dict[str, Any] = {}
         if strategy in WEIGHTED_STRATEGIES and weights:
@@ -105,15 +168,22 @@ class IncentiveWindow:
         row = self.counts.setdefault(pid, dict.fromkeys(_COUNT_KEYS, 0))
         row[key] += 1
 
-    def add(self, result: Result, ids: list[str], outputs: np.ndarray[Any, Any] | None) -> None:
+    def add(self, result: Result, ids: list[str], outputs: np.ndarray[Any, Any] | None,
+            batched: Batched | None = None) -> None:
+        """Tally one result; `batched` carries its scores when computed in a batch."""
         if self.results == 0:
             self.first_completed_at_ms = result.completed_at_ms
         self.results += 1
         self.last_completed_at_ms = result.completed_at_ms
         if outputs is not None:
-            for pid, score in window_scores([(ids, outputs)], self.method).items():
+            if batched is not None and self.method == "loo_agreement":
+                scores = dict(zip(ids, batched.scores.tolist(), strict=True))
+                maxconf = batched.max_confidence
+            else:
+                scores = window_scores([(ids, outputs)], self.method)
+                maxconf = to_simplex(outputs).max(axis=1)
+            for pid, score in scores.items():
                 self.scores[pid] = self.scores.get(pid, 0.0) + score
-            maxconf = to_simplex(outputs).max(axis=1)
             self.confidences.append(dict(zip(ids, maxconf.tolist(), strict=True)))
         for pid in ids:
             self._count(pid, "included")

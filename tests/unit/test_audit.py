@@ -12,7 +12,7 @@ import pytest
 
 import fi_stream.audit as audit_mod
 from consumers.auditor import Bound
-from fi_stream.aggregation import aggregate
+from fi_stream.aggregation import aggregate, soft_vote_batch
 from fi_stream.audit import (
     AuditLog,
     AuditReport,
@@ -23,7 +23,7 @@ from fi_stream.audit import (
     replay,
 )
 from fi_stream.errors import ConfigError
-from fi_stream.incentives import loo_agreement
+from fi_stream.incentives import loo_agreement, loo_agreement_batch
 from fi_stream.privacy import epsilon_spent, max_answers
 from fi_stream.settings import TopicNames
 from fi_stream.signing import sign_batch
@@ -92,8 +92,8 @@ def test_batched_maths_is_bitwise_the_reference() -> None:
             x = rng.normal(0.1, 0.4, (25, k, width)).astype(np.float32).astype(np.float64)
             x[0] = 0.0  # all-zero rows project to uniform
             x[1, :, :2] = 1.0  # ties
-            vector, prediction, confidence = audit_mod._soft_vote_batch(x)
-            agree = audit_mod._loo_agreement_batch(x)
+            vector, prediction, confidence = soft_vote_batch(x)
+            agree = loo_agreement_batch(x)
             for i in range(len(x)):
                 want = aggregate(x[i], "soft_vote")
                 assert want.vector.tobytes() == vector[i].tobytes()
@@ -104,14 +104,14 @@ def test_batched_maths_is_bitwise_the_reference() -> None:
 
 def test_the_reference_decides_when_the_batched_maths_would_not_agree(
         log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
-    soft, loo = audit_mod._soft_vote_batch, audit_mod._loo_agreement_batch
+    soft, loo = soft_vote_batch, loo_agreement_batch
 
     def off(x: Any) -> Any:
         vector, prediction, confidence = soft(x)
         return vector + 1e-9, prediction, confidence
 
-    monkeypatch.setattr(audit_mod, "_soft_vote_batch", off)
-    monkeypatch.setattr(audit_mod, "_loo_agreement_batch", lambda x: 1 - loo(x))
+    monkeypatch.setattr(audit_mod, "soft_vote_batch", off)
+    monkeypatch.setattr(audit_mod, "loo_agreement_batch", lambda x: 1 - loo(x))
     report = audit(log)
     assert report.ok, [d.line() for d in report.discrepancies]
     assert report.counts["windows_verified"] == report.counts["windows_closed"]

@@ -9,9 +9,9 @@ import orjson
 
 from fi_stream.aggregation import aggregate
 from fi_stream.incentives import split_rewards, window_scores
-from fi_stream.join import JoinTable
-from fi_stream.results import IncentiveWindow, build_result, status_of
-from schemas import WindowRef
+from fi_stream.join import Answer, JoinTable, OpenQuery
+from fi_stream.results import IncentiveWindow, build_result, soft_vote_in_batches, status_of
+from schemas import WindowRef, encode
 
 from .test_join import EXPECTED, batch, query
 
@@ -90,3 +90,37 @@ def test_spectral_weights_of_a_window() -> None:
     weights = window.spectral()
     assert weights is not None and set(weights) == {"p1", "p2", "p3"}
     assert abs(sum(weights.values()) - 1) < 1e-12
+
+
+def test_the_batched_soft_vote_emits_byte_for_byte_what_the_per_query_path_does() -> None:
+    """`soft_vote_in_batches` (the aggregator's path for settled queries) must give the same
+    Result bytes and window tallies as the per-query functions the audit recomputes with."""
+    rng = np.random.default_rng(3)
+    everyone = ("p1", "p2", "p3", "p4", "p5")
+    joins = []
+    for i in range(60):
+        answering = everyone if i % 3 else ("p2", "p4", "p5")  # two participant sets
+        oq = OpenQuery(query(f"q{i:02d}"), 0, i, frozenset(everyone))
+        for k, pid in enumerate(rng.permutation(answering)):  # arrival order varies
+            vector = rng.normal(0.1, 0.4, 10).astype(np.float32)
+            if i == 4:
+                vector[:] = 0.0  # all-zero rows project to uniform
+            if i == 5:
+                vector[:2] = 1.0  # ties
+            oq.answers[str(pid)] = Answer(str(pid), vector, 0, 100 + i, k, 1)
+        joins.append(oq)
+
+    batched = soft_vote_in_batches(joins)
+    assert set(batched) == {oq.query.query_id for oq in joins}
+    emitted: dict[str, list[bytes]] = {"per query": [], "batched": []}
+    windows = {path: IncentiveWindow(0, 0, 0, "loo_agreement") for path in emitted}
+    for oq in joins:
+        for path, window in windows.items():
+            pre = batched[oq.query.query_id] if path == "batched" else None
+            result, ids, outputs = build_result(oq, strategy="soft_vote", completed_at_ms=7,
+                                                window=window.ref, batched=pre)
+            window.add(result, ids, outputs, pre)
+            emitted[path].append(encode(result))
+    assert emitted["batched"] == emitted["per query"]
+    assert windows["batched"].to_state() == windows["per query"].to_state()
+    assert windows["batched"].confidences == windows["per query"].confidences
