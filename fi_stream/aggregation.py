@@ -194,4 +194,3 @@ def soft_vote_batch(x: F64) -> tuple[F64, npt.NDArray[np.intp], F64]:
     prediction = vector.argmax(axis=1)
     confidence: F64 = to_simplex(vector)[np.arange(len(x)), prediction]
     return vector, prediction, confidence
-

@@ -105,17 +105,16 @@ def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int, window: 
     late = sorted(oq.late)
     outputs = None
     fields: dict[str, Any] = {}
-    if ids and batched is not None and strategy == "soft_vote":
-        outputs, agg = batched.outputs, batched.aggregate
-        fields.update(aggregate=Tensor.from_numpy(agg.vector), prediction=agg.prediction,
-                      confidence=agg.confidence)
-    elif ids:
-        outputs = np.stack([oq.answers[i].vector for i in ids]).astype(np.float64)
-        params: dict[str, Any] = {}
-        if strategy in WEIGHTED_STRATEGIES and weights:
-            params["weights"] = [float(weights.get(i, 0.0)) for i in ids]
-            fields["weights"] = params["weights"]
-        agg = aggregate(outputs, strategy, **params)
+    if ids:
+        if batched is not None and strategy == "soft_vote":
+            outputs, agg = batched.outputs, batched.aggregate
+        else:
+            outputs = np.stack([oq.answers[i].vector for i in ids]).astype(np.float64)
+            params: dict[str, Any] = {}
+            if strategy in WEIGHTED_STRATEGIES and weights:
+                params["weights"] = [float(weights.get(i, 0.0)) for i in ids]
+                fields["weights"] = params["weights"]
+            agg = aggregate(outputs, strategy, **params)
         fields.update(aggregate=Tensor.from_numpy(agg.vector), prediction=agg.prediction,
                       confidence=agg.confidence)
     q = oq.query
