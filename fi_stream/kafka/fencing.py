@@ -16,10 +16,13 @@ Two protocol pieces close that gap:
    offset commit to resolve, instead of reading the offsets from before it and redoing
    what that transaction is about to commit.
 
-Both need Kafka >= 2.5. The hooks touch aiokafka internals (the consumer's coordinator, the
-producer's sender); `pyproject.toml` pins aiokafka to the minor version they were checked
-against, and the fault test `test_a_paused_member_that_wakes_up_late_duplicates_nothing`
-fails without them.
+The same producer also aborts for real after an abortable error, which aiokafka's own
+transaction manager does not (`_AbortingTransactionManager`).
+
+Both pieces need Kafka >= 2.5. The hooks touch aiokafka internals (the consumer's
+coordinator, the producer's sender and transaction manager); `pyproject.toml` pins
+aiokafka to the minor version they were checked against, and the fault test
+`test_a_paused_member_that_wakes_up_late_duplicates_nothing` fails without them.
 """
 
 from __future__ import annotations
@@ -103,10 +106,13 @@ async def send_offsets_fenced(producer: AIOKafkaProducer,
 
 
 def enable_group_fencing(producer: AIOKafkaProducer) -> None:
-    """Make the producer send TxnOffsetCommit v3 for offsets given by `send_offsets_fenced`."""
-    if type(producer._sender) is not Sender:
-        raise TypeError(f"unexpected aiokafka sender {type(producer._sender).__name__}")
+    """Make the transactional producer send TxnOffsetCommit v3 for offsets given by
+    `send_offsets_fenced`, and abort for real after any abortable error."""
+    if type(producer._sender) is not Sender or type(producer._txn_manager) is not \
+            TransactionManager:
+        raise TypeError("not an aiokafka 0.14 transactional producer")
     producer._sender.__class__ = _FencingSender
+    producer._txn_manager.__class__ = _AbortingTransactionManager
 
 
 # -- TxnOffsetCommit v3 ------------------------------------------------------------------
@@ -199,7 +205,7 @@ class _FencingTxnOffsetCommitHandler(TxnOffsetCommitHandler):  # type: ignore[mi
         codes = {code for _, parts in errors for _, code in parts}
         if codes & _FENCING_CODES:
             member = self._group_id.membership
-            _abort_only(self._sender._txn_manager, GroupFenced(
+            self._sender._txn_manager.error_transaction(GroupFenced(
                 f"group {member.group_id} is past generation {member.generation_id} of member "
                 f"{member.member_id} ({for_code(min(codes & _FENCING_CODES)).__name__}): "
                 "its partitions belong to another member"))
@@ -207,22 +213,23 @@ class _FencingTxnOffsetCommitHandler(TxnOffsetCommitHandler):  # type: ignore[mi
         return super().handle_response(_V0ShapedResponse(errors))  # type: ignore[no-any-return]
 
 
-def _abort_only(txn: TransactionManager, exc: Exception) -> None:
-    """Put the transaction in the abortable-error state, like aiokafka's `error_transaction`
-    but keeping the partitions already added to it.
+class _AbortingTransactionManager(TransactionManager):  # type: ignore[misc]
+    def error_transaction(self, exc: BaseException) -> None:
+        """The abortable-error state, like aiokafka's, but keeping the partitions already
+        added to the transaction (as Kafka's Java client does).
 
-    `error_transaction` forgets them, so the abort that follows looks empty and sends no
-    EndTxn: the transaction stays open on the broker and the producer's *next* transaction,
-    same producer id and epoch, commits the records this one was to abort (seen with the
-    zombie fault test).
-    """
-    txn._transition_to(TransactionState.ABORTABLE_ERROR)
-    txn._pending_txn_partitions.clear()
-    for _, _, fut in txn._pending_txn_offsets:
-        fut.set_exception(exc)
-    txn._pending_txn_offsets.clear()
-    txn._transaction_waiter.set_exception(exc)
-    txn._transaction_waiter.exception()  # the abort replaces this waiter: mark it read
+        aiokafka's forgets them, so the abort that follows looks empty and sends no EndTxn:
+        the transaction stays open on the broker and the producer's *next* transaction,
+        same producer id and epoch, commits the records this one was to abort (seen with
+        the zombie fault test). This holds for every abortable error, not only fencing.
+        """
+        self._transition_to(TransactionState.ABORTABLE_ERROR)
+        self._pending_txn_partitions.clear()
+        for _, _, fut in self._pending_txn_offsets:
+            fut.set_exception(exc)
+        self._pending_txn_offsets.clear()
+        self._transaction_waiter.set_exception(exc)
+        self._transaction_waiter.exception()  # the abort replaces this waiter: mark it read
 
 
 class _FencingSender(Sender):  # type: ignore[misc]
