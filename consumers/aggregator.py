@@ -191,12 +191,19 @@ class AggregatorService(Service):
                 for tp, records in got.items():
                     if tp.partition not in self._owned:
                         continue  # fetched just before a revocation: the new owner reads it
+                    position = self._positions.get(tp, 0)
+                    if records[0].offset < position:
+                        # Records fetched while on_assigned awaited the stable offsets come
+                        # from the consumer's own start (never past that offset) and are
+                        # fetched again after its seek: each offset is read once.
+                        records = [r for r in records if r.offset >= position]
                     for record in records:
                         if record.topic == self.topics.queries:
                             self._on_query(record)
                         else:
                             self._on_responses(record, now)
-                    self._positions[tp] = records[-1].offset + 1
+                    if records:
+                        self._positions[tp] = records[-1].offset + 1
                 await self._emit_ready(now_ms())
             self._wake.set()
 

@@ -1,5 +1,6 @@
-"""The aggregator's committer, without a broker: one transaction at a time, each carrying
-exactly what was emitted before it began, and the poll loop never waits on one.
+"""The aggregator's committer and poll loop, without a broker: one transaction at a time,
+each carrying exactly what was emitted before it began, the poll loop never waits on one,
+and reads each input offset once.
 
 (Delivery itself — exactly-once across SIGKILLs and rebalances — is proven on the real
 broker in tests/fault.)
@@ -13,12 +14,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.aggregator import AggregatorService, _Out
+from fi_stream.clock import now_ms
 from fi_stream.kafka.fencing import GroupFenced
 from fi_stream.settings import Settings
+from schemas import Query, Tensor, encode
 
 
 @dataclass
@@ -172,3 +176,39 @@ async def test_a_fenced_member_commits_nothing_more_until_it_rejoins() -> None:
     service._wake.set()
     await asyncio.wait_for(committer, 2)
     assert [t.values for t in producer.committed] == [[b"c"]]
+
+
+class ReplayingConsumer(FakeConsumer):
+    """getmany answers from a script, as aiokafka does around on_assigned's seek: what it
+    fetched from its own start before the seek, then the same records again after it."""
+
+    def __init__(self, script: list[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]],
+                 done: asyncio.Event) -> None:
+        super().__init__()
+        self._script = script
+        self._done = done
+
+    async def getmany(self, **_: Any) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        if not self._script:
+            self._done.set()
+            await asyncio.sleep(0.01)
+            return {}
+        return self._script.pop(0)
+
+
+async def test_records_fetched_again_after_the_resume_seek_are_read_once() -> None:
+    service = _service(FakeProducer(seconds=0.0))
+    tp = TopicPartition(service.topics.queries, 0)
+    now = now_ms()
+    records = [
+        ConsumerRecord(tp.topic, 0, offset, now, 0, qid.encode(), encode(Query(
+            query_id=qid, task="digits", input=Tensor.from_numpy(np.zeros(4, np.float32)),
+            created_at_ms=now, deadline_ms=now + 60_000)), None, 0, 0, [])
+        for offset, qid in enumerate(("q0", "q1"))]
+    service._consumer = ReplayingConsumer(  # type: ignore[assignment]
+        [{tp: records}, {tp: records}, {tp: records[1:]}], service._stopping)
+    await asyncio.wait_for(service._poll_loop(asyncio.get_running_loop().create_future()), 2)
+
+    assert service.join.duplicates == 0
+    assert sorted(service.join.open) == ["q0", "q1"]
+    assert service._positions[tp] == 2
