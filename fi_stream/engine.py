@@ -44,7 +44,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 class InferenceEngine:
-    """The model on its device; `infer` runs on a worker thread, one caller at a time."""
+    """The model on its device; one caller of `infer` at a time (a worker thread or the
+    loop, see ParticipantService._publish)."""
 
     def __init__(self, module: nn.Module, spec: ModelSpec, mechanism: GaussianMechanism,
                  device: torch.device, precision: Precision = "fp32",

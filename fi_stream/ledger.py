@@ -51,6 +51,10 @@ class PrivacyLedger:
     def epsilon(self) -> float:
         return epsilon_spent(self.answers, self.noise_multiplier, self.budget.delta)
 
+    def must_persist(self, wanted: int) -> bool:
+        """Could granting `wanted` answers write the file (an fsync)?"""
+        return self.answers + wanted > self.reserved
+
     def reserve(self, wanted: int) -> int:
         """Grant up to `wanted` answers within the budget; when they go past the reservation,
         persist a new one (granted + a block ahead) before returning."""

@@ -226,6 +226,7 @@ async def _drive(settings: Any, *, rate: float, duration: float, warmup: float,
     xs = load_digits_split().x_test
     latencies: list[float] = []
     joins: list[float] = []  # query created -> result completed by the aggregator
+    created_at: list[int] = []
     statuses: dict[str, int] = {}
     missed = 0
     on_time = 0
@@ -247,6 +248,7 @@ async def _drive(settings: Any, *, rate: float, duration: float, warmup: float,
                 return
             latencies.append(now_ms() - created)
             joins.append(result.completed_at_ms - created)
+            created_at.append(created)
             statuses[result.status] = statuses.get(result.status, 0) + 1
             late = result.status != "complete" or result.completed_at_ms > result.deadline_ms
             missed += late
@@ -284,7 +286,19 @@ async def _drive(settings: Any, *, rate: float, duration: float, warmup: float,
         "join_ms": _percentiles(np.asarray(joins, dtype=np.float64)),
         "delivery_ms": _percentiles(delivery),
         "deadline_miss_rate": missed / max(1, len(latencies)), "statuses": statuses,
+        "per_second": _per_second(np.asarray(created_at), lat),
     }
+
+
+def _per_second(created_ms: np.ndarray[Any, Any], latency_ms: np.ndarray[Any, Any]
+                ) -> list[dict[str, float]]:
+    """Latency by the second the query was created in: a tail made of a few slow seconds
+    (a stall) reads differently from one spread over the whole run (queueing)."""
+    if not len(created_ms):
+        return []
+    second = (created_ms - created_ms.min()) // 1000
+    return [{"second": int(s), "queries": int((second == s).sum()),
+             **_percentiles(latency_ms[second == s])} for s in np.unique(second)]
 
 
 @bench_app.command("e2e")
@@ -298,7 +312,8 @@ def bench_e2e(
     duration: Annotated[float, typer.Option(min=1.0)] = 10.0,
     warmup: Annotated[float, typer.Option(
         min=0.0, help="Seconds of load before measuring: new topics, first transactions and "
-                      "cold code paths cost a few hundred ms once.")] = 2.0,
+                      "cold code paths cost a few hundred ms once, and on 2 busy cores the "
+                      "backlog they leave takes ~3 s to drain (see `per_second`).")] = 5.0,
     deadline_ms: Annotated[int, typer.Option(min=1)] = 5_000,
     naive: Annotated[bool, typer.Option(help="Also run the naive pipeline for the ratio.")] = True,
     max_in_flight: Annotated[int, typer.Option(
