@@ -314,17 +314,6 @@ async def produce_log(settings: Settings, synthetic: SyntheticLog) -> None:
         await producer.stop()
 
 
-async def _delete_topics(settings: Settings) -> None:
-    from fi_stream.kafka import make_admin
-
-    admin = make_admin(settings)
-    await admin.start()
-    try:
-        await admin.delete_topics(list(settings.topic_names.model_dump().values()))
-    finally:
-        await admin.close()
-
-
 def bench_audit(
     ctx: typer.Context,
     queries: Annotated[int, typer.Option(min=1, help="Queries in the synthetic log.")] = 8000,
@@ -337,7 +326,7 @@ def bench_audit(
     """Audit throughput (events read and checked per second) on a synthetic log written to
     fresh topics (prefix bench-audit-*) of the configured broker."""
     from consumers.auditor import Auditor
-    from fi_stream.kafka import ensure_topics
+    from fi_stream.kafka import delete_topics, ensure_topics
 
     base = settings_from(ctx)
     prefix = f"{base.kafka.topic_prefix}bench-audit-{uuid.uuid4().hex[:8]}."
@@ -358,7 +347,7 @@ def bench_audit(
             return plain, merit
         finally:
             if not keep:
-                await _delete_topics(settings)
+                await delete_topics(settings)
 
     plain, with_merit = run_async(main)
     best = max(plain, key=lambda r: r.throughput["events_per_s"])

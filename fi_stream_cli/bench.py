@@ -323,11 +323,13 @@ def bench_e2e(
                     "would queue past every deadline and its goodput would read 0.")] = 50,
     max_wait_ms: Annotated[int, typer.Option(
         min=0, help="Participants' micro-batch wait (batched pipeline).")] = 30,
+    keep: Annotated[bool, typer.Option(help="Keep each run's topics afterwards.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """The whole system on the local broker (or FI_KAFKA_BOOTSTRAP), one process per service:
     batched participants vs. a naive pipeline (one forward per query, one awaited produce per
-    response, one commit per message)."""
+    response, one commit per message). Each run has its own topics (prefix bench-*)."""
+    from fi_stream.kafka import delete_topics
     from fi_stream.settings import load_settings
     from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
 
@@ -347,6 +349,8 @@ def bench_e2e(
                                 deadline_ms=deadline_ms, max_in_flight=in_flight)
         finally:
             await fed.stop()
+            if not keep:
+                await delete_topics(settings)
 
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {"benchmark": "e2e", "participants": participants,

@@ -2,11 +2,12 @@
 
 from fi_stream.kafka.client import bootstrap_servers, make_admin, make_consumer, make_producer
 from fi_stream.kafka.dlq import DeadLetterQueue
-from fi_stream.kafka.topics import ensure_topics, topic_specs
+from fi_stream.kafka.topics import delete_topics, ensure_topics, topic_specs
 
 __all__ = [
     "DeadLetterQueue",
     "bootstrap_servers",
+    "delete_topics",
     "ensure_topics",
     "make_admin",
     "make_consumer",

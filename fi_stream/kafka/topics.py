@@ -91,3 +91,14 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def delete_topics(settings: Settings) -> None:
+    """Delete the topics of `settings` (a benchmark's own prefix): each run's partitions
+    would otherwise stay on the broker and cost every later run."""
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        await admin.delete_topics([s.name for s in topic_specs(settings)])
+    finally:
+        await admin.close()
