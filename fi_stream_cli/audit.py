@@ -39,7 +39,7 @@ from fi_stream.join import JoinTable
 from fi_stream.results import IncentiveWindow, build_result
 from fi_stream.settings import Settings
 from fi_stream.signing import public_key_bytes, sign_batch
-from fi_stream_cli.bench import bench_app, machine
+from fi_stream_cli.bench import bench_app, machine, report
 from fi_stream_cli.runtime import run_async, settings_from
 from schemas import (
     Budget,
@@ -364,11 +364,7 @@ def bench_audit(
         "runs_with_merit": [r.throughput for r in with_merit], "machine": machine(),
         "command": "fi-stream bench audit " + " ".join(_argv(ctx)),
     }
-    text = json.dumps(doc, indent=2)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n")
-    print(text)
+    report(doc, json_out)
     if not best.ok:
         console.print("[red]the synthetic log did not audit clean:[/]")
         for d in best.discrepancies[:20]:

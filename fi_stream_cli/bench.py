@@ -43,6 +43,15 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def report(doc: dict[str, Any], json_out: Path | None) -> None:
+    """Print a benchmark's JSON document, and write it to `json_out` when given."""
+    text = json.dumps(doc, indent=2)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+    print(text)
+
+
 def _rate(step: Callable[[], int], seconds: float, sync: Callable[[], None]) -> float:
     """Items per second of `step` (which returns the items it did), after a warm-up."""
     step()
@@ -141,10 +150,7 @@ def bench_engine(
     pool.shutdown()
     result["engine_over_raw"] = result["engine_items_per_s"] / result["raw_items_per_s"]
     result["engine_over_naive"] = result["engine_items_per_s"] / result["naive_items_per_s"]
-    text = json.dumps(result, indent=2)
-    if json_out is not None:
-        json_out.write_text(text + "\n")
-    print(text)
+    report(result, json_out)
 
 
 # -- the aggregator's emit ---------------------------------------------------------------------
@@ -196,10 +202,7 @@ def bench_emit(
         "batched_per_s": _rate(emit(True), seconds, lambda: None),
     }
     result["batched_over_per_query"] = result["batched_per_s"] / result["per_query_per_s"]
-    text = json.dumps(result, indent=2)
-    if json_out is not None:
-        json_out.write_text(text + "\n")
-    print(text)
+    report(result, json_out)
 
 
 # -- end to end ---------------------------------------------------------------------------------
@@ -377,7 +380,4 @@ def bench_e2e(
         return out
 
     result = run_async(main)
-    text = json.dumps(result, indent=2)
-    if json_out is not None:
-        json_out.write_text(text + "\n")
-    print(text)
+    report(result, json_out)
