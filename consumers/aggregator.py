@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from fi_stream.aggregation import STRATEGIES
 from fi_stream.batching import held_fetch
 from fi_stream.clock import now_ms
-from fi_stream.join import JoinTable, OpenQuery
+from fi_stream.join import JoinTable, OpenQuery, results_mark
 from fi_stream.kafka import make_admin, make_consumer, make_producer
 from fi_stream.kafka.dlq import dead_letter_headers
 from fi_stream.kafka.fencing import (
@@ -38,15 +38,33 @@ from fi_stream.kafka.fencing import (
 )
 from fi_stream.kafka.reading import poll, read_range
 from fi_stream.registry import RegistryView
-from fi_stream.results import Batched, IncentiveWindow, build_result, soft_vote_in_batches
+from fi_stream.results import (
+    Batched,
+    IncentiveWindow,
+    build_result,
+    soft_vote_in_batches,
+    unanswered_result,
+)
 from fi_stream.service import Service
 from fi_stream.settings import Settings
 from fi_stream.signing import verify_batch
+from fi_stream.validation import (
+    QueryHeader,
+    own_spec,
+    privacy_problem,
+    query_problem,
+    readable_header,
+    screen_rows,
+    task_spec,
+)
 from schemas import (
     DecodeError,
     Event,
+    ExclusionReason,
     Query,
     ResponseBatch,
+    Result,
+    ResultStatus,
     decode,
     encode,
     headers,
@@ -87,6 +105,9 @@ class _Metrics:
                             registry=registry)
         self.duplicates = Gauge("fi_aggregator_duplicates", "Duplicate answers ignored",
                                 registry=registry)
+        self.excluded = Counter("fi_aggregator_excluded_rows",
+                                "Signed answer rows left out as implausible", ["reason"],
+                                registry=registry)
         self.open = Gauge("fi_aggregator_open_queries", "Queries waiting", registry=registry)
         self.latency = Histogram("fi_aggregator_result_latency_seconds",
                                  "Query created → result emitted", registry=registry)
@@ -118,6 +139,9 @@ class AggregatorService(Service):
         self._committed: dict[TopicPartition, int] = {}
         #: Next fi.results offset after everything this member emitted, per partition.
         self._results_next: dict[int, int] = {}
+        #: Per resumed partition: (queries end offset at resume, committed results_from):
+        #: the inputs of `results_mark` for queries a former owner may have answered.
+        self._replay: dict[int, tuple[int, int]] = {}
         self._owned: set[int] = set()
         self._last_commit = 0.0
         self._lock = asyncio.Lock()  # the poll loop and rebalance callbacks share the state
@@ -199,7 +223,7 @@ class AggregatorService(Service):
                         records = [r for r in records if r.offset >= position]
                     for record in records:
                         if record.topic == self.topics.queries:
-                            self._on_query(record)
+                            self._on_query(record, now)
                         else:
                             self._on_responses(record, now)
                     if records:
@@ -221,15 +245,52 @@ class AggregatorService(Service):
                     log.warning("aggregator_partitions_lost", discarded=len(self._outbox))
                 return
 
-    def _on_query(self, record: Record) -> None:
+    def _on_query(self, record: Record, now: int) -> None:
+        """Open the query, or settle it at once: `rejected` when it is invalid (and its id
+        can be read), `insufficient` when no registered participant serves its task."""
         try:
             query = decode(record.value, Query)
         except DecodeError as exc:
             self._dead_letter(record, exc.reason, exc.detail)
+            header = readable_header(record.value)
+            if header is not None:
+                self._settle_now(header, record.partition, now, "rejected",
+                                 f"{exc.reason}: {exc.detail}")
             return
-        self.join.add_query(query, record.partition, record.offset,
-                            self.registry.serving(query.task),
-                            results_mark=self._results_next.get(record.partition, 0))
+        header = QueryHeader(query.query_id, query.task, query.created_at_ms,
+                             query.deadline_ms, query.quorum)
+        serving = self.registry.serving(query.task)
+        problem = query_problem(query, task_spec(self.registry.participants.values(),
+                                                 query.task), self.settings.max_deadline_ms)
+        if problem is not None:
+            self._settle_now(header, record.partition, now, "rejected", problem)
+            return
+        if not serving:
+            self._settle_now(header, record.partition, now, "insufficient",
+                             f"unserved: no registered participant serves task {query.task}")
+            return
+        until, replay_from = self._replay.get(record.partition, (0, 0))
+        mark = results_mark(record.offset, until, replay_from,
+                            self._results_next.get(record.partition, 0))
+        added = self.join.add_query(query, record.partition, record.offset, serving,
+                                    results_mark=mark)
+        if added == "duplicate":
+            self._dead_letter(record, "duplicate_query",
+                              f"query id {query.query_id} was already answered or is open")
+
+    def _settle_now(self, header: QueryHeader, partition: int, now: int,
+                    status: ResultStatus, reason: str) -> None:
+        """Emit the result of a query nobody is asked about, once (a re-read after a
+        restart finds it among the results already emitted)."""
+        if self.join.settle_without_join(header.query_id, partition, now) != "open":
+            return
+        window = self._window(partition, now)
+        result = unanswered_result(header, status=status, reason=reason,
+                                   strategy=self.settings.aggregator.strategy,
+                                   completed_at_ms=now, window=window.ref)
+        window.add(result, [], None)
+        self._publish_result(result, partition, now)
+        log.info("query_settled_now", query_id=header.query_id, status=status, reason=reason)
 
     def _on_responses(self, record: Record, now: int) -> None:
         try:
@@ -247,7 +308,25 @@ class AggregatorService(Service):
                               f"signature of batch {batch.batch_id} does not verify with "
                               f"the registered key of {batch.participant_id}")
             return
-        self.join.add_batch(batch, record.partition, record.offset, now)
+        problem = privacy_problem(batch.privacy, entry.privacy)
+        exclusions: list[ExclusionReason | None]
+        if problem is not None:
+            exclusions = ["privacy_mismatch"] * len(batch.answered)
+            if exclusions:
+                self._dead_letter(record, "privacy_mismatch", problem)
+        else:
+            spec = own_spec(entry, batch.task)
+            exclusions = screen_rows(batch.outputs.to_numpy(), entry.privacy,
+                                     spec.num_classes if spec is not None else None)
+            bad = [(i, why) for i, why in enumerate(exclusions) if why is not None]
+            if bad:
+                self._dead_letter(record, "implausible_answer", "; ".join(
+                    f"row {i} ({batch.answered[i]}): {why}" for i, why in bad[:20]))
+        for why in exclusions:
+            if why is not None:
+                self._metrics.excluded.labels(why).inc()
+        self.join.add_batch(batch, record.partition, record.offset, now,
+                            exclusions if any(w is not None for w in exclusions) else None)
 
     def _caught_up(self, partition: int) -> bool:
         """Has every committed response of the partition been read (as of the last fetch)?"""
@@ -320,16 +399,20 @@ class AggregatorService(Service):
         result, ids, outputs = build_result(oq, strategy=strategy, completed_at_ms=now,
                                             window=window.ref, weights=weights,
                                             batched=batched)
-        window.add(result, ids, outputs, batched)
+        window.add(result, ids, outputs,
+                   batched if batched is not None and outputs is batched.outputs else None)
         self.join.close(oq, now)
-        # Results go to the query's partition number: a restarted owner of that partition
-        # finds what it already emitted on the same partition of fi.results.
-        self._send(self.topics.results, oq.partition, result.query_id, result)
-        self.emitted += 1
-        self._metrics.results.labels(result.status).inc()
-        self._metrics.latency.observe(max(0, now - oq.query.created_at_ms) / 1000)
+        self._publish_result(result, oq.partition, now)
         log.debug("result", query_id=result.query_id, status=result.status,
                   included=len(result.included), missing=result.missing)
+
+    def _publish_result(self, result: Result, partition: int, now: int) -> None:
+        # Results go to the query's partition number: a restarted owner of that partition
+        # finds what it already emitted on the same partition of fi.results.
+        self._send(self.topics.results, partition, result.query_id, result)
+        self.emitted += 1
+        self._metrics.results.labels(result.status).inc()
+        self._metrics.latency.observe(max(0, now - result.created_at_ms) / 1000)
 
     def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
         """Into the same transaction as the offsets that move past the bad record."""
@@ -464,6 +547,7 @@ class AggregatorService(Service):
                 self._rewards.pop(partition, None)
                 self._spectral.pop(partition, None)
                 self._owned.discard(partition)
+                self._replay.pop(partition, None)
             for tp in revoked:
                 self._positions.pop(tp, None)
                 self._committed.pop(tp, None)
@@ -482,6 +566,8 @@ class AggregatorService(Service):
                 self._admin, self.group_id, sorted(assigned),
                 timeout_s=TRANSACTION_TIMEOUT_MS / 1000 + 20)
             starts = await self._consumer.beginning_offsets(sorted(assigned))
+            ends = await self._consumer.end_offsets(
+                sorted(tp for tp in assigned if tp.topic == self.topics.queries))
             for tp in assigned:
                 meta = committed.get(tp)
                 # Known from the start, so every later transaction carries this partition's
@@ -492,6 +578,7 @@ class AggregatorService(Service):
                 if tp.topic == self.topics.queries:
                     state = orjson.loads(meta.metadata) if meta and meta.metadata else {}
                     await self._resume(tp.partition, state)
+                    self._replay[tp.partition] = (ends[tp], int(state.get("results_from", 0)))
                     self._owned.add(tp.partition)
 
     async def _resume(self, partition: int, state: dict[str, Any]) -> None:

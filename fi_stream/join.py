@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from schemas import DeclineReason, Query, ResponseBatch
+from schemas import DeclineReason, ExclusionReason, Query, ResponseBatch
+
+#: What `JoinTable.add_query` did with a query record.
+Added = Literal["open", "replayed", "duplicate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,8 @@ class Answer:
     offset: int
     index: int
     produced_at_ms: int
+    #: Why the row may not be used (fi_stream.validation.screen_rows); None: usable.
+    excluded: ExclusionReason | None = None
 
 
 @dataclass(slots=True)
@@ -37,6 +43,8 @@ class OpenQuery:
     answers: dict[str, Answer] = field(default_factory=dict)
     declines: dict[str, DeclineReason] = field(default_factory=dict)
     late: set[str] = field(default_factory=set)
+    #: Answers left out as implausible, with why (`Answer.excluded`).
+    excluded: dict[str, Answer] = field(default_factory=dict)
     response_refs: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset)
     #: Expected participants that have neither answered nor declined yet.
     waiting: set[str] = field(init=False)
@@ -46,8 +54,13 @@ class OpenQuery:
 
     @property
     def settled(self) -> bool:
-        """Every expected participant has answered or declined: nothing left to wait for."""
-        return bool(self.expected) and not self.waiting
+        """Every expected participant has answered or declined (or none is expected, e.g.
+        a task nobody serves): nothing left to wait for."""
+        return not self.waiting
+
+    @property
+    def responded(self) -> set[str]:
+        return self.answers.keys() | self.declines.keys() | self.late | self.excluded.keys()
 
 
 class _MinTracker:
@@ -85,12 +98,27 @@ class _Pending:
     seen_at_ms: int
 
 
+def results_mark(offset: int, replay_until: int, replay_from: int, results_next: int) -> int:
+    """Where in fi.results a restarted owner must look for the result of the query at
+    `offset` (the query's `results_from` mark).
+
+    A query below `replay_until` (the queries partition's end when this owner resumed it)
+    may have been read, and answered, by a former owner after `replay_from` (the
+    committed `results_from`); a later one can only be answered by this owner, after
+    `results_next` (the end of fi.results it has seen). Using `results_next` for a
+    re-read query would move the mark past results already emitted, and a second restart
+    would emit them again.
+    """
+    return min(replay_from, results_next) if offset < replay_until else results_next
+
+
 class JoinTable:
     def __init__(self, *, pending_ttl_ms: int = 60_000, done_ttl_ms: int = 60_000) -> None:
         self.open: dict[str, OpenQuery] = {}
         self._pending: dict[str, list[_Pending]] = defaultdict(list)
         self._pending_order: deque[tuple[int, str]] = deque()
-        self._done: dict[str, int] = {}
+        #: Closed queries: when, and who had responded (a replayed answer is not late).
+        self._done: dict[str, tuple[int, set[str]]] = {}
         self._done_order: deque[tuple[int, str]] = deque()
         self._deadlines: list[tuple[int, str]] = []
         self._settled: list[str] = []
@@ -110,13 +138,16 @@ class JoinTable:
     # -- input ------------------------------------------------------------------------------
 
     def add_query(self, query: Query, partition: int, offset: int,
-                  expected: frozenset[str], results_mark: int = 0) -> None:
+                  expected: frozenset[str], results_mark: int = 0) -> Added:
+        """Open a query. `results_mark`: the fi.results offset from which a restarted owner
+        must look for its result (see `fi_stream.resume.results_mark`). A query nobody is
+        expected to answer is settled at once."""
         qid = query.query_id
         if qid in self._emitted_before[partition]:
-            return  # re-read after a restart or rebalance: its result is already out
+            return "replayed"  # re-read after a restart or rebalance: its result is out
         if qid in self.open or qid in self._done:
             self.duplicates += 1
-            return
+            return "duplicate"
         oq = OpenQuery(query=query, partition=partition, offset=offset, expected=expected)
         self.open[qid] = oq
         self._query_offsets[partition].add(offset)
@@ -125,12 +156,20 @@ class JoinTable:
         for p in self._pending.pop(qid, []):
             self._response_offsets[p.partition].remove(p.offset)
             self._attach(oq, p.participant_id, p.answer, p.decline, p.partition, p.offset)
+        if oq.settled:
+            self._settled.append(qid)
+        return "open"
 
-    def add_batch(self, batch: ResponseBatch, partition: int, offset: int, now_ms: int) -> None:
+    def add_batch(self, batch: ResponseBatch, partition: int, offset: int, now_ms: int,
+                  exclusions: Sequence[ExclusionReason | None] | None = None) -> None:
+        """Route a verified batch's answers and declines. `exclusions[i]`: why row i may
+        not be used (from `fi_stream.validation.screen_rows`); such a row counts as the
+        participant's (unusable) answer and is listed in the result's `excluded`."""
         pid = batch.participant_id
         rows = batch.outputs.to_numpy()
         for index, qid in enumerate(batch.answered):
-            answer = Answer(pid, rows[index], partition, offset, index, batch.produced_at_ms)
+            answer = Answer(pid, rows[index], partition, offset, index, batch.produced_at_ms,
+                            exclusions[index] if exclusions is not None else None)
             self._route(qid, pid, answer, None, partition, offset, now_ms)
         for decline in batch.declined:
             self._route(decline.query_id, pid, None, decline.reason, partition, offset, now_ms)
@@ -143,7 +182,11 @@ class JoinTable:
         elif qid in self._emitted_before[partition]:  # responses are co-partitioned
             return
         elif qid in self._done:
-            if answer is not None:
+            responders = self._done[qid][1]
+            if pid in responders:
+                self.duplicates += 1  # a replayed batch or a duplicate query id's answer
+            elif answer is not None:
+                responders.add(pid)
                 self.late_after_result.append((pid, partition))
         else:
             self._pending[qid].append(_Pending(pid, answer, decline, offset, partition, now_ms))
@@ -152,14 +195,24 @@ class JoinTable:
 
     def _attach(self, oq: OpenQuery, pid: str, answer: Answer | None,
                 decline: DeclineReason | None, partition: int, offset: int) -> None:
-        if pid in oq.answers or pid in oq.declines or pid in oq.late:
+        if (pid in oq.answers or pid in oq.declines or pid in oq.late
+                or pid in oq.excluded):
             self.duplicates += 1  # redelivered batch: at-least-once upstream, once here
             return
         if answer is not None:
             if answer.produced_at_ms > oq.query.deadline_ms:
                 oq.late.add(pid)
                 return
-            oq.answers[pid] = answer
+            if answer.excluded is None and oq.answers:
+                width = next(iter(oq.answers.values())).vector.shape
+                if answer.vector.shape != width:  # rows of one query must stack
+                    answer = Answer(answer.participant_id, answer.vector, answer.partition,
+                                    answer.offset, answer.index, answer.produced_at_ms,
+                                    "wrong_width")
+            if answer.excluded is not None:
+                oq.excluded[pid] = answer
+            else:
+                oq.answers[pid] = answer
         elif decline is not None:
             oq.declines[pid] = decline
         oq.waiting.discard(pid)
@@ -201,7 +254,7 @@ class JoinTable:
         self._marks[oq.partition].pop(oq.offset, None)
         for partition, offset in oq.response_refs:
             self._response_offsets[partition].remove(offset)
-        self._done[qid] = now_ms
+        self._done[qid] = (now_ms, oq.responded)
         self._done_order.append((now_ms, qid))
 
     def expire(self, now_ms: int) -> int:
@@ -216,6 +269,19 @@ class JoinTable:
                 self._response_offsets[p.partition].remove(p.offset)
                 orphans += 1
         return orphans
+
+    def settle_without_join(self, qid: str, partition: int, now_ms: int) -> Added:
+        """A query answered at once, without opening it (rejected, or nobody serves its
+        task): "open" means its result is to be emitted now; "replayed"/"duplicate" that
+        it was already (its answers, if any come, are then duplicates, not late)."""
+        if qid in self._emitted_before[partition]:
+            return "replayed"
+        if qid in self.open or qid in self._done:
+            self.duplicates += 1
+            return "duplicate"
+        self._done[qid] = (now_ms, set())
+        self._done_order.append((now_ms, qid))
+        return "open"
 
     def mark_emitted(self, partition: int, query_ids: set[str]) -> None:
         """Results found in the log for these ids: re-reading them must emit nothing."""

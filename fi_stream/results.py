@@ -22,6 +22,7 @@ from fi_stream.aggregation import (
 )
 from fi_stream.incentives import loo_agreement, loo_agreement_batch, split_rewards, window_scores
 from fi_stream.join import OpenQuery
+from fi_stream.validation import QueryHeader
 from schemas import (
     Incentive,
     IncentiveCounts,
@@ -34,6 +35,7 @@ from schemas import (
 
 
 def status_of(included: int, quorum: int, missing: int) -> ResultStatus:
+    """`missing`: expected participants without a usable answer (missing, late, excluded)."""
     if included < quorum:
         return "insufficient"
     return "complete" if missing == 0 else "partial"
@@ -67,12 +69,18 @@ def soft_vote_in_batches(queries: list[OpenQuery]) -> dict[str, Batched]:
     with them (a numpy build that reduces differently) is left out, and its queries take
     the per-query path.
     """
-    groups: dict[tuple[str, ...], list[OpenQuery]] = {}
+    groups: dict[tuple[Any, ...], list[OpenQuery]] = {}
     for oq in queries:
         if oq.answers:
-            groups.setdefault(tuple(sorted(oq.answers)), []).append(oq)
+            first = min(oq.answers)
+            groups.setdefault((oq.answers[first].vector.shape, *sorted(oq.answers)),
+                              []).append(oq)
     out: dict[str, Batched] = {}
-    for ids, members in groups.items():
+    for (width, *rest), members in groups.items():
+        ids = tuple(rest)
+        if len(width) != 1 or width[0] == 0 or any(
+                oq.answers[i].vector.shape != width for oq in members for i in ids):
+            continue  # `build_result` names the problem, query by query
         rows = np.stack([oq.answers[i].vector for oq in members for i in ids])
         x = rows.reshape(len(members), len(ids), -1).astype(np.float64)
         if not np.isfinite(x).all():
@@ -99,20 +107,25 @@ def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int, window: 
     0; none at all: the plain mean) and the Result records them. `batched`: the soft vote
     already computed by `soft_vote_in_batches`.
     """
-    ids = sorted(oq.answers)
-    responded = oq.answers.keys() | oq.declines.keys() | oq.late
-    missing = sorted(oq.expected - responded)
+    excluded = dict(oq.excluded)
+    usable = _usable(oq)
+    for pid in oq.answers.keys() - usable.keys():  # the join lets none through; be sure
+        a = oq.answers[pid]
+        excluded[pid] = type(a)(a.participant_id, a.vector, a.partition, a.offset, a.index,
+                                a.produced_at_ms, "non_finite")
+    ids = sorted(usable)
+    missing = sorted(oq.expected - oq.responded)
     late = sorted(oq.late)
     outputs = None
     fields: dict[str, Any] = {}
     if ids:
-        if batched is not None and strategy == "soft_vote":
+        if batched is not None and strategy == "soft_vote" and len(ids) == len(oq.answers):
             outputs, agg = batched.outputs, batched.aggregate
         else:
-            outputs = np.stack([oq.answers[i].vector for i in ids]).astype(np.float64)
+            outputs = np.stack([usable[i].vector for i in ids]).astype(np.float64)
             params: dict[str, Any] = {}
             if strategy in WEIGHTED_STRATEGIES and weights:
-                params["weights"] = [float(weights.get(i, 0.0)) for i in ids]
+                params["weights"] = [_weight(weights.get(i, 0.0)) for i in ids]
                 fields["weights"] = params["weights"]
             agg = aggregate(outputs, strategy, **params)
         fields.update(aggregate=Tensor.from_numpy(agg.vector), prediction=agg.prediction,
@@ -122,19 +135,50 @@ def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int, window: 
     # one model construction each (most of a Result's cost at thousands per second).
     result = Result(
         query_id=q.query_id, task=q.task,
-        status=status_of(len(ids), q.quorum, len(missing) + len(late)),
-        included=[{"participant_id": i, "partition": oq.answers[i].partition,
-                   "offset": oq.answers[i].offset, "index": oq.answers[i].index}
+        status=status_of(len(ids), q.quorum, len(missing) + len(late) + len(excluded)),
+        included=[{"participant_id": i, "partition": usable[i].partition,
+                   "offset": usable[i].offset, "index": usable[i].index}
                   for i in ids],
         declined=[{"participant_id": p, "reason": r} for p, r in sorted(oq.declines.items())],
-        late=late, missing=missing, strategy=strategy, quorum=q.quorum,
+        late=late, missing=missing,
+        excluded=[{"participant_id": p, "partition": a.partition, "offset": a.offset,
+                   "index": a.index, "reason": a.excluded}
+                  for p, a in sorted(excluded.items())],
+        strategy=strategy, quorum=q.quorum,
         created_at_ms=q.created_at_ms, deadline_ms=q.deadline_ms,
         completed_at_ms=completed_at_ms, window=window, **fields,
     )
     return result, ids, outputs
 
 
-_COUNT_KEYS = ("included", "late", "missing", "declined")
+def _usable(oq: OpenQuery) -> dict[str, Any]:
+    """The answers `aggregate` accepts: finite rows of one width (the join's checks, again,
+    so that no input makes `build_result` raise)."""
+    answers = {p: a for p, a in oq.answers.items()
+               if a.vector.ndim == 1 and a.vector.size and np.isfinite(a.vector).all()}
+    if not answers:
+        return {}
+    width = answers[min(answers)].vector.shape
+    return {p: a for p, a in answers.items() if a.vector.shape == width}
+
+
+def _weight(value: float) -> float:
+    """A history weight `weighted` accepts (finite, >= 0)."""
+    w = float(value)
+    return w if np.isfinite(w) and w >= 0 else 0.0
+
+
+def unanswered_result(header: QueryHeader, *, status: ResultStatus, reason: str,
+                      strategy: str, completed_at_ms: int, window: WindowRef) -> Result:
+    """The Result of a query settled without asking anyone: `rejected` (the query is
+    invalid) or `insufficient` (no registered participant serves its task)."""
+    return Result(query_id=header.query_id, task=header.task, status=status,
+                  reason=reason[:1000], strategy=strategy, quorum=header.quorum,
+                  created_at_ms=header.created_at_ms, deadline_ms=header.deadline_ms,
+                  completed_at_ms=completed_at_ms, window=window)
+
+
+_COUNT_KEYS = ("included", "late", "missing", "declined", "excluded")
 
 
 @dataclass
@@ -166,7 +210,7 @@ class IncentiveWindow:
         row = self.counts.get(pid)
         if row is None:
             row = self.counts[pid] = dict.fromkeys(_COUNT_KEYS, 0)
-        row[key] += 1
+        row[key] = row.get(key, 0) + 1
 
     def add(self, result: Result, ids: list[str], outputs: np.ndarray[Any, Any] | None,
             batched: Batched | None = None) -> None:
@@ -193,6 +237,8 @@ class IncentiveWindow:
             self._count(pid, "missing")
         for d in result.declined:
             self._count(d.participant_id, "declined")
+        for e in result.excluded:
+            self._count(e.participant_id, "excluded")
 
     def add_late(self, participant_id: str) -> None:
         """An answer that arrived after its result was out: counted, never used."""

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     log_json: bool | None = None
     metrics_port: int | None = None
     default_deadline_ms: int = Field(default=2000, ge=1)
+    #: Queries whose deadline is further than this after their `created_at_ms` are
+    #: rejected (a `rejected` Result; participants decline them). An open query holds its
+    #: partition's committed offset back until its deadline, so this bounds how much a
+    #: restart re-reads. Every service of a federation must use the same value.
+    max_deadline_ms: int = Field(default=300_000, ge=1)
 
     @classmethod
     def settings_customise_sources(

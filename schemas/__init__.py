@@ -11,11 +11,14 @@ from schemas.codec import (
 )
 from schemas.events import (
     ALL_EVENTS,
+    MAX_LABEL,
     SCHEMA_VERSION,
     Budget,
     Decline,
     DeclineReason,
     Event,
+    ExcludedAnswer,
+    ExclusionReason,
     Feedback,
     Incentive,
     IncentiveCounts,
@@ -27,6 +30,7 @@ from schemas.events import (
     ResponseBatch,
     Result,
     ResultStatus,
+    TaskSpec,
     Window,
     WindowRef,
 )
@@ -34,12 +38,15 @@ from schemas.tensor import Tensor
 
 __all__ = [
     "ALL_EVENTS",
+    "MAX_LABEL",
     "SCHEMA_VERSION",
     "Budget",
     "Decline",
     "DeclineReason",
     "DecodeError",
     "Event",
+    "ExcludedAnswer",
+    "ExclusionReason",
     "Feedback",
     "Incentive",
     "IncentiveCounts",
@@ -52,6 +59,7 @@ __all__ = [
     "ResponseBatch",
     "Result",
     "ResultStatus",
+    "TaskSpec",
     "Tensor",
     "Window",
     "WindowRef",

@@ -121,9 +121,13 @@ def decode_query_view(raw: bytes | None) -> QueryView:
 
 
 def canonical_bytes(batch: ResponseBatch) -> bytes:
-    """The byte form a participant signs: every field but `signature`, keys sorted."""
+    """The byte form a participant signs: every field but `signature`, keys sorted.
+
+    None-valued fields are left out (only a decline's optional `detail` can be None), so
+    adding an optional field never changes the bytes of a batch that does not use it."""
     return orjson.dumps(
-        batch.model_dump(mode="json", exclude={"signature"}), option=orjson.OPT_SORT_KEYS
+        batch.model_dump(mode="json", exclude={"signature"}, exclude_none=True),
+        option=orjson.OPT_SORT_KEYS,
     )
 
 

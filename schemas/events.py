@@ -18,7 +18,12 @@ SCHEMA_VERSION = 1
 Id = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
 DeclineReason = Literal["budget_exhausted", "expired", "bad_input", "unsupported_task"]
-ResultStatus = Literal["complete", "partial", "insufficient"]
+#: `rejected`: the query itself is invalid (its `reason` says why); nobody was asked.
+ResultStatus = Literal["complete", "partial", "insufficient", "rejected"]
+#: Why the aggregator left a signed answer row out of a result (see fi_stream.validation).
+ExclusionReason = Literal["non_finite", "wrong_width", "implausible_norm", "privacy_mismatch"]
+#: Largest label fi.feedback accepts at all; each task bounds it further (num_classes).
+MAX_LABEL = 2**31 - 1
 
 
 class _Frozen(BaseModel):
@@ -46,6 +51,21 @@ class Query(Event):
     client_id: str = "anonymous"
 
 
+class TaskSpec(_Frozen):
+    """What a task's queries must look like, published in each serving participant's
+    registry entry: a client can build valid queries, and the aggregator and participants
+    reject the same ones (fi_stream.validation)."""
+
+    task: str = Id
+    input_shape: tuple[int, ...] = Field(min_length=1)
+    input_dtype: Literal["<f4"] = "<f4"
+    #: Inclusive bounds of every input value; None: any finite value.
+    input_min: float | None = None
+    input_max: float | None = None
+    #: Width of every answer row (and the largest label + 1).
+    num_classes: int = Field(ge=1)
+
+
 class Privacy(_Frozen):
     """The Gaussian mechanism a participant applied: clip to L2 <= C, add N(0, (σ·C)²)."""
 
@@ -64,6 +84,9 @@ class Budget(_Frozen):
 class Decline(_Frozen):
     query_id: str = Id
     reason: DeclineReason
+    #: What exactly is wrong (e.g. which input check failed); omitted from the signed
+    #: bytes when None, so batches signed before it existed still verify.
+    detail: str | None = Field(default=None, max_length=500)
 
 
 class ResponseBatch(Event):
@@ -111,6 +134,17 @@ class ParticipantDecline(_Frozen):
     reason: DeclineReason
 
 
+class ExcludedAnswer(_Frozen):
+    """A signed answer row the aggregator left out of the result, and why; where it lives
+    in the log, so the auditor re-checks the verdict (fi_stream.validation)."""
+
+    participant_id: str = Id
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    index: int = Field(ge=0)
+    reason: ExclusionReason
+
+
 class WindowRef(_Frozen):
     """The incentive window a result belongs to: per aggregator partition, a sequence."""
 
@@ -132,6 +166,11 @@ class Result(Event):
     declined: list[ParticipantDecline] = Field(default_factory=list)
     late: list[str] = Field(default_factory=list)
     missing: list[str] = Field(default_factory=list)
+    #: Answers left out as implausible (not finite, wrong width, norm beyond the bound of
+    #: the participant's registered privacy); they count as not answered.
+    excluded: list[ExcludedAnswer] = Field(default_factory=list)
+    #: Why a `rejected` or unserved `insufficient` result is what it is.
+    reason: str | None = None
     strategy: str
     #: Per-included-answer weights of a weighted strategy (same order as `included`).
     weights: list[float] | None = None
@@ -147,6 +186,7 @@ class IncentiveCounts(_Frozen):
     late: int = Field(default=0, ge=0)
     missing: int = Field(default=0, ge=0)
     declined: int = Field(default=0, ge=0)
+    excluded: int = Field(default=0, ge=0)
 
 
 class Window(_Frozen):
@@ -187,7 +227,7 @@ class Feedback(Event):
 
     SCHEMA: ClassVar[str] = "fi.feedback"
     query_id: str = Id
-    label: int = Field(ge=0)
+    label: int = Field(ge=0, le=MAX_LABEL)
     created_at_ms: int = Field(ge=0)
 
 
@@ -201,6 +241,8 @@ class Participant(Event):
     model_version: str
     privacy: Privacy
     budget: Budget | None = None
+    #: The input spec of each task in `tasks` this participant serves (None: unpublished).
+    task_specs: list[TaskSpec] | None = None
     registered_at_ms: int = Field(ge=0)
     active: bool = True
 

@@ -22,7 +22,7 @@ from consumers.aggregator import AggregatorService, _Out
 from fi_stream.clock import now_ms
 from fi_stream.kafka.fencing import GroupFenced
 from fi_stream.settings import Settings
-from schemas import Query, Tensor, encode
+from schemas import Participant, Privacy, Query, Tensor, encode
 
 
 @dataclass
@@ -91,6 +91,10 @@ def _service(producer: FakeProducer) -> AggregatorService:
     service._consumer = FakeConsumer()  # type: ignore[assignment]
     service._positions[TopicPartition(service.topics.queries, 0)] = 0
     service._owned.add(0)
+    # One participant serves "digits" (a query nobody serves is settled at once).
+    service.registry.participants["p1"] = Participant(
+        participant_id="p1", public_key=b"k" * 32, tasks=["digits"], model_version="1",
+        privacy=Privacy(clip_norm=1.0, noise_multiplier=0.0), registered_at_ms=0)
     return service
 
 
