@@ -11,6 +11,7 @@ window is scored exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,14 +20,17 @@ from typing import Any
 import numpy as np
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer, make_producer
+from fi_stream.kafka.dlq import dead_letter_headers
 from fi_stream.kafka.reading import behind, fetch_records, partitions_of
 from fi_stream.merit import METHOD, LabeledQuery, merit_incentives
 from fi_stream.service import Service
 from fi_stream.settings import Settings
+from fi_stream.validation import label_problem
 from schemas import (
     DecodeError,
     Feedback,
@@ -42,6 +46,8 @@ from schemas import (
 log = structlog.get_logger(__name__)
 
 WindowKey = tuple[int, int]  # (partition, seq)
+Record = ConsumerRecord[bytes, bytes]
+SourceRef = tuple[str, int, int]  # (topic, partition, offset)
 
 
 @dataclass
@@ -74,8 +80,17 @@ class MeritService(Service):
                                 registry=self.metrics_registry)
         self._pending: dict[WindowKey, _Pending] = defaultdict(_Pending)
         self._done: set[WindowKey] = set()
-        self._labels: dict[str, int] = {}
+        #: Per fi.feedback partition: query id → (first label, its record). The window of
+        #: aggregator partition p is scored with partition p's labels (fi_stream.merit.
+        #: window_labels: the auditor's rule); a later, different label is dead-lettered.
+        self._labels: dict[int, dict[str, tuple[int, Record]]] = defaultdict(dict)
         self._feedback_pos: dict[int, int] = {}
+        #: Records this service could not use, to dead-letter once caught up; and the
+        #: sources already in fi.dlq from it (the log is re-read at every start).
+        self._bad: list[tuple[Record, str, str]] = []
+        self._dead_lettered: set[SourceRef] = set()
+        self._consumer_name = f"{settings.kafka.topic_prefix}fi.merit"
+        self._caught_up = False
         self._reader: AIOKafkaConsumer | None = None
         self._lookup: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -95,7 +110,8 @@ class MeritService(Service):
         await self._reader.start()
         await self._lookup.start()
         tps: list[TopicPartition] = []
-        for topic in (self.topics.results, self.topics.feedback, self.topics.incentives):
+        for topic in (self.topics.results, self.topics.feedback, self.topics.incentives,
+                      self.topics.dlq):
             tps += await partitions_of(self._reader, topic)
         self._reader.assign(tps)
         await self._reader.seek_to_beginning(*tps)
@@ -106,6 +122,8 @@ class MeritService(Service):
         end = await self._reader.end_offsets(tps)
         while await behind(self._reader, end):  # what is already scored, before scoring
             await self._read(300)
+        self._caught_up = True
+        await self._flush_dead_letters()
         log.info("merit_started", windows_done=len(self._done), pending=len(self._pending))
 
     async def _close(self) -> None:
@@ -122,6 +140,7 @@ class MeritService(Service):
             while time.monotonic() < deadline and not self._stopping.is_set():
                 await self._read(int(max(1, (deadline - time.monotonic()) * 1000)))
             await self._score_ready()
+            await self._flush_dead_letters()
 
     async def _read(self, timeout_ms: int) -> None:
         assert self._reader is not None
@@ -135,15 +154,60 @@ class MeritService(Service):
                         if key not in self._done:
                             self._pending[key].results.append(result)
                     elif tp.topic == self.topics.feedback:
-                        fb = decode(record.value, Feedback)
-                        self._labels[fb.query_id] = fb.label
+                        self._on_feedback(decode(record.value, Feedback), record)
+                    elif tp.topic == self.topics.dlq:
+                        self._on_dead_letter(record)
                     else:
                         self._on_incentive(decode(record.value, Incentive), record.timestamp)
                 except DecodeError as exc:
                     log.warning("merit_bad_record", topic=tp.topic, offset=record.offset,
                                 error=str(exc))
+                    if tp.topic != self.topics.dlq:
+                        self._bad.append((record, exc.reason, exc.detail))
             if tp.topic == self.topics.feedback:
                 self._feedback_pos[tp.partition] = records[-1].offset + 1
+
+    def _on_feedback(self, fb: Feedback, record: Record) -> None:
+        labels = self._labels[record.partition]
+        first = labels.get(fb.query_id)
+        if first is None:
+            labels[fb.query_id] = (fb.label, record)
+        elif first[0] != fb.label:
+            self._bad.append((record, "conflicting_label",
+                              f"query {fb.query_id} already has label {first[0]} at "
+                              f"offset {first[1].offset}; the first label counts"))
+
+    def _on_dead_letter(self, record: Record) -> None:
+        h = {k: v.decode(errors="replace") for k, v in record.headers}
+        if h.get("consumer") == self._consumer_name:
+            with contextlib.suppress(ValueError):
+                self._dead_lettered.add((h.get("source-topic", ""),
+                                         int(h.get("source-partition", "-1")),
+                                         int(h.get("source-offset", "-1"))))
+
+    async def _flush_dead_letters(self) -> None:
+        """Dead-letter, in one transaction, each bad record not already in fi.dlq (the
+        log is read again at every start, so each source is sent once)."""
+        if not self._caught_up or not self._bad:
+            return
+        assert self._producer is not None
+        fresh = []
+        for record, reason, detail in self._bad:
+            source = (record.topic, record.partition, record.offset)
+            if source not in self._dead_lettered:
+                self._dead_lettered.add(source)
+                fresh.append((record, reason, detail))
+        self._bad.clear()
+        if not fresh:
+            return
+        async with self._producer.transaction():
+            for record, reason, detail in fresh:
+                await self._producer.send(
+                    self.topics.dlq, record.value, key=record.key,
+                    headers=dead_letter_headers(record, reason, detail, self._consumer_name))
+        for record, reason, detail in fresh:
+            log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
+                        partition=record.partition, offset=record.offset)
 
     def _on_incentive(self, incentive: Incentive, timestamp_ms: int) -> None:
         key = (incentive.window.partition, incentive.window.seq)
@@ -163,7 +227,8 @@ class MeritService(Service):
             window = pending.window
             if window is None or len(pending.results) < window.results:
                 continue  # its label-free events or some results are not read yet
-            labeled = [r for r in pending.results if r.query_id in self._labels and r.included]
+            labels = self._labels.get(key[0], {})
+            labeled = [r for r in pending.results if r.query_id in labels and r.included]
             waited = now - pending.closed_at_ms >= self.label_wait_s * 1000
             if len(labeled) < len([r for r in pending.results if r.included]) and not waited:
                 continue
@@ -174,13 +239,26 @@ class MeritService(Service):
         assert pending.window is not None
         refs = {(a.partition, a.offset) for r in labeled for a in r.included}
         records = await fetch_records(self._lookup, self.topics.responses, refs)
-        batches = {ref: decode(rec.value, ResponseBatch) for ref, rec in records.items()}
-        queries = [
-            LabeledQuery(
-                participant_ids=[a.participant_id for a in r.included],
-                outputs=_rows(r, batches), label=self._labels[r.query_id])
-            for r in labeled
-        ]
+        batches: dict[tuple[int, int], ResponseBatch] = {}
+        for ref, rec in records.items():
+            try:
+                batches[ref] = decode(rec.value, ResponseBatch)
+            except DecodeError as exc:  # the aggregator verified it; the log says otherwise
+                log.warning("merit_bad_record", topic=rec.topic, offset=rec.offset,
+                            error=str(exc))
+        labels = self._labels.get(key[0], {})
+        queries = []
+        for r in labeled:
+            rows = _rows(r, batches)
+            label, record = labels[r.query_id]
+            if rows is None:
+                continue
+            problem = label_problem(label, rows.shape[1])
+            if problem is not None:
+                self._bad.append((record, "label_out_of_range", problem))
+                continue
+            queries.append(LabeledQuery(participant_ids=[a.participant_id for a in r.included],
+                                        outputs=rows, label=label))
         incentives = merit_incentives(
             pending.window, queries, pending.rewards,
             budget=self.settings.aggregator.reward_budget,
@@ -202,14 +280,22 @@ class MeritService(Service):
         self._progress.set()
         del self._pending[key]
         for r in pending.results:
-            self._labels.pop(r.query_id, None)
+            labels.pop(r.query_id, None)
         log.info("merit_window", partition=key[0], seq=key[1], labeled=len(queries),
                  participants=len(incentives))
 
 
 def _rows(result: Result, batches: dict[tuple[int, int], ResponseBatch]
-          ) -> np.ndarray[Any, Any]:
-    """The result's included output rows, in its (participant-sorted) order."""
-    return np.stack([batches[(a.partition, a.offset)].outputs.to_numpy()[a.index]
-                     for a in result.included]).astype(np.float64)
+          ) -> np.ndarray[Any, Any] | None:
+    """The result's included output rows, in its (participant-sorted) order; None when
+    the log does not hold them all (or they do not stack)."""
+    rows = []
+    for a in result.included:
+        batch = batches.get((a.partition, a.offset))
+        if batch is None or a.index >= len(batch.answered):
+            return None
+        rows.append(batch.outputs.to_numpy()[a.index])
+    if len({r.shape for r in rows}) != 1:
+        return None
+    return np.stack(rows).astype(np.float64)
 

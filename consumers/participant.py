@@ -140,6 +140,7 @@ class ParticipantService(Service):
         entry = Participant(
             participant_id=self.participant_id, public_key=public_key_bytes(self._key),
             tasks=[self.spec.task], model_version=self.spec.version, privacy=self._privacy,
+            task_specs=[self.spec.task_spec()],
             budget=Budget(epsilon_max=self.ledger.budget.epsilon_max,
                           delta=self.ledger.budget.delta),
             registered_at_ms=now_ms(),
@@ -190,7 +191,8 @@ class ParticipantService(Service):
 
     async def _prepare(self, records: list[Record]) -> _Batch:
         started = time.perf_counter()
-        prepared = prepare([(r.partition, r.value) for r in records], self.spec, now_ms())
+        prepared = prepare([(r.partition, r.value) for r in records], self.spec, now_ms(),
+                           self.settings.max_deadline_ms)
         acks = [await self._dlq.send(records[i], exc.reason, exc.detail)
                 for i, exc in prepared.broken]
         self._metrics.decode_seconds.observe(time.perf_counter() - started)

@@ -18,8 +18,13 @@ What is checked (DESIGN §1, §4, §6), each finding a `Discrepancy` with a stab
   (`incentive_score_mismatch`, `incentive_reward_mismatch`, `incentive_counts_mismatch`,
   `incentive_window_mismatch`, `incentive_method_mismatch`, `incentive_budget_mismatch`,
   `duplicate_incentive`, `missing_incentive`);
-- every participant's privacy spend, recomputed from its response batches, is within the
-  budget it registered (`budget_exceeded`).
+- every answer row a result includes is plausible for the participant's registered
+  privacy (`implausible_answer_used`, fi_stream.validation.screen_rows), and every row it
+  lists as excluded really is not (`wrong_exclusion`); a `rejected` result includes nothing
+  and says why (`status_mismatch`);
+- every participant's privacy spend, recomputed from its VALIDLY SIGNED response batches
+  (a forged batch spends nothing of anyone's), is within the budget it registered
+  (`budget_exceeded`).
 
 A *slice* of the log (``AuditLog.partial``) is audited as far as it allows: what needs a
 record outside the slice is counted as out of range instead of reported.
@@ -48,10 +53,11 @@ from fi_stream.incentives import (
     split_rewards,
 )
 from fi_stream.merit import METHOD as MERIT_METHOD
-from fi_stream.merit import LabeledQuery, merit_incentives
+from fi_stream.merit import LabeledQuery, merit_incentives, window_labels
 from fi_stream.privacy import epsilon_spent, max_answers
 from fi_stream.results import IncentiveWindow, batch_matches, status_of
 from fi_stream.signing import verify_batch
+from fi_stream.validation import own_spec, privacy_problem, screen_rows
 from schemas import (
     Event,
     Feedback,
@@ -81,7 +87,7 @@ Kind = Literal[
     "incentive_score_mismatch", "incentive_reward_mismatch", "incentive_counts_mismatch",
     "incentive_window_mismatch", "incentive_method_mismatch", "incentive_budget_mismatch",
     "unknown_incentive_method", "duplicate_incentive", "missing_incentive",
-    "budget_exceeded", "malformed_record",
+    "budget_exceeded", "malformed_record", "implausible_answer_used", "wrong_exclusion",
 ]
 #: Every discrepancy kind, in the order the report lists them.
 KINDS: tuple[Kind, ...] = Kind.__args__  # type: ignore[attr-defined]
@@ -377,7 +383,41 @@ class _Audit:
                 self.counts["duplicate_queries"] += 1
             else:
                 self.queries[q.event.query_id] = q
-        self.labels = {f.event.query_id: f.event.label for f in log.feedback}
+        self.labels: dict[str, int] = {}
+        for f in log.feedback:  # the first label of a query counts (as in merit)
+            self.labels.setdefault(f.event.query_id, f.event.label)
+        #: fi.responses position → does the batch verify with a registered key?
+        self._genuine: dict[tuple[int, int], bool] = {}
+        #: fi.responses position → per row, why it is implausible (None: plausible).
+        self._screened: dict[tuple[int, int], list[str | None]] = {}
+
+    def genuine(self, key: tuple[int, int]) -> bool:
+        """Does the batch at `key` verify with a key its participant registered? (Each
+        batch is verified once, ~65 µs, however many checks ask.)"""
+        known = self._genuine.get(key)
+        if known is None:
+            batch = self.batches[key].event
+            keys = self.keys.get(batch.participant_id, [])
+            known = self._genuine[key] = any(self.verify(batch, k) for k in reversed(keys))
+        return known
+
+    def screened(self, key: tuple[int, int]) -> list[str | None]:
+        """`screen_rows` of the batch at `key` against its participant's registered privacy
+        and published width: exactly the aggregator's verdict."""
+        rows = self._screened.get(key)
+        if rows is None:
+            batch = self.batches[key].event
+            entry = self.entries.get(batch.participant_id)
+            if entry is None:
+                rows = [None] * len(batch.answered)  # `unknown_participant` says it all
+            elif privacy_problem(batch.privacy, entry.privacy) is not None:
+                rows = ["privacy_mismatch"] * len(batch.answered)
+            else:
+                spec = own_spec(entry, batch.task)
+                rows = list(screen_rows(batch.outputs.to_numpy(), entry.privacy,
+                                        spec.num_classes if spec is not None else None))
+            self._screened[key] = rows
+        return rows
 
     def add(self, kind: Kind, message: str, **ids: Any) -> None:
         self.out.append(Discrepancy(kind, message, **ids))
@@ -415,7 +455,11 @@ class _Audit:
                 self.add("duplicate_result", f"{len(found)} results for one query",
                          query_id=qid, refs=refs)
             if qid not in self.queries:
-                if self.log.partial:
+                if all(r.event.status == "rejected" for r in found):
+                    # The query's record does not decode (the auditor cannot index it by
+                    # id): its rejected result is the answer it is owed.
+                    self.counts["rejected_undecodable_queries"] += 1
+                elif self.log.partial:
                     self.counts["results_out_of_range"] += len(found)
                 else:
                     self.add("result_without_query", "no such query in the log", query_id=qid,
@@ -448,8 +492,13 @@ class _Audit:
         if r.late:
             for pid in sorted(set(ids) & set(r.late)):
                 self.flag(c, "late_response_used", "listed as late and also included", pid=pid)
-        expected_status = status_of(len(ids), r.quorum, len(r.missing) + len(r.late))
-        if r.status != expected_status:
+        expected_status = status_of(len(ids), r.quorum,
+                                    len(r.missing) + len(r.late) + len(r.excluded))
+        if r.status == "rejected":
+            if ids or r.excluded or not r.reason:
+                self.flag(c, "status_mismatch", "a rejected result must include no answer "
+                          "and give its reason")
+        elif r.status != expected_status:
             self.flag(c, "status_mismatch", f"status {r.status!r}, counts give "
                       f"{expected_status!r}")
         if r.strategy not in STRATEGIES:
@@ -496,11 +545,35 @@ class _Audit:
                 listings[key] = [(c, index)]
             else:
                 listing.append((c, index))
+            why = self.screened(key)[index]
+            if why is not None:
+                self.flag(c, "implausible_answer_used", f"row is {why} for the participant's "
+                          "registered privacy", ref("responses", a.partition, a.offset, index),
+                          pid=a.participant_id)
             if c.width and width != c.width:
                 c.usable = False
                 self.flag(c, "aggregate_mismatch", "the listed rows have different widths")
             c.width = width
             c.flat.append(start + index)
+        for e in r.excluded:
+            key = (e.partition, e.offset)
+            self.counts["answers_excluded"] += 1
+            self.counts[f"answers_excluded_{e.reason}"] += 1
+            found = base.get(key)
+            there = ref("responses", e.partition, e.offset, e.index)
+            if found is None or e.index >= len(found[2]):
+                if not (self.log.partial
+                        and e.offset < self.log.response_starts.get(e.partition, 0)):
+                    self.flag(c, "unknown_response", "no excluded answer at this position",
+                              there, pid=e.participant_id)
+                continue
+            if found[1] != e.participant_id or found[2][e.index] != qid:
+                self.flag(c, "response_query_mismatch", "the excluded row is not this "
+                          "participant's answer to this query", there, pid=e.participant_id)
+            elif self.screened(key)[e.index] is None:
+                self.flag(c, "wrong_exclusion", f"excluded as {e.reason}, but the row is "
+                          "plausible for the participant's registered privacy", there,
+                          pid=e.participant_id)
         return c
 
     def signatures(self) -> None:
@@ -516,7 +589,7 @@ class _Audit:
                          participant_id=pid, refs=(ref("responses", *key),))
                 continue
             # Any key the participant registered: a rotated key still signed older batches.
-            if any(self.verify(logged.event, k) for k in reversed(keys)):
+            if self.genuine(key):
                 continue
             for c, index in listings:
                 self.flag(c, "bad_signature", f"batch {logged.event.batch_id} does not "
@@ -703,8 +776,8 @@ class _Audit:
             self.counts["windows_unverifiable"] += 1  # part of the window is outside the slice
             return
         horizon = first.feedback_horizon or 0
-        labels = {f.event.query_id: f.event.label for f in self.log.feedback
-                  if f.partition == key[0] and f.offset < horizon}
+        labels = window_labels(((f.partition, f.offset, f.event.query_id, f.event.label)
+                                for f in self.log.feedback), key[0], horizon)
         seen: set[str] = set()
         queries = []
         for c in sorted(results, key=lambda c: (c.logged.partition, c.logged.offset)):
@@ -802,6 +875,11 @@ class _Audit:
             b = logged.event
             if (b.participant_id, b.batch_id) in seen:
                 continue  # a redelivered batch publishes nothing new
+            if not self.genuine((logged.partition, logged.offset)):
+                # Not signed by the participant: it spent nothing of its budget (the
+                # aggregator dead-lettered it; `bad_signature` flags it if a result uses it).
+                self.counts["unsigned_batches_not_counted"] += 1
+                continue
             seen.add((b.participant_id, b.batch_id))
             per[b.participant_id].append(b)
         out = []
@@ -870,7 +948,7 @@ def _incentive_differs(inc: Incentive, want: Incentive) -> list[tuple[Kind, str]
                     f"reward {inc.reward!r}, recomputed {want.reward!r}"))
     got, exp = inc.counts, want.counts
     wrong = [f"{name} {getattr(got, name)} != {getattr(exp, name)}"
-             for name in ("included", "missing", "declined")
+             for name in ("included", "missing", "declined", "excluded")
              if getattr(got, name) != getattr(exp, name)]
     if got.late < exp.late:  # answers after the result was out add to it, by timing
         wrong.append(f"late {got.late} < {exp.late} listed late in the window's results")
@@ -899,7 +977,8 @@ def _replay_fast(key: tuple[int, int], results: Sequence[_Checked], extra: Itera
     def bump(pid: str, name: str) -> None:
         row = counts.get(pid)
         if row is None:
-            row = counts[pid] = {"included": 0, "late": 0, "missing": 0, "declined": 0}
+            row = counts[pid] = {"included": 0, "late": 0, "missing": 0, "declined": 0,
+                                 "excluded": 0}
         row[name] += 1
 
     for c in results:
@@ -915,6 +994,8 @@ def _replay_fast(key: tuple[int, int], results: Sequence[_Checked], extra: Itera
             bump(pid, "missing")
         for d in r.declined:
             bump(d.participant_id, "declined")
+        for e in r.excluded:
+            bump(e.participant_id, "excluded")
     for pid in extra:
         counts.setdefault(pid, {})
     final = {pid: scores.get(pid, 0.0) for pid in scores.keys() | counts}

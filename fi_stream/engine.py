@@ -23,6 +23,7 @@ from torch import nn
 from fi_stream.models import ModelSpec
 from fi_stream.privacy import GaussianMechanism, privatize
 from fi_stream.signing import sign_batch
+from fi_stream.validation import deadline_problem, input_problems
 from schemas import (
     Decline,
     DeclineReason,
@@ -83,14 +84,22 @@ class Prepared:
     declined: dict[int, list[Decline]] = field(default_factory=lambda: defaultdict(list))
     broken: list[tuple[int, DecodeError]] = field(default_factory=list)  # (item index, why)
 
-    def decline(self, partition: int, query_id: str, reason: DeclineReason) -> None:
-        self.declined[partition].append(Decline(query_id=query_id, reason=reason))
+    def decline(self, partition: int, query_id: str, reason: DeclineReason,
+                detail: str | None = None) -> None:
+        self.declined[partition].append(Decline(query_id=query_id, reason=reason,
+                                                detail=detail))
 
 
-def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: int
-            ) -> Prepared:
-    """Decode (partition, value) items; O(1) numpy calls for the whole batch's inputs."""
+def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: int,
+            max_deadline_ms: int | None = None) -> Prepared:
+    """Decode (partition, value) items; O(1) numpy calls for the whole batch's inputs.
+
+    A query is answered only if the aggregator accepts it too (the same checks of
+    fi_stream.validation against the spec this participant publishes): anything else is
+    declined with the exact reason, before any privacy is spent.
+    """
     out = Prepared()
+    task = spec.task_spec()
     shape = tuple(spec.input_shape)
     chunks: list[bytes] = []
     for index, (partition, raw) in enumerate(items):
@@ -99,12 +108,19 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
         except DecodeError as exc:
             out.broken.append((index, exc))
             continue
+        too_far = (deadline_problem(q.created_at_ms, q.deadline_ms, max_deadline_ms)
+                   if max_deadline_ms is not None else None)
         if q.task != spec.task:
-            out.decline(partition, q.query_id, "unsupported_task")
+            out.decline(partition, q.query_id, "unsupported_task",
+                        f"this participant serves task {spec.task}, not {q.task}")
         elif q.deadline_ms <= now_ms:
             out.decline(partition, q.query_id, "expired")  # no privacy spent on it
+        elif too_far is not None:
+            out.decline(partition, q.query_id, "bad_input", too_far)
         elif q.shape != shape or q.dtype != "<f4":
-            out.decline(partition, q.query_id, "bad_input")
+            out.decline(partition, q.query_id, "bad_input",
+                        f"bad_input: input {q.dtype} {list(q.shape)}, task {spec.task} takes "
+                        f"<f4 {list(shape)}")
         else:
             out.answerable.append((partition, q.query_id))
             chunks.append(q.data)
@@ -112,16 +128,26 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
         # bytearray: one copy that torch may write to (frombuffer over bytes is read-only)
         inputs = np.frombuffer(bytearray(b"".join(chunks)), dtype=np.float32).reshape(
             len(chunks), *shape)
-        flat = inputs.reshape(len(chunks), -1)
-        finite: list[bool] = np.isfinite(flat).all(axis=1, keepdims=False).reshape(-1).tolist()
-        if not all(finite):
-            for (partition, qid), ok in zip(out.answerable, finite, strict=True):
-                if not ok:
-                    out.decline(partition, qid, "bad_input")
-            out.answerable = [a for a, ok in zip(out.answerable, finite, strict=True) if ok]
-            inputs = inputs[finite]
+        problems = input_problems(inputs, task)
+        if any(p is not None for p in problems):
+            for (partition, qid), problem in zip(out.answerable, problems, strict=True):
+                if problem is not None:
+                    out.decline(partition, qid, "bad_input", problem)
+            keep = [p is None for p in problems]
+            out.answerable = [a for a, ok in zip(out.answerable, keep, strict=True) if ok]
+            inputs = inputs[keep]
         out.inputs = inputs
     return out
+
+
+def usable_outputs(outputs: np.ndarray[Any, Any], rows: int, num_classes: int) -> list[bool]:
+    """Per row: may it be signed? (finite, and the outputs are (rows, num_classes)). A
+    model can turn a valid input into NaN (e.g. logits that overflow); such a row is
+    declined as bad_input, never signed."""
+    if outputs.ndim != 2 or outputs.shape != (rows, num_classes):
+        return [False] * rows
+    ok: list[bool] = np.isfinite(outputs).all(axis=1).reshape(-1).tolist()
+    return ok
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,10 +167,16 @@ def assemble(prepared: Prepared, granted: int, outputs: np.ndarray[Any, Any],
     """
     rows: dict[int, list[int]] = defaultdict(list)
     ids: dict[int, list[str]] = defaultdict(list)
-    for row, (partition, qid) in enumerate(prepared.answerable[:granted]):
-        rows[partition].append(row)
-        ids[partition].append(qid)
     declined = {p: list(d) for p, d in prepared.declined.items()}
+    usable = usable_outputs(outputs, granted, signer.spec.num_classes)
+    for row, (partition, qid) in enumerate(prepared.answerable[:granted]):
+        if usable[row]:
+            rows[partition].append(row)
+            ids[partition].append(qid)
+        else:
+            declined.setdefault(partition, []).append(Decline(
+                query_id=qid, reason="bad_input",
+                detail="bad_input: the model's output for this input is not finite"))
     for partition, qid in prepared.answerable[granted:]:
         declined.setdefault(partition, []).append(
             Decline(query_id=qid, reason="budget_exhausted"))

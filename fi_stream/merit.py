@@ -9,7 +9,7 @@ Carlo above, seeded from the window so that a replay gets the same numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from fi_stream.incentives import (
     spearman,
     split_rewards,
 )
+from fi_stream.validation import label_problem
 from schemas import Incentive, IncentiveCounts, Window
 
 EXACT_MAX = 12
@@ -36,6 +37,37 @@ class LabeledQuery:
     label: int
 
 
+def window_labels(feedback: Iterable[tuple[int, int, str, int]], partition: int,
+                  horizon: int) -> dict[str, int]:
+    """The labels a window of aggregator partition `partition` is scored with, from
+    (partition, offset, query_id, label) feedback records in log order.
+
+    Merit and the auditor both use this one rule: only fi.feedback partition `partition`
+    (labels are keyed by query id, so they share the query's partition), only offsets
+    below `horizon` (the `feedback_horizon` the incentive records), and the FIRST label of
+    a query wins: a later, conflicting one changes nothing (merit dead-letters it).
+    """
+    out: dict[str, int] = {}
+    for p, offset, query_id, label in feedback:
+        if p == partition and offset < horizon and label_problem(label, None) is None:
+            out.setdefault(query_id, label)
+    return out
+
+
+def usable_queries(queries: Sequence[LabeledQuery]) -> list[LabeledQuery]:
+    """Queries whose outputs are a finite (k ≥ 1, C) matrix of its participants and whose
+    label is a class of it (0 ≤ label < C): anything else cannot be scored."""
+    out = []
+    for q in queries:
+        x = np.asarray(q.outputs)
+        if (x.ndim == 2 and x.shape[0] == len(q.participant_ids) > 0 and x.shape[1] > 0
+                and len(set(q.participant_ids)) == len(q.participant_ids)
+                and label_problem(q.label, x.shape[1]) is None
+                and np.isfinite(x.astype(np.float64)).all()):
+            out.append(q)
+    return out
+
+
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -43,7 +75,9 @@ def _finite(x: float) -> float | None:
 def merit_incentives(window: Window, queries: Sequence[LabeledQuery],
                      label_free_rewards: Mapping[str, float], *, budget: float,
                      feedback_horizon: int, permutations: int = 2000) -> list[Incentive]:
-    """One `shapley` Incentive per participant seen in the window's labeled queries."""
+    """One `shapley` Incentive per participant seen in the window's labeled queries
+    (those `usable_queries` keeps: a label outside the task's classes is left out)."""
+    queries = usable_queries(queries)
     participants = sorted({p for q in queries for p in q.participant_ids}
                           | set(label_free_rewards))
     if not queries or not participants:

@@ -6,6 +6,8 @@
             ...
 
 `deadline_ms` is a time budget from now; the Query carries the absolute epoch deadline.
+A query the aggregator finds invalid gets a `rejected` Result with its `reason`: `infer`
+raises `QueryRejectedError` for it, `stream` yields it (check `result.status`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ RESULT_GRACE_MS = 15_000
 
 class ResultTimeoutError(FiStreamError, TimeoutError):
     """No result arrived: is an aggregator running (`fi-stream aggregator run`)?"""
+
+
+class QueryRejectedError(FiStreamError, ValueError):
+    """The aggregator rejected the query (its Result has status `rejected`); the message
+    is its reason, e.g. an input outside the task's published spec."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(f"query {result.query_id} rejected: {result.reason}")
+        self.result = result
 
 
 #: How long the query producer waits to fill a request (Kafka 4's `linger.ms` default): a
@@ -106,6 +117,9 @@ class QueryClient:
                     except DecodeError as exc:
                         log.warning("bad_result_record", offset=record.offset, error=str(exc))
                         continue
+                    if result.status == "rejected":
+                        log.warning("query_rejected", query_id=result.query_id,
+                                    reason=result.reason)
                     fut = self._waiters.pop(result.query_id, None)
                     if fut is not None and not fut.done():
                         fut.set_result(result)
@@ -129,8 +143,12 @@ class QueryClient:
         return query, fut
 
     async def infer(self, x: np.ndarray[Any, Any], *, deadline_ms: int | None = None) -> Result:
+        """The query's Result; raises `QueryRejectedError` when it was rejected."""
         query, fut = await self.submit(x, deadline_ms=deadline_ms)
-        return await self._await(query, fut)
+        result = await self._await(query, fut)
+        if result.status == "rejected":
+            raise QueryRejectedError(result)
+        return result
 
     async def _await(self, query: Query, fut: asyncio.Future[Result]) -> Result:
         wait_s = (query.deadline_ms - now_ms() + RESULT_GRACE_MS) / 1000

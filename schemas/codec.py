@@ -14,14 +14,15 @@ import orjson
 import pydantic
 
 from schemas.events import SCHEMA_VERSION, Event, Query, ResponseBatch
-from schemas.tensor import ITEMSIZE
+from schemas.tensor import ITEMSIZE, MAX_TENSOR_BYTES
 
 E = TypeVar("E", bound=Event)
 
 #: Largest record value any consumer accepts before parsing it.
 MAX_RECORD_BYTES = 32 * 1024 * 1024
 
-_ID = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+#: The `Id` pattern; used with fullmatch (a `$` would also match before a final newline).
+_ID = re.compile(r"[A-Za-z0-9_.:\-]+")
 _QUERY_FIELDS = frozenset(Query.model_fields)
 
 DecodeReason = Literal["malformed", "oversized", "unsupported_version", "invalid"]
@@ -87,37 +88,54 @@ class QueryView:
     dtype: str
     shape: tuple[int, ...]
     data: bytes
+    created_at_ms: int = 0
 
     def to_numpy(self) -> np.ndarray[Any, Any]:
         return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)
 
 
+def _count(obj: dict[str, Any], name: str, minimum: int, default: int | None) -> bool:
+    """Is `obj[name]` a plain int >= minimum (or absent, when it has a default)?"""
+    value = obj.get(name, default)
+    return type(value) is int and minimum <= value < 2**63
+
+
 def decode_query_view(raw: bytes | None) -> QueryView:
     """Fast path for the participant's hot loop: one orjson parse and a few checks.
 
-    Anything unusual falls back to the full pydantic `decode`, so a bad record is rejected
-    with exactly the same `DecodeError` either way.
+    It accepts only what `decode(raw, Query)` accepts (every field's constraints are
+    checked here, or the record takes the full path): a participant must never answer,
+    and spend privacy on, a query the aggregator rejects. Anything unusual falls back to
+    the full pydantic `decode`, so a bad record is rejected with exactly the same
+    `DecodeError` either way.
     """
     try:
         obj = orjson.loads(raw) if raw is not None and len(raw) <= MAX_RECORD_BYTES else None
-        if (type(obj) is dict and obj.get("schema_version", SCHEMA_VERSION) == SCHEMA_VERSION
+        if (type(obj) is dict and _count(obj, "schema_version", SCHEMA_VERSION, SCHEMA_VERSION)
+                and obj.get("schema_version", SCHEMA_VERSION) == SCHEMA_VERSION
                 and len(obj) <= 10):
-            qid, task, deadline, tensor = (obj["query_id"], obj["task"], obj["deadline_ms"],
-                                           obj["input"])
+            qid, task, deadline, created, tensor = (obj["query_id"], obj["task"],
+                                                    obj["deadline_ms"], obj["created_at_ms"],
+                                                    obj["input"])
             dtype, shape = tensor["dtype"], tensor["shape"]
             data = base64.b64decode(tensor["data"], validate=True)
-            if (type(qid) is str and type(task) is str and type(deadline) is int
-                    and 0 < len(qid) <= 128 and deadline >= 0 and type(shape) is list
+            strategy, client = obj.get("strategy"), obj.get("client_id", "")
+            if (type(qid) is str and type(task) is str and _count(obj, "deadline_ms", 0, None)
+                    and _count(obj, "created_at_ms", 0, None) and _count(obj, "quorum", 1, 1)
+                    and (strategy is None or type(strategy) is str) and type(client) is str
+                    and 0 < len(qid) <= 128 and 0 < len(task) <= 128 and type(shape) is list
                     and all(type(d) is int and d >= 0 for d in shape)
-                    and len(data) == math.prod(shape) * ITEMSIZE.get(dtype, -1)
-                    and _ID.match(qid) and _ID.match(task)
+                    and dtype in ITEMSIZE and len(data) <= MAX_TENSOR_BYTES
+                    and len(data) == math.prod(shape) * ITEMSIZE[dtype]
+                    and _ID.fullmatch(qid) and _ID.fullmatch(task)
                     and obj.keys() <= _QUERY_FIELDS and len(tensor) == 3):
-                return QueryView(qid, task, deadline, dtype, tuple(shape), data)
+                return QueryView(qid, task, deadline, dtype, tuple(shape), data, created)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error):
         pass
     query = decode(raw, Query)  # raises the precise DecodeError, or accepts an odd-but-valid one
     t = query.input
-    return QueryView(query.query_id, query.task, query.deadline_ms, t.dtype, t.shape, t.data)
+    return QueryView(query.query_id, query.task, query.deadline_ms, t.dtype, t.shape, t.data,
+                     query.created_at_ms)
 
 
 def canonical_bytes(batch: ResponseBatch) -> bytes:

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, with_config
 from typing_extensions import TypedDict
 
+from schemas import TaskSpec
+
 
 @with_config(ConfigDict(extra="forbid"))
 class TrainedOn(TypedDict):
@@ -35,6 +37,15 @@ class ModelSpec(BaseModel):
     num_classes: int = Field(ge=2)
     # One dtype on the wire keeps decoding branch-free; widen this Literal to add another.
     input_dtype: Literal["float32"] = "float32"
+    #: Inclusive bounds of every input value the model was trained for (None: any finite
+    #: value); published in the registry, and inputs outside are declined as bad_input.
+    input_range: tuple[float, float] | None = None
     participant_id: str | None = None
     trained_on: TrainedOn | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+
+    def task_spec(self) -> TaskSpec:
+        """What the participant publishes about its task's queries (and answers)."""
+        low, high = self.input_range if self.input_range is not None else (None, None)
+        return TaskSpec(task=self.task, input_shape=self.input_shape, input_min=low,
+                        input_max=high, num_classes=self.num_classes)

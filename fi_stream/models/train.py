@@ -47,7 +47,8 @@ def train_participant(*, shard: int, of: int, alpha: float, seed: int = 0, epoch
     idx = dirichlet_shards(split.y_train, of, alpha, np.random.default_rng(seed))[shard]
     x, y = split.x_train[idx], split.y_train[idx]
     spec = ModelSpec(architecture="digits-mlp", task="digits", version=version,
-                     input_shape=(64,), num_classes=10, participant_id=participant_id)
+                     input_shape=(64,), num_classes=10, input_range=(0.0, 1.0),
+                     participant_id=participant_id)
     # Init and shuffling each get their own generator seeded seed·1000 + shard: private to
     # this call (no global state), and the same streams as torch's default init under
     # manual_seed, so models match those the other tests' thresholds were measured on.
