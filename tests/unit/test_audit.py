@@ -460,3 +460,60 @@ def test_batches_of_one_participant_are_counted_once_even_if_redelivered(
     assert spend.answers == sum(len(x.event.answered) for x in log.responses[:-1]
                                 if x.event.participant_id == b.event.participant_id)
 
+
+
+# -- issue 12 --------------------------------------------------------------------------------------
+
+def test_a_forged_unsigned_batch_spends_nothing_of_an_innocent_participants_budget(
+        log: AuditLog) -> None:
+    """Before: one forged σ = 0 batch (no valid signature) made p1 show ε = inf."""
+    from schemas import Privacy
+    b = log.responses[0]
+    forged = b.event.model_copy(update={
+        "batch_id": "forged", "signature": b"x" * 64,
+        "privacy": Privacy(clip_norm=1.0, noise_multiplier=0.0)})
+    log.responses.append(Logged(forged, b.partition, next_offset(log.responses, b.partition)))
+    report = audit(log)
+    assert report.ok, [d.line() for d in report.discrepancies]
+    spend = {s.participant_id: s for s in report.spend}[b.event.participant_id]
+    assert spend.epsilon is not None and math.isfinite(spend.epsilon)
+    assert spend.noise_multipliers == [0.3]
+    assert report.counts["unsigned_batches_not_counted"] == 1
+
+
+def test_an_implausible_row_used_in_a_result_is_flagged(log: AuditLog, synthetic: SyntheticLog
+                                                        ) -> None:
+    i = complete_result(log)
+    a = log.results[i].event.included[0]
+    j = next(k for k, b in enumerate(log.responses)
+             if (b.partition, b.offset) == (a.partition, a.offset))
+    rows = log.responses[j].event.outputs.to_numpy().copy()
+    rows[a.index, 0] = 1e6
+    key = synthetic.keys[a.participant_id]
+    log.responses[j] = Logged(sign_batch(log.responses[j].event.model_copy(
+        update={"outputs": Tensor.from_numpy(rows)}), key), log.responses[j].partition,
+        log.responses[j].offset)
+    assert "implausible_answer_used" in kinds(audit(log))
+
+
+def test_exclusions_are_re_checked_and_rejected_results_are_understood(log: AuditLog) -> None:
+    from schemas import ExcludedAnswer
+    i = complete_result(log)
+    r = log.results[i].event
+    a = r.included[0]
+    wrong = ExcludedAnswer(participant_id=a.participant_id, partition=a.partition,
+                           offset=a.offset, index=a.index, reason="implausible_norm")
+    replace(log.results, i, excluded=[wrong])
+    assert "wrong_exclusion" in kinds(audit(log))
+
+    log2 = log
+    replace(log2.results, i, excluded=[], status="rejected", reason=None)
+    assert "status_mismatch" in kinds(audit(log2))
+
+
+def test_merit_and_the_audit_take_the_same_labels() -> None:
+    from fi_stream.merit import window_labels
+    feedback = [(0, 0, "a", 1), (1, 0, "b", 2), (0, 1, "a", 7), (0, 5, "c", 3)]
+    # partition 0 only, below the horizon, the first label of a query wins
+    assert window_labels(feedback, 0, horizon=5) == {"a": 1}
+    assert window_labels(feedback, 0, horizon=6) == {"a": 1, "c": 3}

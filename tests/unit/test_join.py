@@ -118,3 +118,60 @@ def test_memory_stays_bounded_when_a_participant_is_missing_for_minutes() -> Non
     assert peak_done <= 501
     assert len(t._pending) <= 501
     assert t.oldest_response_offset(0) is not None  # orphans still in the window are kept
+
+
+# -- issue 12: marks, late counts, unserved queries, excluded rows -----------------------------
+
+def test_a_re_read_open_query_keeps_the_committed_results_mark() -> None:
+    """The resume-mark bug: after a restart that set results_next to the end of fi.results
+    (say 40), a re-read open query (offset 5 < the end 9 at resume) got mark 40, which the
+    next commit wrote as `results_from`, so a second restart skipped results 12..39 and
+    emitted them again. Its mark must stay the committed results_from (12)."""
+    from fi_stream.join import results_mark
+    assert results_mark(5, replay_until=9, replay_from=12, results_next=40) == 12
+    assert results_mark(9, replay_until=9, replay_from=12, results_next=40) == 40  # new query
+    assert results_mark(5, replay_until=0, replay_from=0, results_next=7) == 7  # never resumed
+    t = JoinTable()
+    t.add_query(query("a"), 0, 5, EXPECTED, results_mark=results_mark(5, 9, 12, 40))
+    t.add_query(query("b"), 0, 9, EXPECTED, results_mark=results_mark(9, 9, 12, 40))
+    assert t.oldest_results_mark(0) == 12
+
+
+def test_replayed_answers_to_a_closed_query_are_duplicates_not_late() -> None:
+    t = JoinTable()
+    t.add_query(query("a"), 0, 0, frozenset({"p1", "p2"}))
+    t.add_batch(batch("p1", ["a"]), 0, 1, now_ms=10)
+    t.add_batch(batch("p2", ["a"]), 0, 2, now_ms=10)
+    [oq] = t.take_settled()
+    t.close(oq, 20)
+    t.add_batch(batch("p1", ["a"]), 0, 3, now_ms=30)  # a replayed batch
+    t.add_query(query("a"), 0, 4, frozenset({"p1", "p2"}))  # a duplicate query id ...
+    t.add_batch(batch("p2", ["a"]), 0, 5, now_ms=30)  # ... answered again
+    assert t.late_after_result == []
+    assert t.duplicates == 3
+
+
+def test_a_query_nobody_is_expected_to_answer_settles_at_once() -> None:
+    t = JoinTable()
+    assert t.add_query(query("a"), 0, 0, frozenset()) == "open"
+    assert [oq.query.query_id for oq in t.take_settled()] == ["a"]
+    assert t.settle_without_join("r", 0, 5) == "open"
+    assert t.settle_without_join("r", 0, 6) == "duplicate"
+    t.mark_emitted(1, {"s"})
+    assert t.settle_without_join("s", 1, 7) == "replayed"
+
+
+def test_excluded_rows_count_as_responses_but_are_never_used() -> None:
+    from fi_stream.results import build_result
+    from schemas import WindowRef
+    t = JoinTable()
+    t.add_query(query("a"), 0, 0, frozenset({"p1", "p2"}))
+    t.add_batch(batch("p1", ["a"]), 0, 1, now_ms=10, exclusions=["implausible_norm"])
+    wide = batch("p2", ["a"])
+    wide = wide.model_copy(update={"outputs": Tensor.from_numpy(np.ones((1, 7), np.float32))})
+    t.add_batch(wide, 0, 2, now_ms=10)
+    [oq] = t.take_settled()
+    result, ids, _outputs = build_result(oq, strategy="soft_vote", completed_at_ms=20,
+                                        window=WindowRef(partition=0, seq=0))
+    assert ids == ["p2"] and result.status == "insufficient"  # quorum 2
+    assert [(e.participant_id, e.reason) for e in result.excluded] == [("p1", "implausible_norm")]

@@ -40,3 +40,14 @@ def test_monte_carlo_above_twelve_is_seeded_by_the_window() -> None:
 
 def test_no_labels_no_events() -> None:
     assert merit_incentives(WINDOW, [], {"p1": 1.0}, budget=1.0, feedback_horizon=0) == []
+
+
+def test_labels_outside_the_task_are_left_out_not_a_crash() -> None:
+    """Before: a label of 2**70 overflowed np.int64 in merit, which then crash-looped."""
+    queries = _queries(3)
+    bad = [LabeledQuery(participant_ids=q.participant_ids, outputs=q.outputs, label=label)
+           for q, label in zip(queries[:3], (2**70, 3, -1), strict=True)]
+    want = merit_incentives(WINDOW, queries[3:], {}, budget=10.0, feedback_horizon=7)
+    got = merit_incentives(WINDOW, bad + queries[3:], {}, budget=10.0, feedback_horizon=7)
+    assert [(e.participant_id, e.score) for e in got] == [
+        (e.participant_id, e.score) for e in want]

@@ -1,0 +1,172 @@
+"""The checks every service shares (fi_stream.validation) and the defects they close:
+poison pills, implausible answers, invalid queries, labels out of range."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fi_stream.engine import Signer, assemble, prepare
+from fi_stream.models import ModelSpec
+from fi_stream.validation import (
+    FALSE_REJECTION,
+    input_problems,
+    label_problem,
+    norm_bound,
+    privacy_problem,
+    query_problem,
+    readable_header,
+    screen_rows,
+)
+from schemas import (
+    Privacy,
+    Query,
+    ResponseBatch,
+    TaskSpec,
+    Tensor,
+    decode,
+    decode_query_view,
+    encode,
+)
+
+PRIVACY = Privacy(clip_norm=1.0, noise_multiplier=0.3)
+SPEC = TaskSpec(task="digits", input_shape=(64,), input_min=0.0, input_max=1.0,
+                num_classes=10)
+MODEL = ModelSpec(architecture="digits-mlp", task="digits", version="1", input_shape=(64,),
+                  num_classes=10, input_range=(0.0, 1.0))
+NOW = 1_000_000
+
+
+def query(x: np.ndarray, *, deadline: int = NOW + 5000, qid: str = "q1") -> Query:
+    return Query(query_id=qid, task="digits", input=Tensor.from_numpy(x), created_at_ms=NOW,
+                 deadline_ms=deadline)
+
+
+# -- the row bound ---------------------------------------------------------------------------
+
+def test_the_bound_is_clip_plus_the_chi_tail() -> None:
+    t = math.sqrt(2 * math.log(1 / FALSE_REJECTION))
+    assert norm_bound(1.0, 0.3, 10) == pytest.approx(1 + 0.3 * (math.sqrt(10) + t), rel=2e-5)
+    assert norm_bound(1.0, 0.0, 10) == pytest.approx(1.0, rel=2e-5)  # no noise: the clip
+
+
+def test_honest_rows_fail_the_bound_no_more_often_than_stated() -> None:
+    """At a loose p = 1e-2 the empirical rate is measurable: the worst honest row (norm C
+    exactly, then noise) exceeds the bound in well under 1 % of 200,000 draws."""
+    rng = np.random.default_rng(0)
+    d, sigma = 10, 0.3
+    x = np.zeros(d)
+    x[0] = 1.0
+    rows = x + rng.normal(0, sigma, (200_000, d))
+    rate = float((np.linalg.norm(rows, axis=1) > norm_bound(1.0, sigma, d, 1e-2)).mean())
+    assert rate <= 1e-2
+
+
+def test_screen_names_each_kind_of_implausible_row() -> None:
+    rows = np.zeros((6, 10), np.float32)
+    rows[0, 3] = 1.0  # a one-hot probability vector: fine
+    rows[1] = -0.3  # negative entries, norm 0.95: within what noise gives
+    rows[2, 0] = np.nan
+    rows[3, 0] = np.inf
+    rows[4, 0] = 1e6
+    rows[5] = 3e38  # finite float32, norm overflows float64 only without rescaling
+    assert screen_rows(rows, PRIVACY, 10) == [None, None, "non_finite", "non_finite",
+                                              "implausible_norm", "implausible_norm"]
+    assert screen_rows(rows[:2], PRIVACY, 7) == ["wrong_width"] * 2
+    assert screen_rows(np.full((1, 10), 1e300), PRIVACY, None) == ["implausible_norm"]
+    assert screen_rows(np.zeros((0, 10)), PRIVACY, 10) == []
+
+
+def test_a_batch_must_declare_the_registered_privacy() -> None:
+    assert privacy_problem(PRIVACY, PRIVACY) is None
+    forged = Privacy(clip_norm=1.0, noise_multiplier=0.0)
+    assert "σ=0.0" in (privacy_problem(forged, PRIVACY) or "")
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+def test_queries_outside_the_spec_or_the_deadline_cap_are_invalid() -> None:
+    ok = np.full(64, 0.5, np.float32)
+    assert query_problem(query(ok), SPEC, 60_000) is None
+    huge = query_problem(query(np.full(64, 3e38, np.float32)), SPEC, 60_000)
+    assert huge is not None and "above the task's maximum 1" in huge
+    assert "below" in (query_problem(query(np.full(64, -1, np.float32)), SPEC, 60_000) or "")
+    assert "takes <f4 [64]" in (query_problem(query(ok[:8]), SPEC, 60_000) or "")
+    far = query_problem(query(ok, deadline=NOW + 60_001), SPEC, 60_000)
+    assert far is not None and far.startswith("deadline_too_far")
+    # Unpublished spec: still no NaN.
+    assert query_problem(query(np.full(64, np.nan, np.float32)), None, 60_000) is not None
+
+
+def test_the_id_of_an_undecodable_query_is_read_for_its_rejected_result() -> None:
+    h = readable_header(b'{"query_id": "q-7", "task": "digits", "quorum": 0}')
+    assert h is not None and (h.query_id, h.task, h.quorum) == ("q-7", "digits", 1)
+    assert readable_header(b'{"query_id": "bad id!"}') is None
+    assert readable_header(b"garbage") is None and readable_header(None) is None
+    assert readable_header(b'["q"]') is None
+
+
+def test_labels_must_be_classes_of_the_task() -> None:
+    assert label_problem(9, 10) is None
+    assert label_problem(10, 10) is not None
+    assert label_problem(2**70, None) is not None
+
+
+def test_a_label_of_two_to_the_seventy_does_not_decode() -> None:
+    from schemas import DecodeError, Feedback
+    raw = b'{"query_id": "q", "label": 1180591620717411303424, "created_at_ms": 0}'
+    with pytest.raises(DecodeError):
+        decode(raw, Feedback)
+
+
+# -- participants agree with the aggregator --------------------------------------------------
+
+def _raw(**fields: object) -> bytes:
+    base: dict[str, object] = {
+        "query_id": "q1", "task": "digits", "created_at_ms": NOW, "deadline_ms": NOW + 5000,
+        "input": Tensor.from_numpy(np.full(64, 0.5, np.float32)).model_dump(mode="json")}
+    import orjson
+    return orjson.dumps({k: v for k, v in {**base, **fields}.items() if v is not None})
+
+
+@pytest.mark.parametrize("fields", [
+    {"quorum": 0}, {"deadline_ms": 1.5}, {"created_at_ms": -1}, {"strategy": 3},
+    {"client_id": 7}, {"query_id": "q1\n"}, {"task": "t" * 129}, {"schema_version": 2},
+], ids=str)
+def test_the_fast_decode_accepts_only_what_the_aggregator_accepts(
+        fields: dict[str, object]) -> None:
+    """Before: `quorum: 0` (and the rest) passed the participant's fast path, so it
+    answered, and spent privacy on, queries the aggregator dead-lettered."""
+    raw = _raw(**fields)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the full decode says
+        decode(raw, Query)
+    p = prepare([(0, raw)], MODEL, NOW, 60_000)
+    assert p.answerable == [] and len(p.broken) == 1
+
+
+def test_a_query_of_3e38_is_declined_with_the_reason_before_any_privacy_is_spent() -> None:
+    p = prepare([(0, encode(query(np.full(64, 3e38, np.float32))))], MODEL, NOW, 60_000)
+    assert p.answerable == []
+    [decline] = p.declined[0]
+    assert decline.reason == "bad_input" and "above the task's maximum" in (decline.detail or "")
+    far = prepare([(0, encode(query(np.full(64, 0.5, np.float32), deadline=NOW + 90_000)))],
+                  MODEL, NOW, 60_000)
+    assert far.answerable == [] and far.declined[0][0].detail is not None
+    assert decode_query_view(encode(query(np.full(64, 0.5, np.float32)))).created_at_ms == NOW
+
+
+def test_non_finite_outputs_are_declined_never_signed() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    signer = Signer(participant_id="p1", spec=MODEL, privacy=PRIVACY,
+                    key=Ed25519PrivateKey.generate())
+    p = prepare([(0, encode(query(np.full(64, 0.5, np.float32), qid=q)))
+                 for q in ("a", "b")], MODEL, NOW, 60_000)
+    outputs = np.full((2, 10), 0.1, np.float32)
+    outputs[1, 4] = np.nan
+    [(_, raw)] = assemble(p, 2, outputs, signer, NOW + 1)
+    batch = decode(raw, ResponseBatch)
+    assert batch.answered == ["a"] and np.isfinite(batch.outputs.to_numpy()).all()
+    assert [(d.query_id, d.reason) for d in batch.declined] == [("b", "bad_input")]
+    assert input_problems(np.zeros((0, 64), np.float32), SPEC) == []
