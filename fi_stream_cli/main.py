@@ -292,6 +292,50 @@ def merit_run(
     run_async(main, kafka=settings)
 
 
+# -- status -----------------------------------------------------------------------------------
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Redraw every --interval seconds until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(min=0.5, help="Seconds between redraws.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    recent: Annotated[int, typer.Option(
+        min=1, help="Results read back per partition for the status counts.")] = 200,
+) -> None:
+    """The federation: participants (live, lag, ε of budget), aggregators, open queries,
+    recent results by status, dead letters."""
+    import json as json_lib
+
+    settings = settings_from(ctx)
+
+    async def main() -> None:
+        from fi_stream_cli.status import render, snapshot
+
+        if not watch:
+            doc = await snapshot(settings, recent=recent)
+            if as_json:
+                print(json_lib.dumps(doc, indent=2))
+            else:
+                Console().print(render(doc))
+            return
+        import asyncio
+
+        from rich.live import Live
+
+        with Live(render(await snapshot(settings, recent=recent)), console=Console(),
+                  auto_refresh=False) as live:
+            while True:
+                await asyncio.sleep(interval)
+                live.update(render(await snapshot(settings, recent=recent)), refresh=True)
+
+    try:
+        run_async(main, kafka=settings)
+    except KeyboardInterrupt:
+        return
+
+
 # -- query ------------------------------------------------------------------------------------
 
 #: `fi-stream query` exit codes by result status (scripts can tell them apart).
