@@ -181,3 +181,17 @@ def test_audit_of_empty_topics_fails_unless_allowed(kafka_bootstrap: str) -> Non
     assert fi("topics", "create", env=env).returncode == 0
     one_line_error(fi("audit", env=env), 1, "nothing to audit", "--allow-empty")
     assert fi("audit", "--allow-empty", env=env).returncode == 0
+
+
+@pytest.mark.kafka
+def test_status_json_on_an_empty_federation(kafka_bootstrap: str) -> None:
+    import json
+
+    env = {"FI_KAFKA__BOOTSTRAP": kafka_bootstrap,
+           "FI_KAFKA__TOPIC_PREFIX": f"t-{uuid.uuid4().hex[:8]}.", "FI_KAFKA__PARTITIONS": "1"}
+    assert fi("topics", "create", env=env).returncode == 0
+    proc = fi("status", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["participants"] == [] and doc["dead_letters"] == 0
+    assert doc["aggregators"]["members"] == 0
