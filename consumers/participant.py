@@ -115,6 +115,7 @@ class ParticipantService(Service):
             PrivacyBudget(epsilon_max=p.epsilon_max, delta=p.delta), p.noise_multiplier,
             p.reserve_ahead,
         )
+        self.ledger.lock()
         # Computed when scraped: an RDP conversion per batch cost ~10 % of the event loop.
         self._metrics.epsilon.set_function(lambda: self.ledger.epsilon)
         self._key = load_or_create_key(self.model_dir / PRIVATE_KEY_FILE)
@@ -156,6 +157,8 @@ class ParticipantService(Service):
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
+        if getattr(self, "ledger", None) is not None:
+            self.ledger.close()  # after the last answer was acked: release the reservation
         log.info("participant_stopped", batches=self.batches, answered=self.answered)
 
     # -- the loop ---------------------------------------------------------------------------

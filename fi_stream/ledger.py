@@ -9,12 +9,14 @@ and a block is never more than 1 % of the budget, so a small budget is written p
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from fi_stream.errors import ConfigError
+from fi_stream.errors import ConfigError, LedgerLockedError
 from fi_stream.privacy import PrivacyBudget, answers_that_fit, epsilon_spent, max_answers
 
 LEDGER_FILE = "privacy_ledger.json"
@@ -30,6 +32,7 @@ class PrivacyLedger:
     #: Answers granted so far; `reserved` ≥ `answers` is what the file holds.
     answers: int = 0
     reserved: int = 0
+    _lock: IO[str] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, path: Path, budget: PrivacyBudget, noise_multiplier: float,
@@ -46,6 +49,36 @@ class PrivacyLedger:
             # Whatever was reserved may have been published: count all of it as spent.
             ledger.answers = ledger.reserved = int(state["answers"])
         return ledger
+
+    def lock(self) -> None:
+        """Hold `<ledger>.lock` (flock) until `close()`: two processes answering with one
+        ledger would each reserve from the same count and overspend the budget together.
+        The kernel drops the lock when the process dies, so a crash leaves nothing stale."""
+        handle = self.path.with_suffix(".lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise LedgerLockedError(
+                f"{self.path} is in use by pid {holder}: one process per participant id;"
+                " stop the other one first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
+
+    def close(self) -> None:
+        """A clean stop: write back what was actually answered (the reservation ahead was
+        not spent), then let go of the lock. A crash skips this and loses the block."""
+        if self.reserved > self.answers:
+            self.reserved = self.answers
+            self._save()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     @property
     def epsilon(self) -> float:

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import errno
+
 from prometheus_client import CollectorRegistry, start_http_server
 
+from fi_stream.errors import PortInUseError
 
-def serve_metrics(registry: CollectorRegistry, port: int | None) -> None:
-    """Expose `registry` on http://0.0.0.0:`port`/metrics; no-op when `port` is None."""
-    if port is not None:
-        start_http_server(port, registry=registry)
+
+def serve_metrics(registry: CollectorRegistry, port: int | None, host: str = "127.0.0.1") -> None:
+    """Expose `registry` on http://`host`:`port`/metrics; no-op when `port` is None.
+
+    Loopback by default: metrics name participants and rates, which is nobody else's business
+    unless the operator says so (`FI_METRICS_HOST=0.0.0.0`)."""
+    if port is None:
+        return
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"metrics port {host}:{port} is already in use (another fi-stream service?);"
+                " pick a free one with --metrics-port or FI_METRICS_PORT") from None
+        raise

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from fi_stream.choices import check_name, incentive_method_names, strategy_names
 from fi_stream.errors import ConfigError
 
 
@@ -48,6 +50,9 @@ class KafkaSettings(_Group):
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     topic_prefix: str = ""
+    #: How long a command waits for the first answer of the bootstrap broker before it
+    #: gives up with one line (no broker, a firewall, or a port that is not Kafka).
+    connect_timeout_s: float = Field(default=10.0, gt=0)
     local_port: int = 19092
     local_controller_port: int = 19093
     local_home: Path = Path(".fi/kafka")
@@ -74,7 +79,8 @@ class ParticipantSettings(_Group):
     #: latency under load than it costs (on 2 shared cores at 1,400 queries/s, 20 ms spent
     #: a third more CPU than 30 ms for a worse p99). 0: no wait, answer what a fetch brings.
     max_wait_ms: int = Field(default=30, ge=0)
-    device: str = "auto"
+    #: auto (CUDA when present), cpu, cuda, cuda:N or mps.
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     #: fp32, or bf16 autocast for the forward pass (softmax, clip and noise stay fp32).
     precision: Literal["fp32", "bf16"] = "fp32"
     #: torch.compile the model once at start (worth it on a GPU for larger models).
@@ -97,6 +103,16 @@ class AggregatorSettings(_Group):
     #: broker's work at a cost of at most this much latency. 0: return each fetch at once.
     fetch_wait_ms: int = Field(default=10, ge=0)
 
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        return check_name("strategy", value, strategy_names())
+
+    @field_validator("incentive_method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        return check_name("incentive method", value, incentive_method_names())
+
 
 class Settings(BaseSettings):
     """Every knob of fi-stream in one place; services receive it, never read the env themselves."""
@@ -110,15 +126,23 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     participant: ParticipantSettings = ParticipantSettings()
     aggregator: AggregatorSettings = AggregatorSettings()
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None
-    metrics_port: int | None = None
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    #: Where --metrics-port listens: loopback unless told otherwise (e.g. 0.0.0.0 in a
+    #: container whose port Prometheus scrapes from outside).
+    metrics_host: str = "127.0.0.1"
     default_deadline_ms: int = Field(default=2000, ge=1)
     #: Queries whose deadline is further than this after their `created_at_ms` are
     #: rejected (a `rejected` Result; participants decline them). An open query holds its
     #: partition's committed offset back until its deadline, so this bounds how much a
     #: restart re-reads. Every service of a federation must use the same value.
     max_deadline_ms: int = Field(default=300_000, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(
@@ -161,12 +185,59 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"config file {config} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config} is not valid TOML: {exc}") from None
-    env_set = Settings().model_dump(exclude_unset=True)
+    try:
+        env_set = Settings().model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid environment: {describe_errors(exc, origin=_env_name)}"
+                          ) from None
     alias = os.environ.get("FI_KAFKA_BOOTSTRAP")  # the documented short form
     if alias and not env_set.get("kafka", {}).get("bootstrap"):
         env_set.setdefault("kafka", {})["bootstrap"] = alias
     merged = _deep_merge(_deep_merge(file_values, env_set), overrides)
     try:
         return Settings(**merged)
-    except ValueError as exc:
-        raise ConfigError(f"invalid settings: {exc}") from None
+    except ValidationError as exc:
+        def origin(loc: tuple[str | int, ...]) -> str:
+            if _has(overrides, loc):
+                return "--" + str(loc[-1]).replace("_", "-")
+            if _has(env_set, loc):
+                return _env_name(loc)
+            if config is not None and _has(file_values, loc):
+                return f"{config}: {_dotted(loc)}"
+            return _dotted(loc)
+
+        raise ConfigError(f"invalid settings: {describe_errors(exc, origin=origin)}") from None
+
+
+def _has(values: dict[str, Any], loc: tuple[str | int, ...]) -> bool:
+    node: Any = values
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _env_name(loc: tuple[str | int, ...]) -> str:
+    return "FI_" + "__".join(str(p).upper() for p in loc)
+
+
+def describe_errors(exc: ValidationError, *, origin: Callable[[tuple[str | int, ...]], str]
+                    ) -> str:
+    """pydantic's errors as one line: `where: what (got VALUE)`, joined by `; `."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            what = "unknown setting (see docs/config.example.toml)"
+        else:
+            what = str(err["msg"]).removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if err["type"] == "extra_forbidden" or isinstance(got, dict) \
+            else f" (got {got!r})"
+        parts.append(f"{origin(loc)}: {what}{shown}")
+    return "; ".join(parts)

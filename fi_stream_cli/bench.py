@@ -10,32 +10,37 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import torch
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 
-from fi_stream.engine import InferenceEngine, Precision, Signer, assemble, pick_device, prepare
-from fi_stream.models import ModelSpec, build
-from fi_stream.privacy import GaussianMechanism
 from fi_stream_cli.runtime import run_async, settle_heap
-from schemas import Privacy, Query, Tensor, encode
+
+if TYPE_CHECKING:  # torch, numpy and the engine are imported by the commands that use them
+    import numpy as np
+
+    from fi_stream.models import ModelSpec
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (JSON out).")
 console = Console(stderr=True)
 
-MODELS = {
-    "digits-mlp": ModelSpec(architecture="digits-mlp", task="digits", version="bench",
-                            input_shape=(64,), num_classes=10),
-    "resnet18-c": ModelSpec(architecture="resnet18-c", task="cifar", version="bench",
-                            input_shape=(3, 32, 32), num_classes=10),
-}
+MODEL_NAMES = ("digits-mlp", "resnet18-c")
+
+
+def _model_spec(name: str) -> ModelSpec:
+    from fi_stream.models import ModelSpec
+
+    if name == "digits-mlp":
+        return ModelSpec(architecture="digits-mlp", task="digits", version="bench",
+                         input_shape=(64,), num_classes=10)
+    return ModelSpec(architecture="resnet18-c", task="cifar", version="bench",
+                     input_shape=(3, 32, 32), num_classes=10)
 
 
 def machine() -> dict[str, Any]:
+    import torch
+
     info: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                             "python": platform.python_version(), "torch": torch.__version__}
     if torch.cuda.is_available():
@@ -67,6 +72,10 @@ def _rate(step: Callable[[], int], seconds: float, sync: Callable[[], None]) -> 
 
 
 def _records(spec: ModelSpec, n: int, rng: np.random.Generator) -> list[tuple[int, bytes]]:
+    import numpy as np
+
+    from schemas import Query, Tensor, encode
+
     now = int(time.time() * 1000)
     return [
         (i % 4, encode(Query(query_id=f"q{i}", task=spec.task, created_at_ms=now,
@@ -79,19 +88,30 @@ def _records(spec: ModelSpec, n: int, rng: np.random.Generator) -> list[tuple[in
 
 @bench_app.command("engine")
 def bench_engine(
-    model: Annotated[str, typer.Option(help=f"One of {sorted(MODELS)}.")] = "digits-mlp",
-    batch: Annotated[int, typer.Option(min=1)] = 1024,
-    device: str = "auto",
+    model: Annotated[str, typer.Option(help=f"One of {', '.join(MODEL_NAMES)}.")
+                     ] = "digits-mlp",
+    batch: Annotated[int, typer.Option(min=1, help="Queries per batch.")] = 1024,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
-    seconds: Annotated[float, typer.Option(min=0.1)] = 3.0,
+    seconds: Annotated[float, typer.Option(min=0.1, help="Seconds per measurement.")] = 3.0,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the JSON here.")
+                        ] = None,
 ) -> None:
     """Raw forward (ceiling) vs. the participant engine (encoded queries → encoded, signed
     ResponseBatches, pipelined as in the service) vs. one query at a time."""
-    if model not in MODELS or precision not in ("fp32", "bf16"):
-        raise typer.BadParameter(f"--model in {sorted(MODELS)}, --precision fp32|bf16")
-    spec = MODELS[model]
+    import numpy as np
+    import torch
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fi_stream.engine import InferenceEngine, Precision, Signer, assemble, pick_device, prepare
+    from fi_stream.models import build
+    from fi_stream.privacy import GaussianMechanism
+    from schemas import Privacy
+
+    if model not in MODEL_NAMES or precision not in ("fp32", "bf16"):
+        raise typer.BadParameter(f"--model in {', '.join(MODEL_NAMES)}, --precision fp32|bf16")
+    spec = _model_spec(model)
     dev = pick_device(device)
     prec: Precision = "bf16" if precision == "bf16" else "fp32"
     torch.manual_seed(0)
@@ -157,16 +177,20 @@ def bench_engine(
 
 @bench_app.command("emit")
 def bench_emit(
-    participants: Annotated[int, typer.Option(min=1)] = 5,
+    participants: Annotated[int, typer.Option(min=1, help="Answers per query.")] = 5,
     batch: Annotated[int, typer.Option(min=1, help="Queries settled in one poll.")] = 48,
-    seconds: Annotated[float, typer.Option(min=0.1)] = 3.0,
-    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    seconds: Annotated[float, typer.Option(min=0.1, help="Seconds per measurement.")] = 3.0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the JSON here.")
+                        ] = None,
 ) -> None:
     """The aggregator's work per settled query (soft vote, loo-agreement tallies, building
     and encoding the Result): query by query vs. `soft_vote_in_batches`, side by side.
     (48 queries per poll is what the aggregator sees at ~1,400 queries/s.)"""
+    import numpy as np
+
     from fi_stream.join import Answer, OpenQuery
     from fi_stream.results import IncentiveWindow, build_result, soft_vote_in_batches
+    from schemas import Query, Tensor, encode
 
     rng = np.random.default_rng(0)
     ids = [f"p{k + 1}" for k in range(participants)]
@@ -212,6 +236,8 @@ PACING_TICK_S = 0.002
 
 
 def _percentiles(values: np.ndarray[Any, Any]) -> dict[str, float]:
+    import numpy as np
+
     return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
 
 
@@ -221,6 +247,8 @@ async def _drive(settings: Any, *, rate: float, duration: float, warmup: float,
     seconds; only queries sent after the warm-up count. Latency is query created → result
     received by the client."""
     import asyncio
+
+    import numpy as np
 
     from fi_stream.clock import now_ms
     from fi_stream.models import load_digits_split
@@ -297,6 +325,8 @@ def _per_second(created_ms: np.ndarray[Any, Any], latency_ms: np.ndarray[Any, An
                 ) -> list[dict[str, float]]:
     """Latency by the second the query was created in: a tail made of a few slow seconds
     (a stall) reads differently from one spread over the whole run (queueing)."""
+    import numpy as np
+
     if not len(created_ms):
         return []
     second = (created_ms - created_ms.min()) // 1000
@@ -306,18 +336,19 @@ def _per_second(created_ms: np.ndarray[Any, Any], latency_ms: np.ndarray[Any, An
 
 @bench_app.command("e2e")
 def bench_e2e(
-    participants: Annotated[int, typer.Option(min=1)] = 5,
+    participants: Annotated[int, typer.Option(min=1, help="Participant processes.")] = 5,
     aggregators: Annotated[int, typer.Option(
         min=1, help="Aggregator processes in the group (they share the partitions).")] = 1,
     rate: Annotated[float, typer.Option(
         help="Offered queries/s; 0 finds the sustained maximum, then measures latency at "
              "half of it.")] = 0.0,
-    duration: Annotated[float, typer.Option(min=1.0)] = 10.0,
+    duration: Annotated[float, typer.Option(min=1.0, help="Measured seconds per run.")] = 10.0,
     warmup: Annotated[float, typer.Option(
         min=0.0, help="Seconds of load before measuring: new topics, first transactions and "
                       "cold code paths cost a few hundred ms once, and on 2 busy cores the "
                       "backlog they leave takes ~3 s to drain (see `per_second`).")] = 5.0,
-    deadline_ms: Annotated[int, typer.Option(min=1)] = 5_000,
+    deadline_ms: Annotated[int, typer.Option(min=1, help="Each query's time budget, ms.")
+                           ] = 5_000,
     naive: Annotated[bool, typer.Option(help="Also run the naive pipeline for the ratio.")] = True,
     max_in_flight: Annotated[int, typer.Option(
         min=1, help="Unanswered queries the load generator allows (closed loop).")] = 1000,
@@ -327,7 +358,8 @@ def bench_e2e(
     max_wait_ms: Annotated[int, typer.Option(
         min=0, help="Participants' micro-batch wait (batched pipeline).")] = 30,
     keep: Annotated[bool, typer.Option(help="Keep each run's topics afterwards.")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the JSON here.")
+                        ] = None,
 ) -> None:
     """The whole system on the local broker (or FI_KAFKA_BOOTSTRAP), one process per service:
     batched participants vs. a naive pipeline (one forward per query, one awaited produce per

@@ -1,22 +1,29 @@
-"""`fi-stream`: kafka, topics, keys, participant, aggregator, query, demo."""
+"""`fi-stream`: kafka, topics, keys, participant, aggregator, query, demo.
+
+Heavy libraries (torch, scikit-learn, aiokafka, numpy) are imported inside the commands that
+use them: `fi-stream --help` and `fi-stream status` would otherwise pay ~3 s of imports.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 
-from fi_stream.kafka import bootstrap_servers, ensure_topics
-from fi_stream.kafka.local_broker import LocalKafka
-from fi_stream.settings import Settings
+from fi_stream.choices import LOG_LEVELS, strategy_names
 from fi_stream_cli.bench import bench_app
+from fi_stream_cli.failures import CliApp
 from fi_stream_cli.runtime import run_async, serve, settings_from
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Federated inference over Kafka.")
+if TYPE_CHECKING:
+    from fi_stream.kafka.local_broker import LocalKafka
+    from fi_stream.settings import Settings
+
+app = CliApp(no_args_is_help=True, add_completion=True,
+             help="Federated inference over Kafka.")
 kafka_app = typer.Typer(no_args_is_help=True, help="The local single-node Kafka (KRaft) broker.")
 topics_app = typer.Typer(no_args_is_help=True, help="Topics of DESIGN §2.")
 keys_app = typer.Typer(no_args_is_help=True, help="Ed25519 signing keys.")
@@ -31,16 +38,44 @@ app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file.")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="TOML settings file (see docs/config.example.toml).")]
+MetricsPortOpt = Annotated[int | None, typer.Option(
+    min=0, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics "
+    "(FI_METRICS_HOST to bind elsewhere).")]
+
+
+def _choices(name: str, values: list[str] | tuple[str, ...]) -> type[StrEnum]:
+    """An enum of `values`: typer lists an enum's members in --help and rejects the rest."""
+    return StrEnum(name, {v: v for v in values})  # type: ignore[return-value]
+
+
+StrategyName = _choices("StrategyName", strategy_names())
+LogLevel = _choices("LogLevel", LOG_LEVELS)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"fi-stream {version('fi-stream')}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(ctx: typer.Context, config: ConfigOpt = None,
-          log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, ...")] = None) -> None:
-    ctx.ensure_object(dict).update(config=config, log_level=log_level)
+          log_level: Annotated[LogLevel | None, typer.Option(
+              case_sensitive=False,
+              help="Log level; DEBUG also shows the traceback of a failure.")] = None,
+          version: Annotated[bool, typer.Option(
+              "--version", callback=_version, is_eager=True,
+              help="Print the version and exit.")] = False) -> None:
+    ctx.ensure_object(dict).update(config=config, log_level=log_level and log_level.value)
 
 
 def _local(settings: Settings) -> LocalKafka:
+    from fi_stream.kafka.local_broker import LocalKafka
+
     k = settings.kafka
     return LocalKafka(k.local_home, port=k.local_port, controller_port=k.local_controller_port)
 
@@ -75,10 +110,14 @@ def kafka_status(ctx: typer.Context) -> None:
 
 @topics_app.command("create")
 def topics_create(ctx: typer.Context,
-                  partitions: Annotated[int | None, typer.Option(min=1)] = None) -> None:
+                  partitions: Annotated[int | None, typer.Option(
+                      min=1, help="Partitions of the co-partitioned topics (default 4).")
+                  ] = None) -> None:
     """Create the topics (idempotent); checks co-partitioned topics share a partition count."""
+    from fi_stream.kafka import bootstrap_servers, ensure_topics
+
     settings = settings_from(ctx, kafka={"partitions": partitions} if partitions else None)
-    created = run_async(lambda: ensure_topics(settings))
+    created = run_async(lambda: ensure_topics(settings), kafka=settings)
     console.print(f"topics ready on {bootstrap_servers(settings)}; created: {created or 'none'}")
 
 
@@ -105,10 +144,11 @@ def _model_dir(pid: str, model: Path | None) -> Path:
 @participant_app.command("train")
 def participant_train(
     pid: Annotated[str, typer.Option("--id", help="Participant id.")],
-    shard: Annotated[int, typer.Option(min=0)],
-    of: Annotated[int, typer.Option(min=1)],
-    alpha: Annotated[float, typer.Option(min=0.0)] = 0.3,
-    seed: int = 0,
+    shard: Annotated[int, typer.Option(min=0, help="Which shard (0-based) of the training set.")],
+    of: Annotated[int, typer.Option(min=1, help="How many shards the training set is cut in.")],
+    alpha: Annotated[float, typer.Option(
+        min=0.0, help="Dirichlet α of the label skew: small = very non-IID.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Random seed of the split and the training.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Model dir (default .fi/models/ID).")] = None,
 ) -> None:
     """Train a digits model on Dirichlet(α) shard K of N; writes safetensors + spec.json."""
@@ -128,58 +168,75 @@ def participant_run(
     ctx: typer.Context,
     pid: Annotated[str, typer.Option("--id", help="Participant id.")],
     model: Annotated[Path | None, typer.Option(help="Model dir (default .fi/models/ID).")] = None,
-    max_batch: Annotated[int | None, typer.Option(min=1)] = None,
-    max_wait_ms: Annotated[int | None, typer.Option(min=0)] = None,
-    device: str | None = None,
-    clip_norm: Annotated[float | None, typer.Option(min=0.0)] = None,
-    noise_multiplier: Annotated[float | None, typer.Option(min=0.0)] = None,
-    epsilon_max: float | None = None,
-    metrics_port: int | None = None,
+    max_batch: Annotated[int | None, typer.Option(
+        min=1, help="Most queries per micro-batch (default 256).")] = None,
+    max_wait_ms: Annotated[int | None, typer.Option(
+        min=0, help="Longest wait to fill a micro-batch, ms (default 30).")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto (CUDA if present), cpu, cuda, cuda:N or mps.")] = None,
+    clip_norm: Annotated[float | None, typer.Option(
+        min=0.0, help="C: each output is clipped to L2 norm ≤ C (default 1.0).")] = None,
+    noise_multiplier: Annotated[float | None, typer.Option(
+        min=0.0, help="σ: Gaussian noise of std σ·C is added to each output (default 0.3).")
+    ] = None,
+    epsilon_max: Annotated[float | None, typer.Option(
+        help="The privacy budget ε at δ; answering stops when it is spent.")] = None,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Answer queries until SIGTERM/SIGINT."""
-    from consumers.participant import make_participant
-    from fi_stream.metrics import serve_metrics
-
     settings = settings_from(
         ctx, participant=_some(max_batch=max_batch, max_wait_ms=max_wait_ms, device=device),
         privacy=_some(clip_norm=clip_norm, noise_multiplier=noise_multiplier,
                       epsilon_max=epsilon_max),
         metrics_port=metrics_port)
 
-    if settings.participant.torch_threads:
-        import torch
+    async def main() -> None:  # imports torch: after the broker answered (fails fast)
+        from consumers.participant import make_participant
+        from fi_stream.metrics import serve_metrics
 
-        torch.set_num_threads(settings.participant.torch_threads)
+        if settings.participant.torch_threads:
+            import torch
 
-    async def main() -> None:
+            torch.set_num_threads(settings.participant.torch_threads)
+
         service = make_participant(settings, participant_id=pid,
                                    model_dir=_model_dir(pid, model))
-        serve_metrics(service.metrics_registry, settings.metrics_port)
+        serve_metrics(service.metrics_registry, settings.metrics_port, settings.metrics_host)
         await serve(service)
 
-    run_async(main)
+    run_async(main, kafka=settings)
 
 
 @participant_app.command("budget")
 def participant_budget(
     ctx: typer.Context,
     pid: Annotated[str, typer.Option("--id", help="Participant id.")],
-    model: Annotated[Path | None, typer.Option()] = None,
+    model: Annotated[Path | None, typer.Option(
+        help="Model dir (default .fi/models/ID).")] = None,
 ) -> None:
-    """Print the privacy spent so far (ε at δ) and what is left."""
+    """Print the privacy spent so far: answers, answers reserved ahead, ε at δ, what is left."""
+    from fi_stream.errors import UnknownParticipantError
     from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
     from fi_stream.privacy import PrivacyBudget, max_answers
 
     settings = settings_from(ctx)
     p = settings.privacy
-    ledger = PrivacyLedger.open(_model_dir(pid, model) / LEDGER_FILE,
+    directory = _model_dir(pid, model)
+    if not directory.is_dir():
+        raise UnknownParticipantError(
+            f"no participant {pid!r} here: {directory} does not exist (train it with "
+            f"`fi-stream participant train --id {pid} ...`, or pass --model DIR)")
+    ledger = PrivacyLedger.open(directory / LEDGER_FILE,
                                 PrivacyBudget(epsilon_max=p.epsilon_max, delta=p.delta),
                                 p.noise_multiplier)
     cap = max_answers(p.epsilon_max, p.delta, p.noise_multiplier)
-    # A running participant's reservation ahead counts: it is what a restart would count.
-    print(f"{pid}: {ledger.answers} answers spent, ε = {ledger.epsilon:.4g} at δ = {p.delta:g}"
-          f" (budget ε_max = {p.epsilon_max:g}, σ = {p.noise_multiplier:g});"
-          f" {max(0, cap - ledger.answers)} answers left")
+    # What the file holds counts as spent: after a clean stop that is exactly the answers
+    # given; while the participant runs (or after a crash) it includes the block reserved
+    # ahead, which a restart counts as spent.
+    print(f"{pid}: {ledger.answers:,} answers counted as spent"
+          f" (answered or reserved: see `fi-stream status` for a running participant),"
+          f" ε = {ledger.epsilon:.4g} of budget ε_max = {p.epsilon_max:g} at δ = {p.delta:g}"
+          f" (σ = {p.noise_multiplier:g}); {max(0, cap - ledger.answers):,} answers left")
 
 
 def _some(**values: Any) -> dict[str, Any] | None:
@@ -194,21 +251,23 @@ def aggregator_run(
     ctx: typer.Context,
     instance_id: Annotated[str | None, typer.Option(
         help="Stable id of this member (its transactional id); default host-pid.")] = None,
-    strategy: str | None = None,
-    metrics_port: int | None = None,
+    strategy: Annotated[StrategyName | None, typer.Option(
+        help="Aggregation rule for queries that name none (default soft_vote).")] = None,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Join responses and emit results and incentives until SIGTERM/SIGINT."""
-    from consumers.aggregator import AggregatorService
-    from fi_stream.metrics import serve_metrics
-
-    settings = settings_from(ctx, aggregator=_some(strategy=strategy), metrics_port=metrics_port)
+    settings = settings_from(ctx, aggregator=_some(strategy=strategy and strategy.value),
+                             metrics_port=metrics_port)
 
     async def main() -> None:
+        from consumers.aggregator import AggregatorService
+        from fi_stream.metrics import serve_metrics
+
         service = AggregatorService(settings, instance_id=instance_id)
-        serve_metrics(service.metrics_registry, settings.metrics_port)
+        serve_metrics(service.metrics_registry, settings.metrics_port, settings.metrics_host)
         await serve(service)
 
-    run_async(main)
+    run_async(main, kafka=settings)
 
 
 @app.command("merit")
@@ -217,62 +276,139 @@ def merit_run(
     label_wait_s: Annotated[float, typer.Option(
         min=0.0, help="Score a window this long after it closed even if labels are missing.")
     ] = 30.0,
-    metrics_port: int | None = None,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Score closed incentive windows by merit (Shapley) once their labels have arrived."""
-    from consumers.merit import MeritService
-    from fi_stream.metrics import serve_metrics
-
     settings = settings_from(ctx, metrics_port=metrics_port)
 
     async def main() -> None:
+        from consumers.merit import MeritService
+        from fi_stream.metrics import serve_metrics
+
         service = MeritService(settings, label_wait_s=label_wait_s)
-        serve_metrics(service.metrics_registry, settings.metrics_port)
+        serve_metrics(service.metrics_registry, settings.metrics_port, settings.metrics_host)
         await serve(service)
 
-    run_async(main)
+    run_async(main, kafka=settings)
+
+
+# -- status -----------------------------------------------------------------------------------
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Redraw every --interval seconds until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(min=0.5, help="Seconds between redraws.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    recent: Annotated[int, typer.Option(
+        min=1, help="Results read back per partition for the status counts.")] = 200,
+) -> None:
+    """The federation: participants (live, lag, ε of budget), aggregators, open queries,
+    recent results by status, dead letters."""
+    import json as json_lib
+
+    settings = settings_from(ctx)
+
+    async def main() -> None:
+        from fi_stream_cli.status import render, snapshot
+
+        if not watch:
+            doc = await snapshot(settings, recent=recent)
+            if as_json:
+                print(json_lib.dumps(doc, indent=2))
+            else:
+                Console().print(render(doc))
+            return
+        import asyncio
+
+        from rich.live import Live
+
+        with Live(render(await snapshot(settings, recent=recent)), console=Console(),
+                  auto_refresh=False) as live:
+            while True:
+                await asyncio.sleep(interval)
+                live.update(render(await snapshot(settings, recent=recent)), refresh=True)
+
+    try:
+        run_async(main, kafka=settings)
+    except KeyboardInterrupt:
+        return
 
 
 # -- query ------------------------------------------------------------------------------------
 
+#: `fi-stream query` exit codes by result status (scripts can tell them apart).
+QUERY_EXIT = {"complete": 0, "partial": 3, "insufficient": 4, "rejected": 5}
+
+
 @app.command("query")
 def query(
     ctx: typer.Context,
-    test_index: Annotated[int, typer.Option(help="Use this digits test sample as input.")] = 0,
+    test_index: Annotated[int, typer.Option(
+        min=0, help="Use this digits test sample as input (0 to 359).")] = 0,
     input_file: Annotated[Path | None, typer.Option("--input", help=".npy float32 input.")] = None,
-    deadline_ms: Annotated[int, typer.Option(min=1)] = 2000,
-    quorum: Annotated[int, typer.Option(min=1)] = 1,
-    strategy: str | None = None,
+    deadline_ms: Annotated[int, typer.Option(
+        min=1, help="Time budget from now, ms: answers after it are not used.")] = 2000,
+    quorum: Annotated[int, typer.Option(
+        min=1, help="Fewest answers for a `partial` result at the deadline.")] = 1,
+    strategy: Annotated[StrategyName | None, typer.Option(
+        help="Aggregation rule for this query (default: the aggregator's).")] = None,
+    wait_ready: Annotated[int, typer.Option(
+        min=0, help="First wait until this many participants are live (consuming).")] = 0,
+    wait_timeout_s: Annotated[float, typer.Option(
+        min=0.0, help="Give up --wait-ready after this many seconds.")] = 120.0,
 ) -> None:
-    """Send one query and print its Result as JSON."""
-    from fi_stream.models import load_digits_split
-    from producers.query_client import QueryClient
-
+    """Send one query and print its Result as JSON. Exit 0 if complete, 3 if partial,
+    4 if insufficient, 5 if rejected."""
     settings = settings_from(ctx)
     label: int | None = None
     if input_file is not None:
+        import numpy as np
+
         x = np.load(input_file, allow_pickle=False).astype(np.float32)
     else:
-        split = load_digits_split()
-        x, label = split.x_test[test_index], int(split.y_test[test_index])
+        from fi_stream.models import load_digits_split
 
-    async def main() -> None:
-        async with QueryClient(settings, quorum=quorum, strategy=strategy) as client:
+        split = load_digits_split()
+        if test_index >= len(split.x_test):
+            raise typer.BadParameter(f"{test_index} is past the test split (0 to "
+                                     f"{len(split.x_test) - 1})", param_hint="--test-index")
+        x, label = split.x_test[test_index], int(split.y_test[test_index])
+    # TODO(i12a): the aggregator will answer a query naming an unknown strategy with a
+    # `rejected` Result; until then the Choice above rejects it here, before sending.
+
+    async def main() -> str:
+        from producers.query_client import QueryClient
+
+        if wait_ready:
+            from fi_stream_cli.status import wait_ready as wait_live
+
+            live = await wait_live(settings, wait_ready, wait_timeout_s)
+            console.print(f"{len(live)} participants live: {', '.join(live)}")
+        async with QueryClient(settings, quorum=quorum,
+                               strategy=strategy and strategy.value) as client:
             result = await client.infer(x, deadline_ms=deadline_ms)
         print(result.model_dump_json(indent=2, exclude={"aggregate"}))
         if label is not None:
-            console.print(f"true label {label}, predicted {result.prediction}")
+            console.print(f"true label {label}, predicted {result.prediction} ({result.status}"
+                          f"{'; missing ' + ', '.join(result.missing) if result.missing else ''})")
+        return str(result.status)
 
-    run_async(main)
+    status = run_async(main, kafka=settings)
+    raise typer.Exit(QUERY_EXIT.get(status, 1))
 
 
 @app.command("demo")
 def demo(
     ctx: typer.Context,
-    participants: Annotated[int, typer.Option(min=2)] = 5,
-    alpha: Annotated[float, typer.Option(min=0.0)] = 0.3,
-    seed: int = 0,
-    deadline_ms: Annotated[int, typer.Option(min=1)] = 5000,
+    participants: Annotated[int, typer.Option(min=2, help="How many participants to train.")
+                            ] = 5,
+    alpha: Annotated[float, typer.Option(
+        min=0.0, help="Dirichlet α of the label skew: small = very non-IID.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Random seed of the shards and training.")] = 0,
+    deadline_ms: Annotated[int, typer.Option(min=1, help="Each query's time budget, ms.")
+                           ] = 5000,
 ) -> None:
     """Train N participants, start them and an aggregator, stream the test split, report."""
     from fi_stream_cli.demo import run_demo

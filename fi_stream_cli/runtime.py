@@ -7,20 +7,22 @@ import gc
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from fi_stream.errors import FiStreamError
-from fi_stream.logging import configure_logging
-from fi_stream.service import Service
-from fi_stream.settings import Settings, load_settings
+if TYPE_CHECKING:
+    from fi_stream.service import Service
+    from fi_stream.settings import Settings
 
 T = TypeVar("T")
 
 
 def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
     """Settings from the global --config file, the environment and command flags."""
+    from fi_stream.logging import configure_logging
+    from fi_stream.settings import load_settings
+
     obj = ctx.ensure_object(dict)
     config: Path | None = obj.get("config")
     settings = load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -38,14 +40,20 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
-def run_async(main: Callable[[], Awaitable[T]]) -> T:
-    """Run `main`; a FiStreamError becomes one clear line on stderr and exit code 2."""
-    try:
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            return runner.run(main())  # type: ignore[arg-type]
-    except FiStreamError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
+def run_async(main: Callable[[], Awaitable[T]], *, kafka: Settings | None = None) -> T:
+    """Run `main` on an event loop; with `kafka`, first check (within its connect timeout)
+    that the broker answers, so a missing broker is one line, not a stalled start.
+
+    Failures propagate to the one handler around the app (fi_stream_cli.failures)."""
+    async def checked() -> T:
+        if kafka is not None:
+            from fi_stream.kafka.client import probe
+
+            await probe(kafka)
+        return await main()
+
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(checked())
 
 
 async def serve(service: Service) -> None:

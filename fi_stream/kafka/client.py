@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
 from aiokafka.helpers import create_ssl_context
 
+from fi_stream.errors import KafkaUnreachableError
 from fi_stream.settings import Settings
 
 
@@ -75,3 +79,47 @@ def make_consumer(
 
 def make_admin(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**_common(settings), request_timeout_ms=15_000)
+
+
+async def probe(settings: Settings) -> None:
+    """Fetch the cluster's metadata once, within `kafka.connect_timeout_s`, or raise
+    KafkaUnreachableError naming the address, the wait and the fix.
+
+    aiokafka's own start-up has no overall bound: with no broker it retries for seconds,
+    and a port where something else listens holds it for the whole request timeout (40 s)
+    before a traceback. Commands probe first so either ends in one line, in bounded time.
+    """
+    timeout = settings.kafka.connect_timeout_s
+    where = bootstrap_servers(settings)
+    client = AIOKafkaClient(**_common(settings), request_timeout_ms=int(timeout * 1000))
+    quiet = logging.getLogger("aiokafka")
+    was_disabled, quiet.disabled = quiet.disabled, True  # its retries are this one failure
+    try:
+        async with asyncio.timeout(timeout):
+            await client.bootstrap()
+    except Exception as exc:
+        if isinstance(exc, TimeoutError):
+            cause = "connected, but no Kafka answer" if _listening(where) else "no answer"
+        elif "Unable to bootstrap" in str(exc):
+            cause = "connection refused or host unreachable"
+        else:
+            cause = str(exc) or type(exc).__name__
+        hint = ("start the local broker with `fi-stream kafka up`" if not settings.kafka.bootstrap
+                else "check FI_KAFKA__BOOTSTRAP (is a Kafka broker listening there?)")
+        raise KafkaUnreachableError(
+            f"cannot reach Kafka at {where} within {timeout:g} s ({cause}); {hint}") from exc
+    finally:
+        await client.close()
+        quiet.disabled = was_disabled
+
+
+def _listening(bootstrap: str) -> bool:
+    """Does something accept TCP connections at the first bootstrap address?"""
+    import socket
+
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False

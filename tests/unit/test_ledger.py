@@ -62,3 +62,42 @@ def test_a_large_budget_is_written_once_per_block(tmp_path: Path) -> None:
     for _ in range(50):
         assert ledger.reserve(10) == 10
     assert writes == 5 and _on_disk(path) == 450 + 100  # written at 10, 120, …, 450
+
+
+def test_a_clean_close_releases_the_reservation_and_a_crash_loses_one_block(
+        tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    budget = PrivacyBudget(epsilon_max=1e6, delta=DELTA)
+    ledger = PrivacyLedger.open(path, budget, SIGMA, 1024)
+    ledger.lock()
+    assert ledger.reserve(10) == 10
+    assert _on_disk(path) == 10 + 1024  # running: the block ahead counts
+    ledger.close()
+    assert _on_disk(path) == 10  # clean stop: exactly what was answered
+    crashed = PrivacyLedger.open(path, budget, SIGMA, 1024)
+    crashed.reserve(5)  # then the process dies without close()
+    assert PrivacyLedger.open(path, budget, SIGMA, 1024).answers == 15 + 1024
+
+
+def test_a_second_process_cannot_share_the_ledger(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import pytest
+
+    from fi_stream.errors import LedgerLockedError
+
+    path = tmp_path / LEDGER_FILE
+    budget = PrivacyBudget(epsilon_max=1e6, delta=DELTA)
+    first = PrivacyLedger.open(path, budget, SIGMA)
+    first.lock()
+    code = (f"from fi_stream.ledger import PrivacyLedger\nfrom fi_stream.privacy import "
+            f"PrivacyBudget\nfrom pathlib import Path\nPrivacyLedger.open(Path({str(path)!r}),"
+            f" PrivacyBudget(epsilon_max=1e6, delta={DELTA}), {SIGMA}).lock()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0 and "LedgerLockedError" in proc.stderr
+    assert "one process per participant id" in proc.stderr
+    with pytest.raises(LedgerLockedError):  # flock is per open file: same process too
+        PrivacyLedger.open(path, budget, SIGMA).lock()
+    first.close()
+    PrivacyLedger.open(path, budget, SIGMA).lock()  # free again
