@@ -19,6 +19,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fi_stream.batching import fetch_batching, query_record_bytes
+from fi_stream.behaviours import Behaviour, strategic_model
 from fi_stream.clock import now_ms
 from fi_stream.engine import InferenceEngine, Prepared, Signer, assemble, pick_device, prepare
 from fi_stream.kafka import DeadLetterQueue, make_consumer, make_producer
@@ -85,11 +86,15 @@ class ParticipantService(Service):
     """`async with ParticipantService(...)` runs until `stop()` (or SIGTERM via the CLI)."""
 
     def __init__(self, settings: Settings, *, participant_id: str, model_dir: Path,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, behaviour: Behaviour = "honest",
+                 collusion_secret: bytes = b"") -> None:
         super().__init__()
         self.settings = settings
         self.participant_id = participant_id
         self.model_dir = model_dir
+        #: Experiments and tests only: a strategic participant (fi_stream.behaviours).
+        self.behaviour = behaviour
+        self._collusion_secret = collusion_secret
         self.topics = settings.topic_names
         self.group_id = f"{settings.kafka.topic_prefix}fi.participant.{participant_id}"
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
@@ -104,6 +109,10 @@ class ParticipantService(Service):
         structlog.contextvars.bind_contextvars(participant_id=self.participant_id)
         loop = asyncio.get_running_loop()
         module, spec = await loop.run_in_executor(None, load_model, self.model_dir)
+        if self.behaviour != "honest":
+            module = await asyncio.to_thread(strategic_model, module, spec, self.behaviour,
+                                             collusion_secret=self._collusion_secret)
+            log.warning("strategic_participant", behaviour=self.behaviour)
         p = self.settings.privacy
         mechanism = GaussianMechanism(clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier)
         self.spec = spec
@@ -306,9 +315,17 @@ class NaiveParticipantService(ParticipantService):
                     {TopicPartition(record.topic, record.partition): record.offset + 1})
 
 
-def make_participant(settings: Settings, *, participant_id: str,
-                     model_dir: Path) -> ParticipantService:
-    """The service `settings.participant.pipeline` asks for."""
+def make_participant(settings: Settings, *, participant_id: str, model_dir: Path,
+                     behaviour: Behaviour = "honest", collusion_secret: bytes = b"",
+                     copy_from: str | None = None) -> ParticipantService:
+    """The service `settings.participant.pipeline` asks for; a strategic one on request
+    (experiments and tests only, fi_stream.behaviours)."""
+    if behaviour == "copycat":
+        from consumers.copycat import CopycatParticipant
+
+        return CopycatParticipant(settings, participant_id=participant_id, model_dir=model_dir,
+                                  copy_from=copy_from)
     kind = (NaiveParticipantService if settings.participant.pipeline == "naive"
             else ParticipantService)
-    return kind(settings, participant_id=participant_id, model_dir=model_dir)
+    return kind(settings, participant_id=participant_id, model_dir=model_dir,
+                behaviour=behaviour, collusion_secret=collusion_secret)

@@ -182,8 +182,20 @@ def participant_run(
     epsilon_max: Annotated[float | None, typer.Option(
         help="The privacy budget ε at δ; answering stops when it is spent.")] = None,
     metrics_port: MetricsPortOpt = None,
+    behaviour: Annotated[str, typer.Option(
+        help="Experiments and tests only: honest, random, constant, uniform, lazy, copycat, "
+             "colluding (see fi_stream.behaviours).")] = "honest",
+    collusion_secret: Annotated[str, typer.Option(
+        help="colluding: the secret every colluder shares.")] = "",
+    copy_from: Annotated[str | None, typer.Option(
+        help="copycat: whose answers to copy (default: the first answer to each query).")
+    ] = None,
 ) -> None:
     """Answer queries until SIGTERM/SIGINT."""
+    from fi_stream.behaviours import BEHAVIOURS
+
+    if behaviour not in BEHAVIOURS:
+        raise typer.BadParameter(f"--behaviour must be one of {', '.join(BEHAVIOURS)}")
     settings = settings_from(
         ctx, participant=_some(max_batch=max_batch, max_wait_ms=max_wait_ms, device=device),
         privacy=_some(clip_norm=clip_norm, noise_multiplier=noise_multiplier,
@@ -200,7 +212,10 @@ def participant_run(
             torch.set_num_threads(settings.participant.torch_threads)
 
         service = make_participant(settings, participant_id=pid,
-                                   model_dir=_model_dir(pid, model))
+                                   model_dir=_model_dir(pid, model),
+                                   behaviour=behaviour,  # type: ignore[arg-type]
+                                   collusion_secret=collusion_secret.encode(),
+                                   copy_from=copy_from)
         serve_metrics(service.metrics_registry, settings.metrics_port, settings.metrics_host)
         await serve(service)
 

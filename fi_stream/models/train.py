@@ -31,20 +31,27 @@ def evaluate(module: nn.Module, x: npt.NDArray[np.float32], y: npt.NDArray[np.in
 
 
 def train_participant(*, shard: int, of: int, alpha: float, seed: int = 0, epochs: int = 60,
-                      participant_id: str | None = None, version: str = "1"
-                      ) -> tuple[nn.Module, ModelSpec]:
+                      participant_id: str | None = None, version: str = "1",
+                      fraction: float = 1.0) -> tuple[nn.Module, ModelSpec]:
     """Train digits-mlp on shard `shard` of a Dirichlet(α) partition into `of` shards.
 
     Each participant recomputes the whole partition from `seed` and keeps only its shard,
     so participants need no coordination to hold disjoint data. The test split is the
     shared fixed one regardless of `seed`: accuracies stay comparable across federations.
+    `fraction` < 1 keeps a seeded random part of the shard (at least one sample): the weak
+    "lazy" participant of the incentive experiments (fi_stream.behaviours).
     """
     if not 0 <= shard < of:
         raise ConfigError(f"shard must be in [0, {of}), got {shard}")
     if epochs < 1:
         raise ConfigError(f"epochs must be ≥ 1, got {epochs}")
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
     split = load_digits_split()
     idx = dirichlet_shards(split.y_train, of, alpha, np.random.default_rng(seed))[shard]
+    if fraction < 1:
+        keep = max(1, round(fraction * len(idx)))
+        idx = np.sort(np.random.default_rng([seed, shard]).permutation(idx)[:keep])
     x, y = split.x_train[idx], split.y_train[idx]
     spec = ModelSpec(architecture="digits-mlp", task="digits", version=version,
                      input_shape=(64,), num_classes=10, input_range=(0.0, 1.0),
