@@ -44,7 +44,7 @@ import numpy.typing as npt
 from fi_stream.aggregation import STRATEGIES, aggregate, soft_vote_batch
 from fi_stream.errors import ConfigError
 from fi_stream.incentives import (
-    LABEL_FREE_METHODS,
+    INCENTIVE_METHODS,
     MAX_EXACT_SHAPLEY,
     ensemble_accuracy_value,
     loo_agreement_batch,
@@ -727,9 +727,9 @@ class _Audit:
         if len(methods) > 1:
             self.add("incentive_method_mismatch", f"one window, several methods {methods}",
                      window=key)
-        if method not in LABEL_FREE_METHODS:
+        if method not in INCENTIVE_METHODS:
             self.add("unknown_incentive_method", f"method {method!r} is not one of "
-                     f"{sorted(LABEL_FREE_METHODS)}", window=key)
+                     f"{sorted(INCENTIVE_METHODS)}", window=key)
             return audit
         budgets = sorted({i.event.budget for i in recorded})
         if len(budgets) > 1:
@@ -756,7 +756,7 @@ class _Audit:
             # Answers that came after their result are counted late and appear in no result;
             # such a participant still got an incentive (score 0) and takes part in the split.
             replay.counts.setdefault(pid, {})
-        audit.scores = dict(replay.scores)
+        audit.scores = replay.current_scores()
         closed = {b: {i.participant_id: i for i in replay.close(budget=b)} for b in budgets}
         for logged in recorded:
             inc = logged.event

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +18,7 @@ from fi_stream.aggregation import as_outputs, entropy, to_simplex
 from fi_stream.errors import ConfigError
 
 F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
 Value = Callable[[frozenset[str]], float]
 
 #: Exact Shapley enumerates 2^N coalitions; above this use shapley_monte_carlo.
@@ -44,13 +46,22 @@ def loo_agreement(outputs: npt.ArrayLike) -> F64:
     return agree
 
 
+def loo_votes_batch(x: F64) -> tuple[I64, I64]:
+    """For a (Q, k ≥ 2, C) stack: each row's argmax and its leave-one-out consensus's."""
+    k = x.shape[1]
+    consensus = (x.sum(axis=1, keepdims=True) - x) / (k - 1)
+    own: I64 = x.argmax(axis=2).astype(np.int64)
+    peer: I64 = consensus.argmax(axis=2).astype(np.int64)
+    return own, peer
+
+
 def loo_agreement_batch(x: F64) -> F64:
     """`loo_agreement(x[i])` for every i of a (Q, k, C) stack."""
     q, k, _ = x.shape
     if k < 2:
         return np.zeros((q, k))
-    consensus = (x.sum(axis=1, keepdims=True) - x) / (k - 1)
-    agree: F64 = (x.argmax(axis=2) == consensus.argmax(axis=2)).astype(np.float64)
+    own, peer = loo_votes_batch(x)
+    agree: F64 = (own == peer).astype(np.float64)
     return agree
 
 
@@ -114,6 +125,91 @@ LABEL_FREE_METHODS: Mapping[str, Callable[[npt.ArrayLike], F64]] = {
 }
 
 
+# -- label-free, per window: peer prediction -------------------------------------------------
+
+def agreement_tally(own: npt.ArrayLike, peer: npt.ArrayLike, classes: int) -> I64:
+    """(k, 1 + 2C) integer tallies of one query: [agreed, one-hot own answer, one-hot peer's].
+
+    `own[j]` is participant j's argmax, `peer[j]` that of the others' consensus. Summed over
+    a window they give each participant's agreements and the two answer histograms that
+    `correlated_agreement_score` needs; integers, so the sums are exact in any order.
+    """
+    a = np.asarray(own, dtype=np.int64)
+    b = np.asarray(peer, dtype=np.int64)
+    k = len(a)
+    out: I64 = np.zeros((k, 1 + 2 * classes), dtype=np.int64)
+    rows = np.arange(k)
+    out[:, 0] = a == b
+    out[rows, 1 + a] = 1
+    out[rows, 1 + classes + b] = 1
+    return out
+
+
+def correlated_agreement_tally(outputs: npt.ArrayLike) -> I64:
+    """`agreement_tally` of one query's (k, C) rows; all zeros without a peer (k < 2)."""
+    x = as_outputs(outputs)
+    k, c = x.shape
+    if k < 2:
+        return np.zeros((k, 1 + 2 * c), dtype=np.int64)
+    own, peer = loo_votes_batch(x[None])
+    return agreement_tally(own[0], peer[0], c)
+
+
+def correlated_agreement_score(tally: npt.ArrayLike) -> float:
+    """Agreements with the peers' consensus minus the agreements expected by chance.
+
+    Multi-task peer prediction (Dasgupta & Ghosh 2013; the identity-matrix case of
+    Shnayder et al.'s Correlated Agreement, 2016): with n queries, answer histogram f and
+    the consensus's histogram g over those queries, the score is A − f·g / n. An answer
+    that carries no information about the query — a random class, a constant, the argmax
+    of noise around uniform, a colluders' shared coin — agrees with the consensus only as
+    often as the two histograms overlap, so it scores ≈ 0 in expectation, however its
+    answers are distributed; an informative one scores its agreement above chance.
+    """
+    t = np.asarray(tally, dtype=np.int64)
+    c = (len(t) - 1) // 2
+    f, g = t[1:1 + c], t[1 + c:]
+    n = int(f.sum())
+    if n == 0:
+        return 0.0
+    return float(int(t[0]) - int(f @ g) / n)
+
+
+@dataclass(frozen=True)
+class WindowMethod:
+    """A label-free method that is not a sum of per-query scores: per-query integer tallies
+    (summed per participant over the window) and the score of a participant's sum."""
+
+    tally: Callable[[npt.ArrayLike], I64]
+    score: Callable[[npt.ArrayLike], float]
+
+
+WINDOW_METHODS: Mapping[str, WindowMethod] = {
+    "correlated_agreement": WindowMethod(correlated_agreement_tally,
+                                         correlated_agreement_score),
+}
+
+#: Every label-free method an aggregator may be configured with.
+INCENTIVE_METHODS: frozenset[str] = frozenset(LABEL_FREE_METHODS) | frozenset(WINDOW_METHODS)
+#: The aggregator's default: it pays random, constant, uniform and colluding answers ≈ 0
+#: (`fi-stream experiment incentives`, README).
+DEFAULT_METHOD = "correlated_agreement"
+
+
+def add_tally(totals: dict[str, I64], pid: str, row: I64) -> None:
+    """totals[pid] += row, widening either side with zeros when their class counts differ
+    (a window that mixes tasks): deterministic, so the auditor's sums match."""
+    have = totals.get(pid)
+    if have is None:
+        totals[pid] = row.copy()
+    elif len(have) == len(row):
+        have += row
+    else:
+        width = max(len(have), len(row))
+        totals[pid] = (np.pad(have, (0, width - len(have)))
+                       + np.pad(row, (0, width - len(row))))
+
+
 def _sorted_query(ids: Sequence[str], outputs: npt.ArrayLike) -> tuple[list[str], F64]:
     """Rows in participant-id order: the float64 sums then do not depend on arrival order."""
     x = as_outputs(outputs)
@@ -127,15 +223,24 @@ def _sorted_query(ids: Sequence[str], outputs: npt.ArrayLike) -> tuple[list[str]
 
 def window_scores(per_query: Iterable[tuple[Sequence[str], npt.ArrayLike]],
                   method: str) -> dict[str, float]:
-    """Sum a per-query label-free score over a window of (ids, outputs) pairs.
+    """Score a window of (ids, outputs) pairs: a per-query label-free score summed, or a
+    `WINDOW_METHODS` score of the summed tallies.
 
     A participant absent from a query gets nothing for it; one absent from every query
     is absent from the result (the caller adds zeros for ids it knows about).
     """
+    windowed = WINDOW_METHODS.get(method)
+    if windowed is not None:
+        tallies: dict[str, I64] = {}
+        for ids, outputs in per_query:
+            sorted_ids, x = _sorted_query(ids, outputs)
+            for pid, row in zip(sorted_ids, windowed.tally(x), strict=True):
+                add_tally(tallies, pid, row)
+        return {pid: windowed.score(t) for pid, t in tallies.items()}
     fn = LABEL_FREE_METHODS.get(method)
     if fn is None:
         raise ConfigError(f"unknown incentive method {method!r}; "
-                          f"use one of {', '.join(sorted(LABEL_FREE_METHODS))}")
+                          f"use one of {', '.join(sorted(INCENTIVE_METHODS))}")
     totals: dict[str, float] = {}
     for ids, outputs in per_query:
         sorted_ids, x = _sorted_query(ids, outputs)

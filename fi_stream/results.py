@@ -20,7 +20,15 @@ from fi_stream.aggregation import (
     spectral_weights,
     to_simplex,
 )
-from fi_stream.incentives import loo_agreement, loo_agreement_batch, split_rewards, window_scores
+from fi_stream.incentives import (
+    WINDOW_METHODS,
+    add_tally,
+    agreement_tally,
+    loo_agreement,
+    loo_votes_batch,
+    split_rewards,
+    window_scores,
+)
 from fi_stream.join import OpenQuery
 from fi_stream.validation import QueryHeader
 from schemas import (
@@ -49,6 +57,9 @@ class Batched:
     aggregate: Aggregate
     scores: np.ndarray[Any, Any]
     max_confidence: np.ndarray[Any, Any]
+    #: Each row's argmax and its leave-one-out consensus's (k ≥ 2; else None).
+    own: np.ndarray[Any, Any] | None = None
+    peer: np.ndarray[Any, Any] | None = None
 
 
 def batch_matches(x: np.ndarray[Any, Any], vector: np.ndarray[Any, Any], prediction: int,
@@ -86,7 +97,12 @@ def soft_vote_in_batches(queries: list[OpenQuery]) -> dict[str, Batched]:
         if not np.isfinite(x).all():
             continue  # `aggregate` names the problem, query by query
         vector, prediction, confidence = soft_vote_batch(x)
-        agree = loo_agreement_batch(x)
+        own = peer = None
+        if len(ids) >= 2:
+            own, peer = loo_votes_batch(x)
+            agree = (own == peer).astype(np.float64)
+        else:
+            agree = np.zeros((len(members), len(ids)))
         if not batch_matches(x[0], vector[0], int(prediction[0]), float(confidence[0]),
                              agree[0]):
             continue
@@ -94,7 +110,8 @@ def soft_vote_in_batches(queries: list[OpenQuery]) -> dict[str, Batched]:
         for j, oq in enumerate(members):
             out[oq.query.query_id] = Batched(
                 x[j], Aggregate(vector[j], int(prediction[j]), float(confidence[j])),
-                agree[j], max_confidence[j])
+                agree[j], max_confidence[j],
+                None if own is None else own[j], None if peer is None else peer[j])
     return out
 
 
@@ -199,6 +216,8 @@ class IncentiveWindow:
     last_completed_at_ms: int = 0
     scores: dict[str, float] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: `WINDOW_METHODS` only: each participant's summed integer tallies.
+    tallies: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
     #: Max-confidence of each included answer, for spectral weights (memory only).
     confidences: list[dict[str, float]] = field(default_factory=list)
 
@@ -220,14 +239,18 @@ class IncentiveWindow:
         self.results += 1
         self.last_completed_at_ms = result.completed_at_ms
         if outputs is not None:
-            if batched is not None and self.method == "loo_agreement":
+            windowed = WINDOW_METHODS.get(self.method)
+            if windowed is not None:
+                self._tally(ids, outputs, batched)
+            elif batched is not None and self.method == "loo_agreement":
                 scores = dict(zip(ids, batched.scores.tolist(), strict=True))
-                maxconf = batched.max_confidence
             else:
                 scores = window_scores([(ids, outputs)], self.method)
-                maxconf = to_simplex(outputs).max(axis=1)
-            for pid, score in scores.items():
-                self.scores[pid] = self.scores.get(pid, 0.0) + score
+            if windowed is None:
+                for pid, score in scores.items():
+                    self.scores[pid] = self.scores.get(pid, 0.0) + score
+            maxconf = (batched.max_confidence if batched is not None
+                       else to_simplex(outputs).max(axis=1))
             self.confidences.append(dict(zip(ids, maxconf.tolist(), strict=True)))
         for pid in ids:
             self._count(pid, "included")
@@ -240,12 +263,31 @@ class IncentiveWindow:
         for e in result.excluded:
             self._count(e.participant_id, "excluded")
 
+    def _tally(self, ids: list[str], outputs: np.ndarray[Any, Any],
+               batched: Batched | None) -> None:
+        """Add one query's tallies; `ids` sorted, `outputs` their rows."""
+        if (batched is not None and batched.own is not None and batched.peer is not None
+                and self.method == "correlated_agreement"):
+            rows = agreement_tally(batched.own, batched.peer, outputs.shape[1])
+        else:
+            rows = WINDOW_METHODS[self.method].tally(outputs)
+        for pid, row in zip(ids, rows, strict=True):
+            add_tally(self.tallies, pid, row)
+
+    def current_scores(self) -> dict[str, float]:
+        """Every participant's score so far (the tallied methods score their sums)."""
+        windowed = WINDOW_METHODS.get(self.method)
+        if windowed is None:
+            return dict(self.scores)
+        return {pid: windowed.score(t) for pid, t in self.tallies.items()}
+
     def add_late(self, participant_id: str) -> None:
         """An answer that arrived after its result was out: counted, never used."""
         self._count(participant_id, "late")
 
     def close(self, *, budget: float) -> list[Incentive]:
-        scores = {pid: self.scores.get(pid, 0.0) for pid in self.scores.keys() | self.counts}
+        current = self.current_scores()
+        scores = {pid: current.get(pid, 0.0) for pid in current.keys() | self.counts}
         rewards = split_rewards(scores, budget)
         window = Window(partition=self.partition, seq=self.seq, results=self.results,
                         first_completed_at_ms=self.first_completed_at_ms,
@@ -274,8 +316,11 @@ class IncentiveWindow:
                 "method": self.method, "results": self.results,
                 "first_completed_at_ms": self.first_completed_at_ms,
                 "last_completed_at_ms": self.last_completed_at_ms,
-                "scores": self.scores, "counts": self.counts}
+                "scores": self.scores, "counts": self.counts,
+                "tallies": {pid: t.tolist() for pid, t in self.tallies.items()}}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> IncentiveWindow:
-        return cls(**state)
+        tallies = {pid: np.asarray(t, dtype=np.int64)
+                   for pid, t in state.get("tallies", {}).items()}
+        return cls(**{**state, "tallies": tallies})

@@ -95,7 +95,9 @@ class AggregatorSettings(_Group):
     window_results: int = Field(default=200, ge=1)
     window_seconds: float = Field(default=10.0, gt=0)
     reward_budget: float = Field(default=100.0, ge=0)
-    incentive_method: str = "loo_agreement"
+    #: A label-free method of fi_stream.incentives (INCENTIVE_METHODS). The default pays
+    #: random, constant, uniform and colluding answers about nothing (README: incentives).
+    incentive_method: str = "correlated_agreement"
     pending_response_ttl_ms: int = Field(default=60_000, ge=0)
     #: The broker holds the aggregator's fetches this long (or until a full fetch's worth):
     #: each loop is one fetch and one transaction, and a transaction is five requests and
@@ -112,6 +114,17 @@ class AggregatorSettings(_Group):
     @classmethod
     def _known_method(cls, value: str) -> str:
         return check_name("incentive method", value, incentive_method_names())
+
+
+    @field_validator("incentive_method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from fi_stream.incentives import INCENTIVE_METHODS
+
+        if value not in INCENTIVE_METHODS:
+            raise ValueError(f"unknown incentive method {value!r}; use one of "
+                             f"{', '.join(sorted(INCENTIVE_METHODS))}")
+        return value
 
 
 class Settings(BaseSettings):
