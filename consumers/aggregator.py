@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from fi_stream.aggregation import STRATEGIES
 from fi_stream.batching import held_fetch
 from fi_stream.clock import now_ms
+from fi_stream.copycat import screen_copies
 from fi_stream.join import JoinTable, OpenQuery, results_mark
 from fi_stream.kafka import make_admin, make_consumer, make_producer
 from fi_stream.kafka.dlq import dead_letter_headers
@@ -338,7 +339,7 @@ class AggregatorService(Service):
     async def _emit_ready(self, now: int) -> None:
         settled = self.join.take_settled()
         batched = soft_vote_in_batches(
-            [oq for oq in settled if self._strategy(oq) == "soft_vote"])
+            [oq for oq in settled if self._strategy(oq) == "soft_vote"], self._noise_std)
         for oq in settled:
             self._emit(oq, now, batched.get(oq.query.query_id))
         for oq in self.join.take_due(now):
@@ -396,9 +397,16 @@ class AggregatorService(Service):
         window = self._window(oq.partition, now)
         weights = {"reward_weighted": self._rewards, "spectral": self._spectral}.get(
             strategy, {}).get(oq.partition)
+        # Copies of another participant's answer are left out (and counted): see copycat.py.
+        copied = ([] if batched is not None and batched.no_copies
+                  else screen_copies(oq, self._noise_std))
+        if copied:
+            batched = None
+            log.warning("copied_answers", query_id=oq.query.query_id,
+                        copies={a.participant_id: of for a, of in copied})
         result, ids, outputs = build_result(oq, strategy=strategy, completed_at_ms=now,
                                             window=window.ref, weights=weights,
-                                            batched=batched)
+                                            batched=batched, copied=copied)
         window.add(result, ids, outputs,
                    batched if batched is not None and outputs is batched.outputs else None)
         self.join.close(oq, now)
@@ -413,6 +421,11 @@ class AggregatorService(Service):
         self.emitted += 1
         self._metrics.results.labels(result.status).inc()
         self._metrics.latency.observe(max(0, now - result.created_at_ms) / 1000)
+
+    def _noise_std(self, participant_id: str) -> float:
+        """The noise std σ·C the participant registered (0: unknown, never flagged)."""
+        entry = self.registry.participants.get(participant_id)
+        return 0.0 if entry is None else entry.privacy.clip_norm * entry.privacy.noise_multiplier
 
     def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
         """Into the same transaction as the offsets that move past the bad record."""

@@ -24,7 +24,9 @@ What is checked (DESIGN §1, §4, §6), each finding a `Discrepancy` with a stab
   and says why (`status_mismatch`);
 - every participant's privacy spend, recomputed from its VALIDLY SIGNED response batches
   (a forged batch spends nothing of anyone's), is within the budget it registered
-  (`budget_exceeded`).
+  (`budget_exceeded`);
+- the copies a result left out are copies, and none it included is (`copy_flag_mismatch`:
+  `fi_stream.copycat.flag_copies` over its included and copied rows, registered σ·C).
 
 A *slice* of the log (``AuditLog.partial``) is audited as far as it allows: what needs a
 record outside the slice is counted as out of range instead of reported.
@@ -42,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fi_stream.aggregation import STRATEGIES, aggregate, soft_vote_batch
+from fi_stream.copycat import flag_copies, suspicious
 from fi_stream.errors import ConfigError
 from fi_stream.incentives import (
     INCENTIVE_METHODS,
@@ -88,6 +91,7 @@ Kind = Literal[
     "incentive_window_mismatch", "incentive_method_mismatch", "incentive_budget_mismatch",
     "unknown_incentive_method", "duplicate_incentive", "missing_incentive",
     "budget_exceeded", "malformed_record", "implausible_answer_used", "wrong_exclusion",
+    "copy_flag_mismatch",
 ]
 #: Every discrepancy kind, in the order the report lists them.
 KINDS: tuple[Kind, ...] = Kind.__args__  # type: ignore[attr-defined]
@@ -337,6 +341,7 @@ class _Checked:
     usable: bool = True
     rows: F64 | None = None  # (k, C) float64, gathered for usable results with answers
     agree: F64 | None = None  # per-row loo_agreement scores, when computed in a batch
+    close_pair: bool = True  # some pair of its rows is within the noise (copycat.suspicious)
 
 
 class _Rows:
@@ -618,6 +623,9 @@ class _Audit:
             with np.errstate(all="ignore"):
                 vector, prediction, confidence = soft_vote_batch(x)
                 agree = loo_agreement_batch(x)
+            stds = np.array([[self.noise_std(p) for p in c.ids] for c in members])
+            with np.errstate(all="ignore"):
+                close = suspicious(np.where(np.isfinite(x), x, 0.0), stds)
             first = int(np.argmax(finite))
             fast = bool(finite[first]) and batch_matches(
                 x[first], vector[first], int(prediction[first]), float(confidence[first]),
@@ -628,6 +636,7 @@ class _Audit:
                     self.flag(c, "aggregate_mismatch", "the listed rows contain NaN or Inf")
                     continue
                 c.rows = x[i]
+                c.close_pair = bool(close[i])
                 r = c.logged.event
                 if fast:
                     c.agree = agree[i]
@@ -638,6 +647,46 @@ class _Audit:
                             and r.confidence == confidence[i]):
                         continue
                 self._reference(c)
+
+    def noise_std(self, pid: str) -> float:
+        """σ·C as registered (the latest entry, as the aggregator's registry view has it)."""
+        entry = self.entries.get(pid)
+        return 0.0 if entry is None else entry.privacy.clip_norm * entry.privacy.noise_multiplier
+
+    def copies(self, checked: list[_Checked]) -> None:
+        """Every result's copy flags, recomputed over its included and copied rows: each
+        copied answer must be a copy (`flag_copies` names it) and no included one may be."""
+        matrices, base = self.rows.matrices, self.rows.base
+        for c in checked:
+            r = c.logged.event
+            if not r.copied and not c.close_pair:
+                continue
+            self.counts["copies_recorded"] += len(r.copied)
+            if c.rows is None and c.flat:
+                continue  # its rows are unusable: flagged already
+            ids, rows = list(c.ids), [] if c.rows is None else list(c.rows)
+            positions = [(a.offset, a.index) for a in r.included]
+            found = True
+            for a in r.copied:
+                got = base.get((a.partition, a.offset))
+                if (got is None or a.index >= len(got[2]) or got[1] != a.participant_id
+                        or got[2][a.index] != r.query_id or (rows and got[4] != len(rows[0]))):
+                    found = False
+                    self.flag(c, "copy_flag_mismatch", "listed as copied, but no such answer "
+                              "of this participant to this query is in the log",
+                              ref("responses", a.partition, a.offset, a.index),
+                              pid=a.participant_id)
+                    continue
+                ids.append(a.participant_id)
+                rows.append(matrices[got[4]][got[5] + a.index])
+                positions.append((a.offset, a.index))
+            if not found or len(rows) < 2:
+                continue
+            flags = flag_copies(np.stack(rows), [self.noise_std(p) for p in ids], positions)
+            want = sorted((ids[f.index], ids[f.of]) for f in flags)
+            have = sorted((a.participant_id, a.copy_of) for a in r.copied)
+            if want != have:
+                self.flag(c, "copy_flag_mismatch", f"recorded copies {have}, recomputed {want}")
 
     def _reference(self, c: _Checked) -> None:
         """The arbiter: `aggregate(rows, result.strategy)`, compared bit for bit."""
@@ -1043,6 +1092,7 @@ def audit(log: AuditLog, *, grace_ms: int = DEFAULT_GRACE_MS, verify: Verify = v
     """
     a = _Audit(log, grace_ms, verify)
     checked = a.results()
+    a.copies(checked)
     windows = a.windows(checked)
     if merit:
         a.merit(windows, checked)

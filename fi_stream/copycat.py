@@ -25,12 +25,14 @@ equal rows. Pure and deterministic, so the auditor recomputes every flag.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from fi_stream.join import Answer, OpenQuery
 
 #: Upper bound on the chance that two independently noised honest rows are flagged.
 FALSE_FLAG_RATE = 1e-9
@@ -117,14 +119,44 @@ def flag_copies(rows: npt.ArrayLike, stds: Sequence[float],
 
 def suspicious(x: np.ndarray[Any, Any], stds: npt.ArrayLike,
                p: float = FALSE_FLAG_RATE) -> npt.NDArray[np.bool_]:
-    """For a (Q, k, d) stack of queries with the same k participants: which queries have a
-    pair of rows within the noise (those, and only those, need `flag_copies`)."""
+    """For a (Q, k, d) stack of queries: which have a pair of rows within the noise (those,
+    and only those, need `flag_copies`). `stds`: (k,) for the same participants in every
+    query, or (Q, k)."""
     q, k, d = x.shape
     if k < 2:
         return np.zeros(q, dtype=np.bool_)
+    s = np.asarray(stds, dtype=np.float64)
+    if s.shape not in ((k,), (q, k)) or not np.isfinite(s).all() or (s < 0).any():
+        raise ValueError(f"noise stds must be finite numbers >= 0 of shape ({k},) or "
+                         f"({q}, {k}), got {s.shape}")
+    var = np.broadcast_to(s * s, (q, k))
+    t2 = (var[:, :, None] + var[:, None, :]) * chi2_lower_bound(d, p)
     diff = x[:, :, None, :] - x[:, None, :, :]
     d2 = (diff * diff).sum(axis=3)
-    close = d2 < pair_thresholds(stds, d, p)[None]
+    close = d2 < t2
     close[:, np.arange(k), np.arange(k)] = False
     out: npt.NDArray[np.bool_] = close.any(axis=(1, 2))
+    return out
+
+
+def screen_copies(oq: OpenQuery, noise_std: Callable[[str], float],
+                  p: float = FALSE_FLAG_RATE) -> list[tuple[Answer, str]]:
+    """Take the copies out of a joined query's answers: (the copy, whose answer it copies).
+
+    The aggregator calls this once per query, just before its result is built; the rows
+    left in `oq.answers` are the ones the result includes and the incentives score.
+    """
+    if len(oq.answers) < 2:
+        return []
+    ids = sorted(oq.answers)
+    answers = [oq.answers[i] for i in ids]
+    rows = np.stack([a.vector for a in answers]).astype(np.float64)
+    if not np.isfinite(rows).all():
+        return []  # `aggregate` names the problem; there is no distance to speak of
+    copies = flag_copies(rows, [noise_std(i) for i in ids],
+                         [(a.offset, a.index) for a in answers], p=p)
+    out = []
+    for c in copies:
+        out.append((answers[c.index], ids[c.of]))
+        del oq.answers[ids[c.index]]
     return out

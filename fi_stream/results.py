@@ -6,7 +6,7 @@ auditor recomputes exactly what the aggregator emitted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from fi_stream.aggregation import (
     spectral_weights,
     to_simplex,
 )
+from fi_stream.copycat import suspicious
 from fi_stream.incentives import (
     WINDOW_METHODS,
     add_tally,
@@ -29,7 +30,7 @@ from fi_stream.incentives import (
     split_rewards,
     window_scores,
 )
-from fi_stream.join import OpenQuery
+from fi_stream.join import Answer, OpenQuery
 from fi_stream.validation import QueryHeader
 from schemas import (
     Incentive,
@@ -60,6 +61,8 @@ class Batched:
     #: Each row's argmax and its leave-one-out consensus's (k ≥ 2; else None).
     own: np.ndarray[Any, Any] | None = None
     peer: np.ndarray[Any, Any] | None = None
+    #: No pair of rows is within the noise (fi_stream.copycat.suspicious): nothing to screen.
+    no_copies: bool = False
 
 
 def batch_matches(x: np.ndarray[Any, Any], vector: np.ndarray[Any, Any], prediction: int,
@@ -71,14 +74,17 @@ def batch_matches(x: np.ndarray[Any, Any], vector: np.ndarray[Any, Any], predict
             and loo_agreement(x).tobytes() == agree.tobytes())
 
 
-def soft_vote_in_batches(queries: list[OpenQuery]) -> dict[str, Batched]:
+def soft_vote_in_batches(queries: list[OpenQuery],
+                         noise_std: Callable[[str], float] | None = None,
+                         ) -> dict[str, Batched]:
     """The per-query maths of `build_result` and `IncentiveWindow.add` (soft vote,
     loo_agreement) for many queries at once: one stack and a few ufuncs per set of
     included participants instead of a dozen small numpy calls per query.
 
     Bit for bit what the per-query functions give; a group whose first query disagrees
     with them (a numpy build that reduces differently) is left out, and its queries take
-    the per-query path.
+    the per-query path. With `noise_std` (participant → σ·C), the queries whose rows hold
+    no pair within the noise are marked `no_copies` (the copy screen can skip them).
     """
     groups: dict[tuple[Any, ...], list[OpenQuery]] = {}
     for oq in queries:
@@ -107,22 +113,27 @@ def soft_vote_in_batches(queries: list[OpenQuery]) -> dict[str, Batched]:
                              agree[0]):
             continue
         max_confidence = to_simplex(x).max(axis=2)
+        clean = (~suspicious(x, [noise_std(i) for i in ids]) if noise_std is not None
+                 else np.zeros(len(members), dtype=np.bool_))
         for j, oq in enumerate(members):
             out[oq.query.query_id] = Batched(
                 x[j], Aggregate(vector[j], int(prediction[j]), float(confidence[j])),
                 agree[j], max_confidence[j],
-                None if own is None else own[j], None if peer is None else peer[j])
+                None if own is None else own[j], None if peer is None else peer[j],
+                bool(clean[j]))
     return out
 
 
 def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int, window: WindowRef,
                  weights: Mapping[str, float] | None = None, batched: Batched | None = None,
+                 copied: Sequence[tuple[Answer, str]] = (),
                  ) -> tuple[Result, list[str], np.ndarray[Any, Any] | None]:
     """The Result plus the included ids and their output rows (for the incentive window).
 
     A weighted strategy takes each included participant's weight from `weights` (absent:
     0; none at all: the plain mean) and the Result records them. `batched`: the soft vote
-    already computed by `soft_vote_in_batches`.
+    already computed by `soft_vote_in_batches`. `copied`: answers taken out as copies
+    (`fi_stream.copycat.screen_copies`), listed in the Result, neither used nor missing.
     """
     excluded = dict(oq.excluded)
     usable = _usable(oq)
@@ -131,7 +142,8 @@ def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int, window: 
         excluded[pid] = type(a)(a.participant_id, a.vector, a.partition, a.offset, a.index,
                                 a.produced_at_ms, "non_finite")
     ids = sorted(usable)
-    missing = sorted(oq.expected - oq.responded)
+    copiers = {a.participant_id for a, _ in copied}  # they responded, with a copy
+    missing = sorted(oq.expected - oq.responded - copiers)
     late = sorted(oq.late)
     outputs = None
     fields: dict[str, Any] = {}
@@ -161,6 +173,8 @@ def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int, window: 
         excluded=[{"participant_id": p, "partition": a.partition, "offset": a.offset,
                    "index": a.index, "reason": a.excluded}
                   for p, a in sorted(excluded.items())],
+        copied=[{"participant_id": a.participant_id, "partition": a.partition,
+                 "offset": a.offset, "index": a.index, "copy_of": of} for a, of in copied],
         strategy=strategy, quorum=q.quorum,
         created_at_ms=q.created_at_ms, deadline_ms=q.deadline_ms,
         completed_at_ms=completed_at_ms, window=window, **fields,
@@ -195,7 +209,7 @@ def unanswered_result(header: QueryHeader, *, status: ResultStatus, reason: str,
                   completed_at_ms=completed_at_ms, window=window)
 
 
-_COUNT_KEYS = ("included", "late", "missing", "declined", "excluded")
+_COUNT_KEYS = ("included", "late", "missing", "declined", "excluded", "copied")
 
 
 @dataclass
@@ -262,6 +276,8 @@ class IncentiveWindow:
             self._count(d.participant_id, "declined")
         for e in result.excluded:
             self._count(e.participant_id, "excluded")
+        for c in result.copied:
+            self._count(c.participant_id, "copied")
 
     def _tally(self, ids: list[str], outputs: np.ndarray[Any, Any],
                batched: Batched | None) -> None:

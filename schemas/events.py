@@ -129,6 +129,13 @@ class IncludedAnswer(_Frozen):
     index: int = Field(ge=0)
 
 
+class CopiedAnswer(IncludedAnswer):
+    """An answer left out as a copy: closer to `copy_of`'s earlier answer to the same query
+    than independent noise allows (fi_stream.copycat)."""
+
+    copy_of: str = Id
+
+
 class ParticipantDecline(_Frozen):
     participant_id: str = Id
     reason: DeclineReason
@@ -171,6 +178,8 @@ class Result(Event):
     excluded: list[ExcludedAnswer] = Field(default_factory=list)
     #: Why a `rejected` or unserved `insufficient` result is what it is.
     reason: str | None = None
+    #: Answers excluded as copies of an included one (in log order).
+    copied: list[CopiedAnswer] = Field(default_factory=list)
     strategy: str
     #: Per-included-answer weights of a weighted strategy (same order as `included`).
     weights: list[float] | None = None
@@ -187,6 +196,8 @@ class IncentiveCounts(_Frozen):
     missing: int = Field(default=0, ge=0)
     declined: int = Field(default=0, ge=0)
     excluded: int = Field(default=0, ge=0)
+    #: Answers excluded as copies of another participant's (never scored).
+    copied: int = Field(default=0, ge=0)
 
 
 class Window(_Frozen):

@@ -29,7 +29,7 @@ from fi_stream.settings import TopicNames
 from fi_stream.signing import sign_batch
 from fi_stream_cli.audit_report import render_html
 from fi_stream_cli.synthetic import SyntheticLog, synthetic_log
-from schemas import Budget, IncludedAnswer, Query, Tensor
+from schemas import Budget, CopiedAnswer, IncludedAnswer, Query, Tensor
 
 PARTICIPANTS = 4
 
@@ -277,6 +277,42 @@ def test_an_answer_listed_late_must_not_be_used(log: AuditLog) -> None:
     report = audit(log)
     [d] = found(report, "late_response_used")
     assert (d.query_id, d.participant_id) == (r.query_id, r.included[0].participant_id)
+
+
+def _copy_answer(log: AuditLog, synthetic: SyntheticLog, i: int) -> IncludedAnswer:
+    """p2 re-sends p1's answer to result i's query (a later batch): where it lies."""
+    r = log.results[i].event
+    a, b = r.included[0], r.included[1]
+    assert (a.participant_id, b.participant_id) == ("p1", "p2")
+    src = next(x for x in log.responses if (x.partition, x.offset) == (a.partition, a.offset))
+    row = src.event.outputs.to_numpy()[a.index:a.index + 1]
+    copy = sign_batch(src.event.model_copy(update={
+        "participant_id": "p2", "batch_id": f"copy{i}", "answered": [r.query_id],
+        "outputs": Tensor.from_numpy(row), "declined": []}), synthetic.keys["p2"])
+    offset = next_offset(log.responses, a.partition)
+    log.responses.append(Logged(copy, a.partition, offset))
+    return IncludedAnswer(participant_id="p2", partition=a.partition, offset=offset, index=0)
+
+
+def test_copy_flags_are_recomputed(log: AuditLog, synthetic: SyntheticLog) -> None:
+    """A copy used as an answer is named; a copy left out is fine; an honest answer left
+    out as a 'copy' is named."""
+    used, left_out, framed = (complete_result(log, k) for k in range(3))
+    copy = _copy_answer(log, synthetic, used)
+    r = log.results[used].event
+    replace(log.results, used, included=[r.included[0], copy, *r.included[2:]])
+    copy = _copy_answer(log, synthetic, left_out)
+    r = log.results[left_out].event
+    replace(log.results, left_out, included=[r.included[0], *r.included[2:]],
+            copied=[CopiedAnswer(**copy.model_dump(), copy_of="p1")])
+    r = log.results[framed].event
+    replace(log.results, framed, included=[r.included[0], *r.included[2:]],
+            copied=[CopiedAnswer(**r.included[1].model_dump(), copy_of="p1")])
+    report = audit(log)
+    flagged = found(report, "copy_flag_mismatch")
+    assert {d.query_id for d in flagged} == {log.results[used].event.query_id,
+                                              log.results[framed].event.query_id}
+    assert report.counts["copies_recorded"] == 2
 
 
 # -- incentives ----------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_uninformative_answers_score_about_zero_and_honest_ones_well_above(liar:
 def test_window_state_round_trip_and_batched_path_are_bit_exact(x: np.ndarray) -> None:
     """The aggregator's batched tallies, a restart through the commit metadata, and the
     auditor's per-query replay all give the same floats."""
-    q, k, c = x.shape
+    q, k, _ = x.shape
     ids = [f"p{i}" for i in range(k)]
     direct = window_scores([(ids, x[i]) for i in range(q)], "correlated_agreement")
     window = IncentiveWindow(0, 0, 0, "correlated_agreement")
