@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test lint typecheck schemas unit integration kafka-up kafka-down clean
+.PHONY: install demo test lint typecheck schemas unit integration kafka-up kafka-down clean \
+        experiment
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,11 @@ unit: install
 
 test: install lint typecheck schemas
 	$(BIN)/pytest
+
+# Incentive schemes against strategic participants (~1-2 min; README: incentives).
+experiment: install
+	$(BIN)/fi-stream experiment incentives --json benchmarks/incentives/incentives.json \
+		--plot benchmarks/incentives/incentives.png
 
 kafka-up: install
 	$(BIN)/fi-stream kafka up

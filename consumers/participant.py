@@ -109,7 +109,7 @@ class ParticipantService(Service):
         structlog.contextvars.bind_contextvars(participant_id=self.participant_id)
         loop = asyncio.get_running_loop()
         module, spec = await loop.run_in_executor(None, load_model, self.model_dir)
-        if self.behaviour != "honest":
+        if self.behaviour not in ("honest", "copycat"):  # a copycat never calls its model
             module = await asyncio.to_thread(strategic_model, module, spec, self.behaviour,
                                              collusion_secret=self._collusion_secret)
             log.warning("strategic_participant", behaviour=self.behaviour)
