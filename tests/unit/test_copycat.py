@@ -14,6 +14,7 @@ from fi_stream.copycat import (
     chi2_lower_bound,
     flag_copies,
     pair_thresholds,
+    screen_copies,
     squared_distances,
     suspicious,
 )
@@ -134,3 +135,32 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="positions"):
         flag_copies(np.zeros((2, 3)), [0.1, 0.1], [(0, 0)])
     assert squared_distances(np.eye(2)).tolist() == [[0.0, 2.0], [2.0, 0.0]]
+
+
+def test_the_aggregator_screen_leaves_the_copy_out_of_the_result_and_counts_it() -> None:
+    from fi_stream.join import Answer, JoinTable
+    from fi_stream.results import IncentiveWindow, build_result, soft_vote_in_batches
+    from schemas import WindowRef
+
+    from .test_join import EXPECTED, query
+
+    rng = np.random.default_rng(2)
+    t = JoinTable()
+    t.add_query(query("a"), 0, 5, EXPECTED)
+    oq = t.open["a"]
+    rows = rng.normal(0, 0.3, (3, 10)).astype(np.float32)
+    rows[2] = rows[0]  # p3 re-sends p1's answer, later in the log
+    for offset, pid in enumerate(("p1", "p2", "p3")):
+        oq.answers[pid] = Answer(pid, rows[offset], 0, 100 + offset, 0, 1)
+    stds = {"p1": 0.3, "p2": 0.3, "p3": 0.3}.__getitem__
+    assert not soft_vote_in_batches([oq], stds)["a"].no_copies
+    copied = screen_copies(oq, stds)
+    assert [(a.participant_id, of) for a, of in copied] == [("p3", "p1")]
+    result, ids, _ = build_result(oq, strategy="soft_vote", completed_at_ms=2,
+                                  window=WindowRef(partition=0, seq=0), copied=copied)
+    assert ids == ["p1", "p2"] and result.missing == [] and result.status == "complete"
+    assert [(c.participant_id, c.offset, c.copy_of) for c in result.copied] == [("p3", 102, "p1")]
+    window = IncentiveWindow(0, 0, 0, "correlated_agreement")
+    window.add(result, ids, np.stack([oq.answers[i].vector for i in ids]).astype(np.float64))
+    counts = {i.participant_id: i.counts for i in window.close(budget=1.0)}
+    assert counts["p3"].copied == 1 and counts["p3"].included == 0
