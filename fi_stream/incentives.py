@@ -127,35 +127,59 @@ LABEL_FREE_METHODS: Mapping[str, Callable[[npt.ArrayLike], F64]] = {
 
 # -- label-free, per window: peer prediction -------------------------------------------------
 
-def agreement_tally(own: npt.ArrayLike, peer: npt.ArrayLike, classes: int) -> I64:
-    """(k, 1 + 2C) integer tallies of one query: [agreed, one-hot own answer, one-hot peer's].
-
-    `own[j]` is participant j's argmax, `peer[j]` that of the others' consensus. Summed over
-    a window they give each participant's agreements and the two answer histograms that
-    `correlated_agreement_score` needs; integers, so the sums are exact in any order.
-    """
-    a = np.asarray(own, dtype=np.int64)
-    b = np.asarray(peer, dtype=np.int64)
-    k = len(a)
-    out: I64 = np.zeros((k, 1 + 2 * classes), dtype=np.int64)
-    rows = np.arange(k)
-    out[:, 0] = a == b
-    out[rows, 1 + a] = 1
-    out[rows, 1 + classes + b] = 1
-    return out
+#: A participant's window tally: [agreements, its answer histogram (C), the consensus's (C)].
+Tally = list[int]
+Votes = tuple[Sequence[int], Sequence[int]]
 
 
-def correlated_agreement_tally(outputs: npt.ArrayLike) -> I64:
-    """`agreement_tally` of one query's (k, C) rows; all zeros without a peer (k < 2)."""
+def loo_votes(outputs: npt.ArrayLike) -> tuple[list[int], list[int]]:
+    """Each row's argmax and its leave-one-out consensus's (k ≥ 2)."""
+    own, peer = loo_votes_batch(as_outputs(outputs)[None])
+    return own[0].tolist(), peer[0].tolist()
+
+
+def _widened(t: Tally, classes: int) -> Tally:
+    """`t` laid out for `classes` classes (a window that mixes tasks of different widths)."""
+    c = (len(t) - 1) // 2
+    if c >= classes:
+        return t
+    pad = [0] * (classes - c)
+    return [t[0], *t[1:1 + c], *pad, *t[1 + c:], *pad]
+
+
+def tally_votes(totals: dict[str, Tally], ids: Sequence[str], votes: Votes,
+                classes: int) -> None:
+    """Add one query to each participant's tally: did it agree with its peers' consensus,
+    which class did it answer, which did the consensus. Python integers: exact in any
+    order, and cheap (a few list updates per participant, no numpy call per query)."""
+    own, peer = votes
+    width = 1 + 2 * classes
+    for pid, a, b in zip(ids, own, peer, strict=True):
+        t = totals.get(pid)
+        if t is None:
+            t = totals[pid] = [0] * width
+        elif len(t) < width:
+            t = totals[pid] = _widened(t, classes)
+        c = (len(t) - 1) // 2
+        t[0] += a == b
+        t[1 + a] += 1
+        t[1 + c + b] += 1
+
+
+def correlated_agreement_add(totals: dict[str, Tally], ids: Sequence[str],
+                             outputs: npt.ArrayLike, votes: Votes | None = None) -> None:
+    """Tally one query's (k, C) rows (sorted ids); `votes` when already computed in a batch.
+    A lone participant has no peers: nothing is tallied, it scores 0."""
+    if votes is not None:  # the batch already checked the rows: no second pass over them
+        if len(ids) >= 2:
+            tally_votes(totals, ids, votes, np.shape(outputs)[1])
+        return
     x = as_outputs(outputs)
-    k, c = x.shape
-    if k < 2:
-        return np.zeros((k, 1 + 2 * c), dtype=np.int64)
-    own, peer = loo_votes_batch(x[None])
-    return agreement_tally(own[0], peer[0], c)
+    if len(x) >= 2:
+        tally_votes(totals, ids, loo_votes(x), x.shape[1])
 
 
-def correlated_agreement_score(tally: npt.ArrayLike) -> float:
+def correlated_agreement_score(tally: Sequence[int]) -> float:
     """Agreements with the peers' consensus minus the agreements expected by chance.
 
     Multi-task peer prediction (Dasgupta & Ghosh 2013; the identity-matrix case of
@@ -166,27 +190,25 @@ def correlated_agreement_score(tally: npt.ArrayLike) -> float:
     often as the two histograms overlap, so it scores ≈ 0 in expectation, however its
     answers are distributed; an informative one scores its agreement above chance.
     """
-    t = np.asarray(tally, dtype=np.int64)
-    c = (len(t) - 1) // 2
-    f, g = t[1:1 + c], t[1 + c:]
-    n = int(f.sum())
+    c = (len(tally) - 1) // 2
+    f, g = tally[1:1 + c], tally[1 + c:]
+    n = sum(f)
     if n == 0:
         return 0.0
-    return float(int(t[0]) - int(f @ g) / n)
+    return float(tally[0] - sum(a * b for a, b in zip(f, g, strict=True)) / n)
 
 
 @dataclass(frozen=True)
 class WindowMethod:
-    """A label-free method that is not a sum of per-query scores: per-query integer tallies
-    (summed per participant over the window) and the score of a participant's sum."""
+    """A label-free method that is not a sum of per-query scores: integer tallies per
+    participant, added query by query, and the score of a participant's window tally."""
 
-    tally: Callable[[npt.ArrayLike], I64]
-    score: Callable[[npt.ArrayLike], float]
+    add: Callable[[dict[str, Tally], Sequence[str], npt.ArrayLike, Votes | None], None]
+    score: Callable[[Sequence[int]], float]
 
 
 WINDOW_METHODS: Mapping[str, WindowMethod] = {
-    "correlated_agreement": WindowMethod(correlated_agreement_tally,
-                                         correlated_agreement_score),
+    "correlated_agreement": WindowMethod(correlated_agreement_add, correlated_agreement_score),
 }
 
 #: Every label-free method an aggregator may be configured with.
@@ -194,20 +216,6 @@ INCENTIVE_METHODS: frozenset[str] = frozenset(LABEL_FREE_METHODS) | frozenset(WI
 #: The aggregator's default: it pays random, constant, uniform and colluding answers ≈ 0
 #: (`fi-stream experiment incentives`, README).
 DEFAULT_METHOD = "correlated_agreement"
-
-
-def add_tally(totals: dict[str, I64], pid: str, row: I64) -> None:
-    """totals[pid] += row, widening either side with zeros when their class counts differ
-    (a window that mixes tasks): deterministic, so the auditor's sums match."""
-    have = totals.get(pid)
-    if have is None:
-        totals[pid] = row.copy()
-    elif len(have) == len(row):
-        have += row
-    else:
-        width = max(len(have), len(row))
-        totals[pid] = (np.pad(have, (0, width - len(have)))
-                       + np.pad(row, (0, width - len(row))))
 
 
 def _sorted_query(ids: Sequence[str], outputs: npt.ArrayLike) -> tuple[list[str], F64]:
@@ -231,11 +239,10 @@ def window_scores(per_query: Iterable[tuple[Sequence[str], npt.ArrayLike]],
     """
     windowed = WINDOW_METHODS.get(method)
     if windowed is not None:
-        tallies: dict[str, I64] = {}
+        tallies: dict[str, Tally] = {}
         for ids, outputs in per_query:
             sorted_ids, x = _sorted_query(ids, outputs)
-            for pid, row in zip(sorted_ids, windowed.tally(x), strict=True):
-                add_tally(tallies, pid, row)
+            windowed.add(tallies, sorted_ids, x, None)
         return {pid: windowed.score(t) for pid, t in tallies.items()}
     fn = LABEL_FREE_METHODS.get(method)
     if fn is None:

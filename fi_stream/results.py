@@ -23,8 +23,7 @@ from fi_stream.aggregation import (
 from fi_stream.copycat import suspicious
 from fi_stream.incentives import (
     WINDOW_METHODS,
-    add_tally,
-    agreement_tally,
+    Tally,
     loo_agreement,
     loo_votes_batch,
     split_rewards,
@@ -231,7 +230,7 @@ class IncentiveWindow:
     scores: dict[str, float] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     #: `WINDOW_METHODS` only: each participant's summed integer tallies.
-    tallies: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
+    tallies: dict[str, Tally] = field(default_factory=dict)
     #: Max-confidence of each included answer, for spectral weights (memory only).
     confidences: list[dict[str, float]] = field(default_factory=list)
 
@@ -282,13 +281,10 @@ class IncentiveWindow:
     def _tally(self, ids: list[str], outputs: np.ndarray[Any, Any],
                batched: Batched | None) -> None:
         """Add one query's tallies; `ids` sorted, `outputs` their rows."""
-        if (batched is not None and batched.own is not None and batched.peer is not None
-                and self.method == "correlated_agreement"):
-            rows = agreement_tally(batched.own, batched.peer, outputs.shape[1])
-        else:
-            rows = WINDOW_METHODS[self.method].tally(outputs)
-        for pid, row in zip(ids, rows, strict=True):
-            add_tally(self.tallies, pid, row)
+        votes = None
+        if batched is not None and batched.own is not None and batched.peer is not None:
+            votes = (batched.own.tolist(), batched.peer.tolist())
+        WINDOW_METHODS[self.method].add(self.tallies, ids, outputs, votes)
 
     def current_scores(self) -> dict[str, float]:
         """Every participant's score so far (the tallied methods score their sums)."""
@@ -333,10 +329,8 @@ class IncentiveWindow:
                 "first_completed_at_ms": self.first_completed_at_ms,
                 "last_completed_at_ms": self.last_completed_at_ms,
                 "scores": self.scores, "counts": self.counts,
-                "tallies": {pid: t.tolist() for pid, t in self.tallies.items()}}
+                "tallies": self.tallies}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> IncentiveWindow:
-        tallies = {pid: np.asarray(t, dtype=np.int64)
-                   for pid, t in state.get("tallies", {}).items()}
-        return cls(**{**state, "tallies": tallies})
+        return cls(**state)

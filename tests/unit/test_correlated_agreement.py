@@ -13,10 +13,10 @@ from fi_stream.errors import ConfigError
 from fi_stream.incentives import (
     DEFAULT_METHOD,
     INCENTIVE_METHODS,
-    agreement_tally,
+    correlated_agreement_add,
     correlated_agreement_score,
-    correlated_agreement_tally,
     loo_agreement,
+    tally_votes,
     window_scores,
 )
 from fi_stream.results import IncentiveWindow, soft_vote_in_batches
@@ -26,20 +26,29 @@ from schemas import Result, WindowRef
 
 def test_hand_example() -> None:
     # Three queries; "a" agrees twice with its peer, answers classes 0,0,1; the peer 0,1,1.
-    tally = (agreement_tally([0], [0], 2) + agreement_tally([0], [1], 2)
-             + agreement_tally([1], [1], 2))
-    assert tally.tolist() == [[2, 2, 1, 1, 2]]
+    totals: dict[str, list[int]] = {}
+    for own, peer in ((0, 0), (0, 1), (1, 1)):
+        tally_votes(totals, ["a"], ([own], [peer]), 2)
+    assert totals == {"a": [2, 2, 1, 1, 2]}
     # A = 2, f = (2, 1), g = (1, 2): chance f·g/n = 4/3.
-    assert correlated_agreement_score(tally[0]) == pytest.approx(2 - 4 / 3)
-    assert correlated_agreement_score(np.zeros(5, np.int64)) == 0.0
+    assert correlated_agreement_score(totals["a"]) == pytest.approx(2 - 4 / 3)
+    assert correlated_agreement_score([0] * 5) == 0.0
 
 
-def test_tally_agrees_with_loo_agreement() -> None:
+def test_tally_agrees_with_loo_agreement_and_widens_for_mixed_tasks() -> None:
     rng = np.random.default_rng(3)
     for _ in range(50):
         x = rng.random((4, 6))
-        assert (correlated_agreement_tally(x)[:, 0] == loo_agreement(x)).all()
-    assert correlated_agreement_tally(rng.random((1, 6))).sum() == 0
+        totals: dict[str, list[int]] = {}
+        correlated_agreement_add(totals, list("abcd"), x)
+        assert [totals[p][0] for p in "abcd"] == loo_agreement(x).tolist()
+    lone: dict[str, list[int]] = {}
+    correlated_agreement_add(lone, ["a"], rng.random((1, 6)))
+    assert lone == {}
+    mixed: dict[str, list[int]] = {}
+    tally_votes(mixed, ["a"], ([1], [0]), 2)
+    tally_votes(mixed, ["a"], ([2], [2]), 3)
+    assert mixed == {"a": [1, 0, 1, 1, 1, 0, 1]}
 
 
 def _federation(rng: np.random.Generator, n: int, honest: int, classes: int = 10
