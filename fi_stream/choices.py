@@ -5,6 +5,9 @@ from __future__ import annotations
 
 #: The levels a user may ask for (settings and --log-level).
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Strategic participants of `participant run --behaviour` (fi_stream.behaviours, which
+#: imports torch; a test keeps the two lists equal).
+BEHAVIOURS = ("honest", "random", "constant", "uniform", "lazy", "copycat", "colluding")
 
 
 def strategy_names() -> list[str]:
@@ -16,9 +19,9 @@ def strategy_names() -> list[str]:
 
 def incentive_method_names() -> list[str]:
     """Label-free incentive methods the aggregator can run."""
-    from fi_stream.incentives import LABEL_FREE_METHODS
+    from fi_stream.incentives import INCENTIVE_METHODS
 
-    return sorted(LABEL_FREE_METHODS)
+    return sorted(INCENTIVE_METHODS)
 
 
 def check_name(what: str, value: str, known: list[str]) -> str:

@@ -116,17 +116,6 @@ class AggregatorSettings(_Group):
         return check_name("incentive method", value, incentive_method_names())
 
 
-    @field_validator("incentive_method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        from fi_stream.incentives import INCENTIVE_METHODS
-
-        if value not in INCENTIVE_METHODS:
-            raise ValueError(f"unknown incentive method {value!r}; use one of "
-                             f"{', '.join(sorted(INCENTIVE_METHODS))}")
-        return value
-
-
 class Settings(BaseSettings):
     """Every knob of fi-stream in one place; services receive it, never read the env themselves."""
 

@@ -192,7 +192,7 @@ def participant_run(
     ] = None,
 ) -> None:
     """Answer queries until SIGTERM/SIGINT."""
-    from fi_stream.behaviours import BEHAVIOURS
+    from fi_stream.choices import BEHAVIOURS
 
     if behaviour not in BEHAVIOURS:
         raise typer.BadParameter(f"--behaviour must be one of {', '.join(BEHAVIOURS)}")

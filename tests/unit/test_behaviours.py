@@ -55,3 +55,9 @@ def test_lazy_is_a_weaker_model_of_the_same_shard(trained: tuple) -> None:
     assert evaluate(lazy, split.x_test, split.y_test) < spec.metrics["test_accuracy"] - 0.1
     with pytest.raises(ConfigError, match="copycat"):
         strategic_model(module, spec, "copycat")
+
+
+def test_the_cli_knows_every_behaviour_without_importing_torch() -> None:
+    from fi_stream import behaviours, choices
+
+    assert choices.BEHAVIOURS == behaviours.BEHAVIOURS
