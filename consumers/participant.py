@@ -26,14 +26,14 @@ from fi_stream.kafka import DeadLetterQueue, make_consumer, make_producer
 from fi_stream.kafka.reading import poll
 from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
 from fi_stream.models import load_model
-from fi_stream.privacy import GaussianMechanism, PrivacyBudget
+from fi_stream.privacy import PrivacyBudget, choose_mechanism, per_answer_epsilon
+from fi_stream.reuse import AnswerCache, answer_batch
 from fi_stream.service import Service
 from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes
 from schemas import (
     Budget,
     Participant,
-    Privacy,
     ResponseBatch,
     encode,
     headers,
@@ -53,6 +53,9 @@ COMMIT_INTERVAL_S = 1.0
 IDLE_POLL_MS = 100
 #: CPU work per micro-batch up to which it runs on the event loop (see `_publish`).
 INLINE_WORK_S = 0.005
+#: A participant whose single answer costs more than this ε warns at start: its settings
+#: protect next to nothing (ε = 10 lets an observer be e^10 ≈ 22,000 times surer).
+WARN_EPSILON_PER_ANSWER = 10.0
 
 
 @dataclass
@@ -79,6 +82,9 @@ class _Metrics:
                                         "Encode+sign time per batch", registry=registry)
         self.epsilon = Gauge("fi_participant_epsilon_spent", "Privacy spent (ε at δ)",
                              registry=registry)
+        self.reused = Counter("fi_participant_reused_answers",
+                              "Answers replayed from the reuse cache (no privacy spent)",
+                              registry=registry)
 
 
 class ParticipantService(Service):
@@ -103,6 +109,7 @@ class ParticipantService(Service):
         self._producer: AIOKafkaProducer | None = None
         self.batches = 0
         self.answered = 0
+        self.reused = 0
         self._work_s = 0.0  # CPU time of the last micro-batch's device work and signing
 
     async def _open(self) -> None:
@@ -114,21 +121,27 @@ class ParticipantService(Service):
                                              collusion_secret=self._collusion_secret)
             log.warning("strategic_participant", behaviour=self.behaviour)
         p = self.settings.privacy
-        mechanism = GaussianMechanism(clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier)
+        budget = PrivacyBudget(epsilon_max=p.epsilon_max, delta=p.delta)
+        mechanism = choose_mechanism(teachers=spec.teachers, clip_norm=p.clip_norm,
+                                     noise_multiplier=p.noise_multiplier, budget=budget,
+                                     budget_answers=p.budget_answers)
         self.spec = spec
         cfg = self.settings.participant
         self.engine = InferenceEngine(module, spec, mechanism, pick_device(cfg.device),
                                       cfg.precision, cfg.compile)
-        self.ledger = PrivacyLedger.open(
-            self.model_dir / LEDGER_FILE,
-            PrivacyBudget(epsilon_max=p.epsilon_max, delta=p.delta), p.noise_multiplier,
-            p.reserve_ahead,
-        )
+        self.cache = AnswerCache(mechanism, cfg.reuse_cache)
+        self.ledger = PrivacyLedger.open(self.model_dir / LEDGER_FILE, budget, mechanism,
+                                         p.reserve_ahead)
         self.ledger.lock()
         # Computed when scraped: an RDP conversion per batch cost ~10 % of the event loop.
         self._metrics.epsilon.set_function(lambda: self.ledger.epsilon)
         self._key = load_or_create_key(self.model_dir / PRIVATE_KEY_FILE)
-        self._privacy = Privacy(clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier)
+        self._privacy = mechanism.to_privacy()
+        per_answer = per_answer_epsilon(mechanism, p.delta)
+        if per_answer > WARN_EPSILON_PER_ANSWER:
+            log.warning("privacy_weak", epsilon_per_answer=per_answer, delta=p.delta,
+                        mechanism=mechanism.describe(),
+                        hint="raise privacy.noise_multiplier or train --teachers K")
         self._signer = Signer(participant_id=self.participant_id, spec=spec,
                               privacy=self._privacy, key=self._key)
         self._producer = make_producer(self.settings)
@@ -142,8 +155,11 @@ class ParticipantService(Service):
                                                         query_record_bytes(spec.input_shape)))
         await self._consumer.start()
         log.info("participant_started", device=str(self.engine.device), task=spec.task,
-                 model_version=spec.version, clip_norm=p.clip_norm,
-                 noise_multiplier=p.noise_multiplier, epsilon_spent=self.ledger.epsilon)
+                 model_version=spec.version, mechanism=mechanism.name,
+                 teachers=mechanism.teachers, clip_norm=mechanism.clip_norm,
+                 noise_multiplier=mechanism.noise_multiplier,
+                 epsilon_per_answer=per_answer, epsilon_spent=self.ledger.epsilon,
+                 epsilon_max=p.epsilon_max, delta=p.delta)
 
     async def _register(self) -> None:
         assert self._producer is not None
@@ -168,7 +184,8 @@ class ParticipantService(Service):
             await self._producer.stop()
         if getattr(self, "ledger", None) is not None:
             self.ledger.close()  # after the last answer was acked: release the reservation
-        log.info("participant_stopped", batches=self.batches, answered=self.answered)
+        log.info("participant_stopped", batches=self.batches, answered=self.answered,
+                 reused=self.reused)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -224,22 +241,29 @@ class ParticipantService(Service):
             await outbox.put(None)
 
     def _compute(self, prepared: Prepared) -> tuple[int, list[tuple[int, bytes]]]:
-        """Reserve the budget (persisted before anything is published), device work,
-        encoding and signing. Returns (answers granted, encoded batches)."""
+        """Replay cached answers to repeated inputs (free), reserve the budget for the rest
+        (persisted before anything is published), device work, encoding and signing.
+        Returns (answers sent, encoded batches)."""
         began = time.thread_time()  # CPU time: not waits for the GIL, a core or an fsync
-        wanted = len(prepared.answerable)
-        granted = self.ledger.reserve(wanted) if wanted else 0
+        answered: list[int] = []
         outputs = np.zeros((0, self.spec.num_classes), np.float32)
-        if granted:
+        if prepared.answerable:
             assert prepared.inputs is not None
             started = time.perf_counter()
-            outputs = self.engine.infer(np.ascontiguousarray(prepared.inputs[:granted]))
-            self._metrics.device_seconds.observe(time.perf_counter() - started)
+            got = answer_batch(prepared.inputs, self.cache, self.ledger.reserve,
+                               self.engine.infer, self.spec.num_classes)
+            answered, outputs = got.answered, got.outputs
+            if got.fresh:
+                self._metrics.device_seconds.observe(time.perf_counter() - started)
+            if got.reused:
+                self.ledger.count_reused(got.reused)
+                self._metrics.reused.inc(got.reused)
+                self.reused += got.reused
         started = time.perf_counter()
-        encoded = assemble(prepared, granted, outputs, self._signer, now_ms())
+        encoded = assemble(prepared, answered, outputs, self._signer, now_ms())
         self._metrics.encode_seconds.observe(time.perf_counter() - started)
         self._work_s = time.thread_time() - began
-        return granted, encoded
+        return len(answered), encoded
 
     async def _publish(self, batch: _Batch) -> None:
         """Reserve, compute and encode; hand the responses to the producer.

@@ -57,7 +57,7 @@ from fi_stream.incentives import (
 )
 from fi_stream.merit import METHOD as MERIT_METHOD
 from fi_stream.merit import LabeledQuery, merit_incentives, window_labels
-from fi_stream.privacy import epsilon_spent, max_answers
+from fi_stream.privacy import Mechanism, PrivacyBudget, epsilon, max_answers
 from fi_stream.results import IncentiveWindow, batch_matches, status_of
 from fi_stream.signing import verify_batch
 from fi_stream.validation import own_spec, privacy_problem, screen_rows
@@ -210,6 +210,10 @@ class PrivacySpend:
     answers: int
     batches: int
     noise_multipliers: list[float]
+    #: Each mechanism with its parameters, as `Mechanism.describe` writes it.
+    mechanisms: list[str]
+    #: Answers that replayed an earlier answer to the same input (free: post-processing).
+    reused: int
     delta: float | None
     epsilon_max: float | None
     epsilon: float | None  # None without a registered budget (no δ to report ε at)
@@ -222,6 +226,7 @@ class PrivacySpend:
         return {
             "participant_id": self.participant_id, "answers": self.answers,
             "batches": self.batches, "noise_multipliers": self.noise_multipliers,
+            "mechanisms": self.mechanisms, "reused": self.reused,
             "delta": self.delta, "epsilon_max": self.epsilon_max,
             "epsilon": _finite(self.epsilon), "max_answers": self.max_answers,
             "exceeded": self.exceeded,
@@ -938,40 +943,58 @@ class _Audit:
         return out
 
     def _spend(self, pid: str, batches: list[ResponseBatch], samples: int) -> PrivacySpend:
-        sigmas = sorted({b.privacy.noise_multiplier for b in batches})
-        answers = sum(len(b.answered) for b in batches)
+        """Answers per mechanism, as the participant's ledger counts them, priced by the one
+        ε function. An answer that repeats, bit for bit, an earlier answer of the same
+        participant to the same input under the same mechanism is a replay from its reuse
+        cache: post-processing, free. Fresh noise on a repeated input is NOT free (averaging
+        such answers strips the noise), and it is counted like any other answer."""
+        mechanisms = sorted({Mechanism.from_privacy(b.privacy) for b in batches}, key=repr)
+        sigmas = sorted({m.noise_multiplier for m in mechanisms})
         entry = self.entries.get(pid)
         budget = entry.budget if entry is not None else None
+        per_mechanism: Counter[Mechanism] = Counter()
+        cumulative: list[tuple[int, Counter[Mechanism]]] = []
+        released: dict[tuple[bytes, Mechanism], set[bytes]] = defaultdict(set)
+        reused = 0
+        for b in batches:
+            mechanism = Mechanism.from_privacy(b.privacy)
+            rows = b.outputs.to_numpy()
+            for qid, row in zip(b.answered, rows, strict=True):
+                query = self.queries.get(qid)
+                if query is not None:
+                    seen = released[(query.event.input.data, mechanism)]
+                    if row.tobytes() in seen:
+                        reused += 1
+                        continue
+                    seen.add(row.tobytes())
+                per_mechanism[mechanism] += 1
+            cumulative.append((b.produced_at_ms, Counter(per_mechanism)))
+        answers = sum(per_mechanism.values())
         spend = PrivacySpend(participant_id=pid, answers=answers, batches=len(batches),
-                             noise_multipliers=sigmas, delta=None, epsilon_max=None,
-                             epsilon=None, max_answers=None, exceeded=False)
+                             noise_multipliers=sigmas,
+                             mechanisms=[m.describe() for m in mechanisms], reused=reused,
+                             delta=None, epsilon_max=None, epsilon=None, max_answers=None,
+                             exceeded=False)
         if budget is None:
             return spend
         spend.delta, spend.epsilon_max = budget.delta, budget.epsilon_max
-        per_sigma: Counter[float] = Counter()
-        cumulative: list[tuple[int, Counter[float]]] = []
-        for b in batches:
-            per_sigma[b.privacy.noise_multiplier] += len(b.answered)
-            cumulative.append((b.produced_at_ms, Counter(per_sigma)))
-        spend.epsilon = _epsilon(per_sigma, budget.delta)
-        if len(sigmas) == 1:
-            spend.max_answers = max_answers(budget.epsilon_max, budget.delta, sigmas[0])
-            spend.exceeded = answers > spend.max_answers
-        else:
-            # Batches under different σ: compose them all (the ledger would have refused the
-            # change; an auditor reports the conservative total).
-            spend.exceeded = spend.epsilon > budget.epsilon_max
+        spend.epsilon = epsilon(per_mechanism, budget.delta)
+        if len(mechanisms) == 1:
+            spend.max_answers = max_answers(PrivacyBudget(budget.epsilon_max, budget.delta),
+                                            mechanisms[0])
+        spend.exceeded = spend.epsilon > budget.epsilon_max
         if spend.exceeded:
+            cap = "" if spend.max_answers is None else f"; {spend.max_answers} answers fit"
             self.add("budget_exceeded", f"{answers} answers give ε = {spend.epsilon:.4g} at "
                      f"δ = {budget.delta:g}; the registered budget is ε_max = "
-                     f"{budget.epsilon_max:g} ({spend.max_answers} answers at σ = {sigmas})",
+                     f"{budget.epsilon_max:g} under {', '.join(spend.mechanisms)}{cap}",
                      participant_id=pid)
-        if samples > 0:
+        if samples > 0 and cumulative:
             step = max(1, math.ceil(len(cumulative) / samples))
             picked = cumulative[step - 1::step]
             if picked[-1] is not cumulative[-1]:
                 picked.append(cumulative[-1])
-            spend.series = [(t, _epsilon(c, budget.delta)) for t, c in picked]
+            spend.series = [(t, epsilon(c, budget.delta)) for t, c in picked]
         return spend
 
     # -- odds and ends ---------------------------------------------------------------------------
@@ -1060,24 +1083,6 @@ def _replay_fast(key: tuple[int, int], results: Sequence[_Checked], extra: Itera
                            counts=IncentiveCounts(**counts.get(pid, {})))
             for pid in final}
     return out, scores
-
-
-def _epsilon(per_sigma: Mapping[float, int], delta: float) -> float:
-    """ε at δ of all answers; one σ is `epsilon_spent` exactly, several are composed (RDP)."""
-    if len(per_sigma) == 1:
-        [(sigma, n)] = per_sigma.items()
-        return epsilon_spent(n, sigma, delta)
-    if any(n and s == 0 for s, n in per_sigma.items()):
-        return math.inf
-    import dp_accounting
-    from dp_accounting.rdp import RdpAccountant
-
-    accountant = RdpAccountant()
-    for sigma, n in sorted(per_sigma.items()):
-        if n:
-            accountant.compose(dp_accounting.SelfComposedDpEvent(
-                dp_accounting.GaussianDpEvent(sigma), int(n)))
-    return float(accountant.get_epsilon(delta))
 
 
 def audit(log: AuditLog, *, grace_ms: int = DEFAULT_GRACE_MS, verify: Verify = verify_batch,

@@ -1,5 +1,6 @@
 """The participant's batch path, without Kafka: records → one host batch → device →
-softmax → clip → noise → host → one signed ResponseBatch per partition.
+model (one model, or K teachers in one vmapped call) → the bounded vector (softmax, or the
+vote histogram) → clip → noise → host → one signed ResponseBatch per partition.
 
 `prepare` and `assemble` are plain functions over bytes so that the participant service
 and `fi-stream bench engine` run exactly the same code. The noise generator is seeded per
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from torch import nn
 
 from fi_stream.models import ModelSpec
-from fi_stream.privacy import GaussianMechanism, privatize
+from fi_stream.privacy import Mechanism, release
 from fi_stream.signing import sign_batch
 from fi_stream.validation import deadline_problem, input_problems
 from schemas import (
@@ -48,7 +49,7 @@ class InferenceEngine:
     """The model on its device; one caller of `infer` at a time (a worker thread or the
     loop, see ParticipantService._publish)."""
 
-    def __init__(self, module: nn.Module, spec: ModelSpec, mechanism: GaussianMechanism,
+    def __init__(self, module: nn.Module, spec: ModelSpec, mechanism: Mechanism,
                  device: torch.device, precision: Precision = "fp32",
                  compile: bool = False) -> None:
         self.spec = spec
@@ -59,7 +60,11 @@ class InferenceEngine:
         self.module: nn.Module = torch.compile(module) if compile else module  # type: ignore[assignment]
 
     def infer(self, batch: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """(N, *input_shape) float32 → (N, classes) float32 noised probability vectors."""
+        """(N, *input_shape) float32 → (N, classes) float32 released (noised) vectors.
+
+        The generator is seeded for each batch from the OS's CSPRNG (`secrets`) and the
+        seed goes nowhere else: whoever knew it could subtract the noise.
+        """
         generator = torch.Generator(device=self.device)
         generator.manual_seed(secrets.randbits(63))
         with torch.inference_mode():
@@ -68,9 +73,8 @@ class InferenceEngine:
                 x = x.pin_memory().to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                 enabled=self.precision == "bf16"):
-                logits = self.module(x)
-            probs = torch.softmax(logits.float(), dim=-1)
-            noised = privatize(probs, self.mechanism, generator)
+                scores = self.module(x)  # logits, or a teacher ensemble's vote histogram
+            noised = release(scores, self.mechanism, generator)
             out: np.ndarray[Any, Any] = noised.cpu().numpy()
         return out
 
@@ -158,18 +162,20 @@ class Signer:
     key: Ed25519PrivateKey
 
 
-def assemble(prepared: Prepared, granted: int, outputs: np.ndarray[Any, Any],
+def assemble(prepared: Prepared, answered: Sequence[int], outputs: np.ndarray[Any, Any],
              signer: Signer, produced_at_ms: int) -> list[tuple[int, bytes]]:
     """(partition, encoded signed ResponseBatch) per partition with anything to say.
 
-    The first `granted` answerable queries are answered (rows of `outputs`); the rest were
-    over the privacy budget and are declined.
+    `answered`: indices into `prepared.answerable` that are answered, row j of `outputs`
+    for answered[j]; the other answerable queries were over the privacy budget and are
+    declined.
     """
     rows: dict[int, list[int]] = defaultdict(list)
     ids: dict[int, list[str]] = defaultdict(list)
     declined = {p: list(d) for p, d in prepared.declined.items()}
-    usable = usable_outputs(outputs, granted, signer.spec.num_classes)
-    for row, (partition, qid) in enumerate(prepared.answerable[:granted]):
+    usable = usable_outputs(outputs, len(answered), signer.spec.num_classes)
+    for row, index in enumerate(answered):
+        partition, qid = prepared.answerable[index]
         if usable[row]:
             rows[partition].append(row)
             ids[partition].append(qid)
@@ -177,9 +183,11 @@ def assemble(prepared: Prepared, granted: int, outputs: np.ndarray[Any, Any],
             declined.setdefault(partition, []).append(Decline(
                 query_id=qid, reason="bad_input",
                 detail="bad_input: the model's output for this input is not finite"))
-    for partition, qid in prepared.answerable[granted:]:
-        declined.setdefault(partition, []).append(
-            Decline(query_id=qid, reason="budget_exhausted"))
+    chosen = set(answered)
+    for index, (partition, qid) in enumerate(prepared.answerable):
+        if index not in chosen:
+            declined.setdefault(partition, []).append(
+                Decline(query_id=qid, reason="budget_exhausted"))
     out: list[tuple[int, bytes]] = []
     for partition in sorted(rows.keys() | declined.keys()):
         batch = ResponseBatch(

@@ -59,10 +59,19 @@ class KafkaSettings(_Group):
 
 
 class PrivacySettings(_Group):
+    """The default budget is modest and stated: ε = 100 at δ = 1e-5 for 1,000 answers per
+    participant (see the README's threat model for what that protects). The mechanism
+    follows the model: a teacher ensemble (`participant train --teachers K`) answers with
+    ``teachers``, a single model with ``gaussian``."""
+
     clip_norm: float = Field(default=1.0, gt=0)
-    noise_multiplier: float = Field(default=0.3, ge=0)
-    epsilon_max: float = Field(default=1.0e6, gt=0)
+    #: σ, the noise std relative to the bound C of the released vector. None: the σ whose
+    #: `budget_answers` answers spend exactly `epsilon_max` (solved from the accountant).
+    noise_multiplier: float | None = Field(default=None, ge=0)
+    epsilon_max: float = Field(default=100.0, gt=0)
     delta: float = Field(default=1e-5, gt=0, lt=1)
+    #: How many answers `epsilon_max` should buy when σ is solved for (noise_multiplier None).
+    budget_answers: int = Field(default=1000, ge=1)
     #: Answers the privacy ledger reserves ahead per fsynced write (capped at 1 % of the
     #: budget's answers): a crash wastes at most that much budget; 0 writes every batch.
     reserve_ahead: int = Field(default=1024, ge=0)
@@ -88,6 +97,9 @@ class ParticipantSettings(_Group):
     #: CPU threads for torch in a participant process (0: torch's default). One is best for
     #: small models when several participants share a machine: idle OpenMP threads spin.
     torch_threads: int = Field(default=1, ge=0)
+    #: Inputs whose released answer is kept for reuse (a repeat is answered with it, free
+    #: of budget, never with fresh noise); least recently used out. 0 disables reuse.
+    reuse_cache: int = Field(default=65_536, ge=0)
 
 
 class AggregatorSettings(_Group):

@@ -95,19 +95,22 @@ def bench_engine(
     precision: Annotated[str, typer.Option(help="fp32 or bf16 (autocast).")] = "fp32",
     seconds: Annotated[float, typer.Option(min=0.1, help="Seconds per measurement.")] = 3.0,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile")] = False,
+    teachers: Annotated[str, typer.Option(
+        help="Teacher counts K to compare (comma-separated); K = 1 is one model "
+             "(gaussian), K > 1 a teacher ensemble run as one vmapped call.")] = "1,8",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the JSON here.")
                         ] = None,
 ) -> None:
     """Raw forward (ceiling) vs. the participant engine (encoded queries → encoded, signed
-    ResponseBatches, pipelined as in the service) vs. one query at a time."""
+    ResponseBatches, pipelined as in the service) vs. one query at a time; then the
+    engine with K teachers side by side (same batch, unpipelined)."""
     import numpy as np
     import torch
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from fi_stream.engine import InferenceEngine, Precision, Signer, assemble, pick_device, prepare
     from fi_stream.models import build
-    from fi_stream.privacy import GaussianMechanism
-    from schemas import Privacy
+    from fi_stream.privacy import Mechanism
 
     if model not in MODEL_NAMES or precision not in ("fp32", "bf16"):
         raise typer.BadParameter(f"--model in {', '.join(MODEL_NAMES)}, --precision fp32|bf16")
@@ -118,10 +121,15 @@ def bench_engine(
     module = build(spec)
     if len(spec.input_shape) == 3:
         module = module.to(memory_format=torch.channels_last)
-    engine = InferenceEngine(module, spec, GaussianMechanism(clip_norm=1.0, noise_multiplier=0.3),
+    engine = InferenceEngine(module, spec, Mechanism(clip_norm=1.0, noise_multiplier=0.3),
                              dev, prec, compile_model)
+    try:
+        counts = sorted({int(k) for k in teachers.split(",")})
+    except ValueError:
+        raise typer.BadParameter(f"--teachers takes K values like 1,8; got {teachers!r}"
+                                 ) from None
     signer = Signer(participant_id="bench", spec=spec, key=Ed25519PrivateKey.generate(),
-                    privacy=Privacy(clip_norm=1.0, noise_multiplier=0.3))
+                    privacy=engine.mechanism.to_privacy())
     rng = np.random.default_rng(0)
     records = _records(spec, batch, rng)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -137,7 +145,7 @@ def bench_engine(
     def compute(prepared: Any) -> int:
         n = len(prepared.answerable)
         outputs = engine.infer(prepared.inputs)
-        assemble(prepared, n, outputs, signer, int(time.time() * 1000))
+        assemble(prepared, range(n), outputs, signer, int(time.time() * 1000))
         return n
 
     pool = ThreadPoolExecutor(max_workers=1)
@@ -155,7 +163,7 @@ def bench_engine(
     def naive() -> int:
         for item in naive_records[:256]:
             prepared = prepare([item], spec, int(time.time() * 1000))
-            assemble(prepared, 1, engine.infer(prepared.inputs), signer,
+            assemble(prepared, [0], engine.infer(prepared.inputs), signer,
                      int(time.time() * 1000))
         return min(256, len(naive_records))
 
@@ -170,7 +178,49 @@ def bench_engine(
     pool.shutdown()
     result["engine_over_raw"] = result["engine_items_per_s"] / result["raw_items_per_s"]
     result["engine_over_naive"] = result["engine_items_per_s"] / result["naive_items_per_s"]
+    result["teachers"] = _bench_teachers(spec, counts, records, dev, prec, compile_model,
+                                         seconds, sync)
     report(result, json_out)
+
+
+def _bench_teachers(spec: Any, counts: list[int], records: list[tuple[int, bytes]],
+                    dev: Any, prec: Any, compile_model: bool, seconds: float,
+                    sync: Any) -> dict[str, dict[str, float]]:
+    """Items/s of decode + engine + sign for each K, and the ratio to the first K (1)."""
+    import torch
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fi_stream.engine import InferenceEngine, Signer, assemble, prepare
+    from fi_stream.models import build
+    from fi_stream.models.ensemble import TeacherEnsemble
+    from fi_stream.privacy import Mechanism
+
+    out: dict[str, dict[str, float]] = {}
+    for k in counts:
+        gen = torch.Generator().manual_seed(k)
+        if k == 1:
+            module: torch.nn.Module = build(spec, generator=gen)
+            mech = Mechanism(clip_norm=1.0, noise_multiplier=0.3)
+        else:
+            module = TeacherEnsemble.from_modules(
+                [build(spec, generator=gen) for _ in range(k)], spec.num_classes)
+            mech = Mechanism(name="teachers", noise_multiplier=0.3, teachers=k)
+        eng = InferenceEngine(module, spec, mech, dev, prec, compile_model)
+        signer = Signer(participant_id="bench", spec=spec, key=Ed25519PrivateKey.generate(),
+                        privacy=mech.to_privacy())
+
+        def step(eng: InferenceEngine = eng, signer: Signer = signer) -> int:
+            prepared = prepare(records, spec, int(time.time() * 1000))
+            n = len(prepared.answerable)
+            assemble(prepared, range(n), eng.infer(prepared.inputs), signer,
+                     int(time.time() * 1000))
+            return n
+
+        out[str(k)] = {"engine_items_per_s": _rate(step, seconds, sync)}
+    base = out[str(counts[0])]["engine_items_per_s"]
+    for row in out.values():
+        row["ratio_to_first"] = row["engine_items_per_s"] / base
+    return out
 
 
 # -- the aggregator's emit ---------------------------------------------------------------------
@@ -373,7 +423,10 @@ def bench_e2e(
     async def run(name: str, participant: dict[str, Any], offered: float,
                   in_flight: int = max_in_flight) -> dict[str, Any]:
         run_id = f"bench-{name}-{time.strftime('%H%M%S')}"
-        settings = fresh_settings(base, f"{run_id}.", participant=participant)
+        # Throughput, not privacy: a budget no run can exhaust (the default, ε = 100 for
+        # 1,000 answers, would decline all but the first second's queries).
+        settings = fresh_settings(base, f"{run_id}.", participant=participant,
+                                  privacy={"noise_multiplier": 0.3, "epsilon_max": 1e12})
         fed = LocalFederation(settings, Path(".fi/bench") / run_id)
         ids = [f"p{k + 1}" for k in range(participants)]
         fed.train(ids, alpha=0.3, seed=0)

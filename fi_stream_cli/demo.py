@@ -17,8 +17,10 @@ from consumers.merit import MeritService
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer
 from fi_stream.kafka.reading import read_to_end
+from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
 from fi_stream.merit import METHOD
-from fi_stream.models import load_digits_split
+from fi_stream.models import load_digits_split, load_spec
+from fi_stream.privacy import PrivacyBudget, choose_mechanism
 from fi_stream.settings import Settings
 from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
 from producers.feedback import publish_labels
@@ -35,7 +37,7 @@ class Report:
 
 
 async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int,
-                   deadline_ms: int, console: Console) -> int:
+                   deadline_ms: int, console: Console, teachers: int | None = None) -> int:
     run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     settings = fresh_settings(base, f"demo-{run_id}.", aggregator={"window_seconds": 2.0})
     fed = LocalFederation(settings, Path(".fi/demo") / run_id)
@@ -43,8 +45,10 @@ async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int
         console.print("starting the local Kafka broker …")
     async with local_broker(settings):
         ids = [f"p{k + 1}" for k in range(participants)]
-        console.print(f"training {participants} participants on Dirichlet(α={alpha}) shards …")
-        solo_clean = fed.train(ids, alpha=alpha, seed=seed)
+        how = f", {teachers} teachers each" if teachers else ""
+        console.print(f"training {participants} participants on Dirichlet(α={alpha}) "
+                      f"shards{how} …")
+        solo_clean = fed.train(ids, alpha=alpha, seed=seed, teachers=teachers)
         try:
             await fed.start(ids)
             report = await _stream(settings, deadline_ms, console)
@@ -56,6 +60,7 @@ async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int
             codes = await fed.stop()
         _print_report(console, report, solo_clean, solo_noised, incentives + merit, settings,
                       ids)
+        _print_spend(console, settings, fed.home, ids)
         console.print(f"logs and models: {fed.home}; service exit codes {codes}")
         audit_ok = await _audit(settings, fed.home / "audit.html", console)
         return 0 if all(c == 0 for c in codes) and audit_ok else 1
@@ -145,6 +150,21 @@ async def _solo_accuracy(settings: Settings, labels: dict[str, int]) -> dict[str
     return {pid: hits[pid] / n for pid, n in seen.items()}
 
 
+def _print_spend(console: Console, settings: Settings, home: Path, ids: list[str]) -> None:
+    """Each participant's ε as its own ledger counts it (reservations ahead included)."""
+    p = settings.privacy
+    budget = PrivacyBudget(epsilon_max=p.epsilon_max, delta=p.delta)
+    for pid in ids:
+        directory = home / "models" / pid
+        mechanism = choose_mechanism(teachers=load_spec(directory).teachers,
+                                     clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier,
+                                     budget=budget, budget_answers=p.budget_answers)
+        ledger = PrivacyLedger.open(directory / LEDGER_FILE, budget, mechanism)
+        console.print(f"{pid}: ε = {ledger.epsilon:.3g} of {p.epsilon_max:g} "
+                      f"(δ = {p.delta:g}); {mechanism.describe()}, "
+                      f"{ledger.reused} answers reused free")
+
+
 def _accuracy(report: Report) -> float:
     ok = sum(r.prediction == report.labels[q] for q, r in report.results.items())
     return ok / max(1, len(report.results))
@@ -182,8 +202,7 @@ def _print_report(console: Console, report: Report, solo_clean: dict[str, float]
         f"queries {len(report.results)} ({dict(statuses)}), "
         f"latency mean {lat.mean():.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
         f"{len(report.results) / report.wall_s:.1f} queries/s; "
-        f"privacy: clip C = {p.clip_norm:g}, noise σ = {p.noise_multiplier:g} (std σ·C = "
-        f"{p.clip_norm * p.noise_multiplier:g})")
+        f"privacy budget: ε_max = {p.epsilon_max:g} at δ = {p.delta:g} per participant")
     rhos = [r for r, _ in comparisons.values() if r is not None]
     fairness = [f for _, f in comparisons.values() if f is not None]
     if comparisons:

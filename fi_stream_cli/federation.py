@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from fi_stream.kafka import bootstrap_servers, ensure_topics
 from fi_stream.kafka.local_broker import LocalKafka
 from fi_stream.models import save_model, train_participant
+from fi_stream.models.train import train_teachers
 from fi_stream.registry import RegistryView
 from fi_stream.settings import Settings, load_settings
 
@@ -64,12 +67,19 @@ class LocalFederation:
     home: Path
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
 
-    def train(self, ids: list[str], *, alpha: float, seed: int) -> dict[str, float]:
-        """Train and save every participant's model; returns their clean test accuracy."""
+    def train(self, ids: list[str], *, alpha: float, seed: int,
+              teachers: int | None = None) -> dict[str, float]:
+        """Train and save every participant's model (a teacher ensemble of K when
+        `teachers`); returns their clean test accuracy."""
         accuracy = {}
         for k, pid in enumerate(ids):
-            module, spec = train_participant(shard=k, of=len(ids), alpha=alpha, seed=seed,
-                                             participant_id=pid)
+            module: nn.Module
+            if teachers is None:
+                module, spec = train_participant(shard=k, of=len(ids), alpha=alpha, seed=seed,
+                                                 participant_id=pid)
+            else:
+                module, spec = train_teachers(shard=k, of=len(ids), alpha=alpha, seed=seed,
+                                              teachers=teachers, participant_id=pid)
             save_model(self.home / "models" / pid, module, spec)
             accuracy[pid] = spec.metrics["test_accuracy"]
         return accuracy

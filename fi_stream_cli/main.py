@@ -15,6 +15,7 @@ from rich.console import Console
 
 from fi_stream.choices import LOG_LEVELS, strategy_names
 from fi_stream_cli.bench import bench_app
+from fi_stream_cli.experiment import experiment_app
 from fi_stream_cli.failures import CliApp
 from fi_stream_cli.runtime import run_async, serve, settings_from
 
@@ -29,11 +30,14 @@ topics_app = typer.Typer(no_args_is_help=True, help="Topics of DESIGN §2.")
 keys_app = typer.Typer(no_args_is_help=True, help="Ed25519 signing keys.")
 participant_app = typer.Typer(no_args_is_help=True, help="Train, run and inspect participants.")
 aggregator_app = typer.Typer(no_args_is_help=True, help="Run the aggregator.")
+privacy_app = typer.Typer(no_args_is_help=True, help="Privacy accounting (DESIGN §5).")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(topics_app, name="topics")
 app.add_typer(keys_app, name="keys")
 app.add_typer(participant_app, name="participant")
 app.add_typer(aggregator_app, name="aggregator")
+app.add_typer(privacy_app, name="privacy")
+app.add_typer(experiment_app, name="experiment")
 app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
@@ -150,14 +154,25 @@ def participant_train(
         min=0.0, help="Dirichlet α of the label skew: small = very non-IID.")] = 0.3,
     seed: Annotated[int, typer.Option(help="Random seed of the split and the training.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Model dir (default .fi/models/ID).")] = None,
+    teachers: Annotated[int | None, typer.Option(
+        min=1, help="Train K teachers on disjoint parts of the shard; the participant then "
+                    "answers with their noised vote histogram (mechanism teachers).")] = None,
 ) -> None:
     """Train a digits model on Dirichlet(α) shard K of N; writes safetensors + spec.json."""
+    from torch import nn
+
     from fi_stream.models import save_model, train_participant
+    from fi_stream.models.train import train_teachers
 
     if shard >= of:
         raise typer.BadParameter(f"--shard must be < --of ({of})")
-    module, spec = train_participant(shard=shard, of=of, alpha=alpha, seed=seed,
-                                     participant_id=pid)
+    module: nn.Module
+    if teachers is None:
+        module, spec = train_participant(shard=shard, of=of, alpha=alpha, seed=seed,
+                                         participant_id=pid)
+    else:
+        module, spec = train_teachers(shard=shard, of=of, alpha=alpha, seed=seed,
+                                      teachers=teachers, participant_id=pid)
     directory = _model_dir(pid, out)
     save_model(directory, module, spec)
     console.print(f"{pid}: {spec.metrics} → {directory}")
@@ -229,10 +244,11 @@ def participant_budget(
     model: Annotated[Path | None, typer.Option(
         help="Model dir (default .fi/models/ID).")] = None,
 ) -> None:
-    """Print the privacy spent so far: answers, answers reserved ahead, ε at δ, what is left."""
+    """Print the privacy spent so far (ε at δ), under which mechanisms, and what is left."""
     from fi_stream.errors import UnknownParticipantError
     from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
-    from fi_stream.privacy import PrivacyBudget, max_answers
+    from fi_stream.models import load_spec
+    from fi_stream.privacy import PrivacyBudget, choose_mechanism
 
     settings = settings_from(ctx)
     p = settings.privacy
@@ -241,17 +257,57 @@ def participant_budget(
         raise UnknownParticipantError(
             f"no participant {pid!r} here: {directory} does not exist (train it with "
             f"`fi-stream participant train --id {pid} ...`, or pass --model DIR)")
-    ledger = PrivacyLedger.open(directory / LEDGER_FILE,
-                                PrivacyBudget(epsilon_max=p.epsilon_max, delta=p.delta),
-                                p.noise_multiplier)
-    cap = max_answers(p.epsilon_max, p.delta, p.noise_multiplier)
+    budget = PrivacyBudget(epsilon_max=p.epsilon_max, delta=p.delta)
+    mechanism = choose_mechanism(teachers=load_spec(directory).teachers, clip_norm=p.clip_norm,
+                                 noise_multiplier=p.noise_multiplier, budget=budget,
+                                 budget_answers=p.budget_answers)
+    ledger = PrivacyLedger.open(directory / LEDGER_FILE, budget, mechanism)
     # What the file holds counts as spent: after a clean stop that is exactly the answers
     # given; while the participant runs (or after a crash) it includes the block reserved
     # ahead, which a restart counts as spent.
-    print(f"{pid}: {ledger.answers:,} answers counted as spent"
-          f" (answered or reserved: see `fi-stream status` for a running participant),"
-          f" ε = {ledger.epsilon:.4g} of budget ε_max = {p.epsilon_max:g} at δ = {p.delta:g}"
-          f" (σ = {p.noise_multiplier:g}); {max(0, cap - ledger.answers):,} answers left")
+    spent = ", ".join(f"{n} × {m.describe()}" for m, n in ledger.spend.items() if n) or "none"
+    print(f"{pid}: ε = {ledger.epsilon:.4g} of {p.epsilon_max:g} (δ = {p.delta:g}); answers "
+          f"spent: {spent}; reused (free): {ledger.reused}; {ledger.answers_left} more "
+          f"answers fit under {mechanism.describe()}")
+
+
+@privacy_app.command("epsilon")
+def privacy_epsilon(
+    mechanism: Annotated[str, typer.Option(help="gaussian or teachers.")],
+    sigma: Annotated[float, typer.Option(
+        min=0.0, help="Noise std relative to the bound C of the released vector.")],
+    answers: Annotated[int, typer.Option(min=0)],
+    delta: Annotated[float, typer.Option()] = 1e-5,
+    teachers: Annotated[int | None, typer.Option(min=1, help="K, for teachers.")] = None,
+    clip_norm: Annotated[float, typer.Option(help="C, for gaussian.")] = 1.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """ε of ANSWERS answers of a mechanism, by the same function the ledger and the audit
+    use (dp-accounting RDP, replace-one adjacency)."""
+    import json
+
+    from fi_stream.errors import PrivacyError
+    from fi_stream.privacy import MECHANISMS, Mechanism, epsilon_spent
+
+    if mechanism not in MECHANISMS:
+        raise typer.BadParameter(f"--mechanism must be one of {', '.join(MECHANISMS)}")
+    try:
+        m = Mechanism(name=mechanism, noise_multiplier=sigma, teachers=teachers,  # type: ignore[arg-type]
+                      clip_norm=clip_norm)
+        eps = epsilon_spent(answers, m, delta)
+    except PrivacyError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    out = {"mechanism": m.name, "sigma": sigma, "teachers": m.teachers,
+           "clip_norm": m.clip_norm, "answers": answers, "delta": delta,
+           "sensitivity": m.sensitivity, "noise_multiplier": m.accountant_multiplier,
+           "epsilon": eps if eps != float("inf") else None,
+           "epsilon_per_answer": epsilon_spent(1, m, delta) if sigma > 0 else None}
+    if json_out:
+        print(json.dumps(out))
+    else:
+        print(f"{m.describe()}: {answers} answers cost ε = {eps:.4g} at δ = {delta:g} "
+              f"(L2 sensitivity {m.sensitivity:.4g}, accountant noise multiplier "
+              f"{m.accountant_multiplier:.4g})")
 
 
 def _some(**values: Any) -> dict[str, Any] | None:
@@ -424,13 +480,17 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed of the shards and training.")] = 0,
     deadline_ms: Annotated[int, typer.Option(min=1, help="Each query's time budget, ms.")
                            ] = 5000,
+    teachers: Annotated[int, typer.Option(
+        min=0, help="Teachers per participant (0: one model, mechanism gaussian).")] = 16,
 ) -> None:
-    """Train N participants, start them and an aggregator, stream the test split, report."""
+    """Train N participants, start them and an aggregator, stream the test split, report
+    accuracy and each participant's ε (default budget: ε = 100 per 1,000 answers)."""
     from fi_stream_cli.demo import run_demo
 
     settings = settings_from(ctx)
     code = run_async(lambda: run_demo(settings, participants=participants, alpha=alpha,
-                                      seed=seed, deadline_ms=deadline_ms, console=console))
+                                      seed=seed, deadline_ms=deadline_ms, console=console,
+                                      teachers=teachers or None))
     raise typer.Exit(code)
 
 

@@ -42,7 +42,10 @@ def _ledger_epsilon(models: Path, pid: str) -> dict[str, Any] | None:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return {"answers": state.get("answers"), "epsilon": state.get("epsilon")}
+    # Format 2 keeps answers per mechanism (fi_stream.ledger); format 1 one count.
+    answers = (sum(int(e.get("answers", 0)) for e in state["spend"])
+               if isinstance(state.get("spend"), list) else state.get("answers"))
+    return {"answers": answers, "epsilon": state.get("epsilon")}
 
 
 async def snapshot(settings: Settings, *, recent: int = 200,

@@ -67,11 +67,26 @@ class TaskSpec(_Frozen):
 
 
 class Privacy(_Frozen):
-    """The Gaussian mechanism a participant applied: clip to L2 <= C, add N(0, (σ·C)²)."""
+    """The mechanism a participant applies, enough for anyone to recompute its ε.
+
+    The released vector has L2 <= clip_norm (C) before noise; the noise is N(0, (σ·C)²) per
+    coordinate, σ = noise_multiplier. ``gaussian``: clipped softmax probabilities.
+    ``teachers``: the normalized vote histogram of `teachers` (K) models trained on
+    disjoint parts of the participant's data (C = 1). Sensitivities: fi_stream.privacy.
+    """
 
     clip_norm: float = Field(gt=0)
     noise_multiplier: float = Field(ge=0)
-    mechanism: Literal["gaussian"] = "gaussian"
+    mechanism: Literal["gaussian", "teachers"] = "gaussian"
+    teachers: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _teachers_iff_ensemble(self) -> Privacy:
+        if (self.mechanism == "teachers") != (self.teachers is not None):
+            raise ValueError("teachers (K) is set exactly when mechanism is 'teachers'")
+        if self.mechanism == "teachers" and self.clip_norm != 1.0:
+            raise ValueError("the teachers mechanism releases a vote histogram: clip_norm is 1")
+        return self
 
 
 class Budget(_Frozen):

@@ -58,7 +58,13 @@ def settings_factory(kafka_bootstrap: str) -> Callable[..., Settings]:
         prefix = f"t-{uuid.uuid4().hex[:10]}."
         kafka = {"bootstrap": kafka_bootstrap, "topic_prefix": prefix, "partitions": 2}
         kafka.update(overrides.pop("kafka", {}))  # type: ignore[arg-type]
-        return load_settings(None, kafka=kafka, **overrides)
+        # The session's model directories (and their ledgers) serve every test, so the
+        # modest default budget (ε = 100 for 1,000 answers) would run out part-way through
+        # the suite: tests of the pipeline get a budget they cannot exhaust; tests of
+        # budgets and mechanisms set their own.
+        privacy = {"noise_multiplier": 0.3, "epsilon_max": 1e6}
+        privacy.update(overrides.pop("privacy", {}))  # type: ignore[arg-type]
+        return load_settings(None, kafka=kafka, privacy=privacy, **overrides)
 
     return make
 

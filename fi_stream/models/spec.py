@@ -41,6 +41,9 @@ class ModelSpec(BaseModel):
     #: value); published in the registry, and inputs outside are declined as bad_input.
     input_range: tuple[float, float] | None = None
     participant_id: str | None = None
+    #: K for a teacher ensemble (`participant train --teachers K`): the weights file holds
+    #: every tensor stacked K times, and the participant answers with mechanism `teachers`.
+    teachers: int | None = Field(default=None, ge=1)
     trained_on: TrainedOn | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from fi_stream.errors import CorruptModelError, ModelNotFoundError, ShapeMismatchError
 from fi_stream.models.architectures import build
+from fi_stream.models.ensemble import TeacherEnsemble
 from fi_stream.models.spec import ModelSpec
 
 WEIGHTS_FILE = "model.safetensors"
@@ -33,7 +34,13 @@ def save_model(directory: Path, module: nn.Module, spec: ModelSpec) -> None:
     The spec goes last: a directory with a spec.json has had its weights written.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    if isinstance(module, TeacherEnsemble) != (spec.teachers is not None):
+        raise ShapeMismatchError(
+            f"spec.teachers={spec.teachers} but the module is a {type(module).__name__}: "
+            "save a TeacherEnsemble exactly when the spec names K teachers")
+    state = (module.stacked_state() if isinstance(module, TeacherEnsemble)
+             else module.state_dict())
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with _atomic_path(directory, WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"architecture": spec.architecture,
                                                "version": spec.version})
@@ -95,9 +102,15 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.
         raise CorruptModelError(
             f"{path} is not a readable safetensors file ({exc}); {_CREATE_HINT} again"
         ) from None
-    _check_fits(path, spec, module.state_dict(), tensors)
-    module.load_state_dict(tensors)
-    return module.to(device).eval(), spec
+    if spec.teachers is None:
+        _check_fits(path, spec, module.state_dict(), tensors)
+        module.load_state_dict(tensors)
+        return module.to(device).eval(), spec
+    # A teacher ensemble: every tensor of the architecture, stacked K times.
+    expected = {k: v.expand(spec.teachers, *v.shape) for k, v in module.state_dict().items()}
+    _check_fits(path, spec, expected, tensors)
+    ensemble = TeacherEnsemble(module.to(device).eval(), tensors, spec.num_classes)
+    return ensemble.to(device).eval(), spec
 
 
 def _check_fits(path: Path, spec: ModelSpec, expected: dict[str, torch.Tensor],

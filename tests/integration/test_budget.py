@@ -11,7 +11,7 @@ import pytest
 
 from fi_stream.kafka import ensure_topics
 from fi_stream.models import load_digits_split
-from fi_stream.privacy import epsilon_spent
+from fi_stream.privacy import Mechanism, epsilon_spent
 from fi_stream.settings import Settings
 from producers.query_client import QueryClient
 from schemas import ResponseBatch, decode
@@ -29,7 +29,8 @@ async def test_exhausted_budget_declines_and_survives_a_restart(
         tmp_path: Path) -> None:
     sigma, delta = 0.3, 1e-5
     settings = settings_factory(privacy={"noise_multiplier": sigma, "delta": delta,
-                                         "epsilon_max": epsilon_spent(CAP, sigma, delta)})
+                                         "epsilon_max": epsilon_spent(
+                                             CAP, Mechanism(noise_multiplier=sigma), delta)})
     await ensure_topics(settings)
     model = tmp_path / "p1"
     shutil.copytree(model_dirs["p1"], model, ignore=shutil.ignore_patterns("privacy_*"))

@@ -4,7 +4,7 @@ tampering is found and named (with the ids involved) and nothing else is."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -24,12 +24,12 @@ from fi_stream.audit import (
 )
 from fi_stream.errors import ConfigError
 from fi_stream.incentives import loo_agreement, loo_agreement_batch
-from fi_stream.privacy import epsilon_spent, max_answers
+from fi_stream.privacy import Mechanism, PrivacyBudget, epsilon, epsilon_spent, max_answers
 from fi_stream.settings import TopicNames
 from fi_stream.signing import sign_batch
 from fi_stream_cli.audit_report import render_html
 from fi_stream_cli.synthetic import SyntheticLog, synthetic_log
-from schemas import Budget, CopiedAnswer, IncludedAnswer, Query, Tensor
+from schemas import Budget, CopiedAnswer, IncludedAnswer, Privacy, Query, Tensor
 
 PARTICIPANTS = 4
 
@@ -381,7 +381,8 @@ def test_privacy_spend_is_recomputed_and_checked_against_the_registered_budget(
     report = audit(log)
     p1 = report.spend[0]
     assert (p1.participant_id, p1.answers) == ("p1", answers)
-    assert p1.epsilon == epsilon_spent(answers, 0.3, 1e-5) and not p1.exceeded
+    assert p1.epsilon == epsilon_spent(answers, Mechanism(noise_multiplier=0.3), 1e-5)
+    assert not p1.exceeded and p1.reused == 0
     assert p1.series[-1][1] == p1.epsilon
     assert audit(log, merit=False).spend[0].series == []  # the plots' data only on request
 
@@ -390,7 +391,8 @@ def test_privacy_spend_is_recomputed_and_checked_against_the_registered_budget(
     report = audit(log)
     assert kinds(report) == {"budget_exceeded"}
     assert report.discrepancies[0].participant_id == "p1"
-    assert report.spend[0].max_answers == max_answers(2.0, 1e-5, 0.3) < answers
+    assert report.spend[0].max_answers == max_answers(
+        PrivacyBudget(2.0, 1e-5), Mechanism(noise_multiplier=0.3)) < answers
 
 
 def test_dead_letters_are_summarised_and_bad_outputs_reported(log: AuditLog) -> None:
@@ -477,13 +479,45 @@ def test_bad_bounds_say_what_is_expected(text: str) -> None:
         Bound.parse(text)
 
 
-def test_epsilon_of_mixed_noise_is_composed() -> None:
-    compose: Callable[..., float] = audit_mod._epsilon
-    one = compose({0.5: 10}, 1e-5)
-    assert one == epsilon_spent(10, 0.5, 1e-5)
-    both = compose({0.5: 10, 1.0: 10}, 1e-5)
-    assert one < both < epsilon_spent(20, 0.5, 1e-5)
-    assert math.isinf(compose({0.0: 1, 1.0: 3}, 1e-5))
+def resign(log: AuditLog, synthetic: SyntheticLog, index: int, **update: Any) -> None:
+    old = log.responses[index]
+    log.responses[index] = Logged(sign_batch(old.event.model_copy(update=update),
+                                             synthetic.keys[old.event.participant_id]),
+                                  old.partition, old.offset)
+
+
+def test_spend_under_several_mechanisms_is_composed_by_the_one_epsilon(
+        log: AuditLog, synthetic: SyntheticLog) -> None:
+    mine = [i for i, b in enumerate(log.responses) if b.event.participant_id == "p1"]
+    teachers = Privacy(mechanism="teachers", teachers=8, clip_norm=1.0, noise_multiplier=0.5)
+    for i in mine[: len(mine) // 2]:
+        resign(log, synthetic, i, privacy=teachers)
+    counts: Counter[Mechanism] = Counter()
+    for i in mine:
+        b = log.responses[i].event
+        counts[Mechanism.from_privacy(b.privacy)] += len(b.answered)
+    p1 = audit(log).spend[0]
+    assert len(counts) == 2 and p1.epsilon == epsilon(counts, 1e-5)
+    assert p1.max_answers is None and len(p1.mechanisms) == 2
+
+
+def test_a_replayed_answer_is_free_and_fresh_noise_on_a_repeat_is_not(
+        log: AuditLog, synthetic: SyntheticLog) -> None:
+    """Two queries with the same input: the same noised row again costs nothing (the reuse
+    cache); a different row for the same input is a second release and costs."""
+    [b0] = [i for i, b in enumerate(log.responses) if b.event.participant_id == "p1"][:1]
+    batch = log.responses[b0].event
+    first, second = batch.answered[:2]
+    queries = {q.event.query_id: i for i, q in enumerate(log.queries)}
+    replace(log.queries, queries[second],
+            input=log.queries[queries[first]].event.input)
+    before = audit(log, merit=False).spend[0]
+    rows = batch.outputs.to_numpy().copy()
+    rows[1] = rows[0]
+    resign(log, synthetic, b0, outputs=Tensor.from_numpy(rows))
+    after = audit(log, merit=False).spend[0]
+    assert (before.reused, after.reused) == (0, 1)
+    assert after.answers == before.answers - 1 and after.epsilon < before.epsilon
 
 
 def test_batches_of_one_participant_are_counted_once_even_if_redelivered(

@@ -13,7 +13,7 @@ import torch
 
 from fi_stream.aggregation import aggregate
 from fi_stream.models import load_digits_split, train_participant
-from fi_stream.privacy import GaussianMechanism, privatize
+from fi_stream.privacy import Mechanism, privatize
 
 
 def _accuracy(outputs: np.ndarray, labels: np.ndarray, strategy: str) -> float:
@@ -23,7 +23,7 @@ def _accuracy(outputs: np.ndarray, labels: np.ndarray, strategy: str) -> float:
 
 def test_median_and_trimmed_mean_resist_a_garbage_participant() -> None:
     split = load_digits_split()
-    mechanism = GaussianMechanism(clip_norm=1.0, noise_multiplier=0.3)
+    mechanism = Mechanism(clip_norm=1.0, noise_multiplier=0.3)
     rows = []
     for k in range(5):
         module, _ = train_participant(shard=k, of=5, alpha=1.0, seed=0)

@@ -165,7 +165,7 @@ def test_non_finite_outputs_are_declined_never_signed() -> None:
                  for q in ("a", "b")], MODEL, NOW, 60_000)
     outputs = np.full((2, 10), 0.1, np.float32)
     outputs[1, 4] = np.nan
-    [(_, raw)] = assemble(p, 2, outputs, signer, NOW + 1)
+    [(_, raw)] = assemble(p, [0, 1], outputs, signer, NOW + 1)
     batch = decode(raw, ResponseBatch)
     assert batch.answered == ["a"] and np.isfinite(batch.outputs.to_numpy()).all()
     assert [(d.query_id, d.reason) for d in batch.declined] == [("b", "bad_input")]
