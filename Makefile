@@ -32,7 +32,7 @@ unit: install
 	$(BIN)/pytest tests/unit
 
 test: install lint typecheck schemas
-	$(BIN)/pytest
+	OMP_NUM_THREADS=1 $(BIN)/pytest
 
 # Incentive schemes against strategic participants (~1-2 min; README: incentives).
 experiment: install
