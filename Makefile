@@ -29,7 +29,7 @@ schemas: install
 	$(BIN)/python -m schemas.generate --check
 
 unit: install
-	$(BIN)/pytest tests/unit
+	OMP_NUM_THREADS=1 $(BIN)/pytest tests/unit
 
 test: install lint typecheck schemas
 	OMP_NUM_THREADS=1 $(BIN)/pytest
