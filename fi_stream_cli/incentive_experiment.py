@@ -37,7 +37,7 @@ from fi_stream.incentives import (
     split_rewards,
 )
 from fi_stream.models import load_digits_split, train_participant
-from fi_stream.privacy import GaussianMechanism, privatize
+from fi_stream.privacy import Mechanism, privatize
 from fi_stream.results import IncentiveWindow
 from schemas import Result, WindowRef
 
@@ -80,7 +80,7 @@ def build_federation(alpha: float, seed: int, *, clip_norm: float = 1.0,
     """Train, run every participant's model on the test split, clip and noise its outputs."""
     split = load_digits_split()
     x = torch.from_numpy(split.x_test)
-    mechanism = GaussianMechanism(clip_norm=clip_norm, noise_multiplier=noise_multiplier)
+    mechanism = Mechanism(clip_norm=clip_norm, noise_multiplier=noise_multiplier)
     rows: dict[str, np.ndarray[Any, Any]] = {}
     shards = {pid: k for k, pid in enumerate(p for p, b in ROSTER.items() if b == "honest")}
     shards["lazy"] = HONEST
