@@ -28,6 +28,7 @@ from fi_stream.audit import AuditReport, Logged
 from fi_stream.clock import now_ms
 from fi_stream.kafka import ensure_topics, make_producer
 from fi_stream.models import load_digits_split
+from fi_stream.privacy import PrivacyBudget, choose_mechanism
 from fi_stream.results import status_of
 from fi_stream.settings import Settings, load_settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_private_key, sign_batch
@@ -239,6 +240,16 @@ async def test_a_query_with_no_result(recorded: Recorded) -> None:
     assert missing.refs == (f"queries:1:{offset}",)
 
 
+def _registered_privacy(settings: Settings) -> Privacy:
+    """The privacy p1 registered under these settings (a forgery that states another is
+    excluded as a privacy mismatch before its signature or lateness is looked at)."""
+    p = settings.privacy
+    return choose_mechanism(
+        teachers=None, clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier,
+        budget=PrivacyBudget(epsilon_max=p.epsilon_max, delta=p.delta),
+        budget_answers=p.budget_answers).to_privacy()
+
+
 async def _forge(recorded: Recorded, *, produced_late: bool, break_signature: bool
                  ) -> tuple[str, int]:
     """A query, p1's answer to it and a result that lists the answer, all written by hand.
@@ -254,7 +265,7 @@ async def _forge(recorded: Recorded, *, produced_late: bool, break_signature: bo
     row = np.eye(1, 10, k=4, dtype=np.float32)
     batch = sign_batch(ResponseBatch(
         participant_id="p1", batch_id=uuid.uuid4().hex, task="digits", model_version="forged",
-        privacy=Privacy(clip_norm=1.0, noise_multiplier=0.3), produced_at_ms=now,
+        privacy=_registered_privacy(s), produced_at_ms=now,
         query_partition=0, answered=[query.query_id], outputs=Tensor.from_numpy(row)),
         recorded.key)
     if break_signature:
