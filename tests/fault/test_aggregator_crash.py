@@ -66,7 +66,7 @@ async def _stream(settings: Settings, hands: list[HandParticipant], rng: np.rand
                 now = now_ms()
                 q = Query(query_id=qid, task="digits",
                           input=Tensor.from_numpy(rng.random(64, dtype=np.float32)),
-                          created_at_ms=now, deadline_ms=now + 600_000, quorum=3)
+                          created_at_ms=now, deadline_ms=now + 240_000, quorum=3)
                 await producer.send(t.queries, encode(q), key=qid.encode(),
                                     partition=partition, headers=headers(Query))
                 by_partition[partition].append(qid)

@@ -45,7 +45,7 @@ async def _queries(settings: Settings) -> None:
         for i in range(N):
             now = now_ms()
             q = Query(query_id=f"q{i}", task="digits", created_at_ms=now,
-                      deadline_ms=now + 600_000,
+                      deadline_ms=now + 240_000,
                       input=Tensor.from_numpy(rng.random(64, dtype=np.float32)))
             await producer.send(settings.topic_names.queries, encode(q), key=q.query_id.encode(),
                                 headers=headers(Query))
