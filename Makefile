@@ -4,8 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test lint typecheck schemas unit integration kafka-up kafka-down clean \
-        experiment
+.PHONY: install demo test test-faults lint typecheck schemas unit integration kafka-up kafka-down \
+        clean experiment
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ test: install lint typecheck schemas
 experiment: install
 	$(BIN)/fi-stream experiment incentives --json benchmarks/incentives/incentives.json \
 		--plot benchmarks/incentives/incentives.png
+
+# The long fault suite on brokers of its own (ports 39200-39399): broker SIGKILL/SIGSTOP,
+# participant SIGSTOP, a 3-broker cluster losing a leader, a soak (FI_SOAK_S, default 600 s).
+# Not part of `make test`; figures go to .fi/faults/report.jsonl.
+test-faults: install
+	@mkdir -p .fi/faults && rm -f .fi/faults/report.jsonl
+	$(BIN)/pytest -m faults tests/faults_long -v; status=$$?; \
+	  cat .fi/faults/report.jsonl 2>/dev/null; exit $$status
 
 kafka-up: install
 	$(BIN)/fi-stream kafka up

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -110,6 +111,7 @@ class ParticipantService(Service):
         self.batches = 0
         self.answered = 0
         self.reused = 0
+        self.commits_refused = 0  # commits the group refused (membership lost, then rejoined)
         self._work_s = 0.0  # CPU time of the last micro-batch's device work and signing
 
     async def _open(self) -> None:
@@ -314,11 +316,34 @@ class ParticipantService(Service):
                     tp = TopicPartition(record.topic, record.partition)
                     acked[tp] = max(acked.get(tp, 0), record.offset + 1)
             if acked and time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
-                await self._consumer.commit(dict(acked))
+                await self._commit(acked)
                 acked.clear()
                 last_commit = time.monotonic()
         if acked:
-            await self._consumer.commit(acked)
+            await self._commit(acked)
+
+    async def _commit(self, acked: dict[TopicPartition, int]) -> None:
+        """Commit acked offsets of the partitions this member still owns; a commit the
+        group refuses is dropped, never fatal.
+
+        A member that stalled past its session (SIGSTOP, a frozen VM, a broker that paused)
+        is no longer in the group: the commit fails with CommitFailedError, aiokafka rejoins
+        by itself, and whoever owns the partitions now reads them again from the last
+        committed offset. Those queries are answered again (the aggregator keeps one answer
+        per participant and query), so at-least-once holds without this commit. Partitions
+        revoked meanwhile are left out: aiokafka refuses offsets of unassigned partitions.
+        """
+        assert self._consumer is not None
+        owned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in acked.items() if tp in owned}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            self.commits_refused += 1
+            log.warning("participant_commit_refused", partitions=len(offsets),
+                        detail=str(exc), refused=self.commits_refused)
 
 
 class NaiveParticipantService(ParticipantService):
@@ -335,7 +360,7 @@ class NaiveParticipantService(ParticipantService):
                 batch = await self._prepare([record])
                 await self._publish(batch)
                 await asyncio.gather(*batch.acks)
-                await self._consumer.commit(
+                await self._commit(
                     {TopicPartition(record.topic, record.partition): record.offset + 1})
 
 

@@ -120,6 +120,8 @@ class JoinTable:
         #: Closed queries: when, and who had responded (a replayed answer is not late).
         self._done: dict[str, tuple[int, set[str]]] = {}
         self._done_order: deque[tuple[int, str]] = deque()
+        #: The partition of each closed query: a lost partition forgets its closed queries.
+        self._done_partition: dict[str, int] = {}
         self._deadlines: list[tuple[int, str]] = []
         self._settled: list[str] = []
         self._query_offsets: dict[int, _MinTracker] = defaultdict(_MinTracker)
@@ -256,12 +258,15 @@ class JoinTable:
             self._response_offsets[partition].remove(offset)
         self._done[qid] = (now_ms, oq.responded)
         self._done_order.append((now_ms, qid))
+        self._done_partition[qid] = oq.partition
 
     def expire(self, now_ms: int) -> int:
         """Drop remembered ids and orphan responses older than their TTL; returns orphans."""
         while self._done_order and self._done_order[0][0] <= now_ms - self.done_ttl_ms:
-            _, qid = self._done_order.popleft()
-            self._done.pop(qid, None)
+            at, qid = self._done_order.popleft()
+            if qid in self._done and self._done[qid][0] == at:
+                del self._done[qid]
+                self._done_partition.pop(qid, None)
         orphans = 0
         while self._pending_order and self._pending_order[0][0] <= now_ms - self.pending_ttl_ms:
             _, qid = self._pending_order.popleft()
@@ -281,6 +286,7 @@ class JoinTable:
             return "duplicate"
         self._done[qid] = (now_ms, set())
         self._done_order.append((now_ms, qid))
+        self._done_partition[qid] = partition
         return "open"
 
     def mark_emitted(self, partition: int, query_ids: set[str]) -> None:
@@ -300,6 +306,14 @@ class JoinTable:
         self._marks.pop(partition, None)
         self._settled = [q for q in self._settled if q in self.open]
         self._emitted_before.pop(partition, None)
+        # Closed here but perhaps never committed: a result emitted into a transaction
+        # that was then aborted (the member was fenced, or lost its partitions with the
+        # result still in its outbox). Re-read after a rejoin, such a query must be
+        # answered again, not taken for a duplicate; a result that did commit is found
+        # by the resume scan (`mark_emitted`).
+        for qid in [q for q, p in self._done_partition.items() if p == partition]:
+            del self._done_partition[qid]
+            self._done.pop(qid, None)
 
     # -- commit positions -------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from typing import Self
 
 import structlog
 
+from fi_stream.kafka.transient import cause_of, is_transient
+
 log = structlog.get_logger(__name__)
 
 
@@ -44,7 +46,10 @@ class Service(abc.ABC):
         listener, whose errors aiokafka would only log): logged once, kept in `failure`."""
         if self._failure is None:
             self._failure = exc
-            log.error(f"{self.name}_failed", exc_info=exc)
+            if is_transient(exc):  # the cluster went away: the supervisor logs the outage
+                log.warning(f"{self.name}_interrupted", cause=cause_of(exc))
+            else:
+                log.error(f"{self.name}_failed", exc_info=exc)
         self._stopping.set()
 
     @property

@@ -48,7 +48,10 @@ class KafkaSettings(_Group):
     sasl_password: str | None = None
     ssl_cafile: str | None = None
     partitions: int = Field(default=4, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    #: Replicas per topic, and the in-sync replicas a write (acks=all) needs. Unset: fit the
+    #: cluster `topics create` finds (see `fi_stream.kafka.topics.replication_for`).
+    replication_factor: int | None = Field(default=None, ge=1)
+    min_insync_replicas: int | None = Field(default=None, ge=1)
     topic_prefix: str = ""
     #: How long a command waits for the first answer of the bootstrap broker before it
     #: gives up with one line (no broker, a firewall, or a port that is not Kafka).
@@ -128,6 +131,18 @@ class AggregatorSettings(_Group):
         return check_name("incentive method", value, incentive_method_names())
 
 
+class RetrySettings(_Group):
+    """How a service rides out a Kafka outage (see `fi_stream.supervision`): it is started
+    afresh after a backoff that doubles from `initial_backoff_s` up to `max_backoff_s`;
+    after `give_up_s` of continuous outage (0: never) it exits 1 for its supervisor."""
+
+    initial_backoff_s: float = Field(default=0.5, gt=0)
+    max_backoff_s: float = Field(default=30.0, gt=0)
+    give_up_s: float = Field(default=900.0, ge=0)
+    #: A run this long ends an outage: the next failure starts from the initial backoff.
+    healthy_s: float = Field(default=60.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Every knob of fi-stream in one place; services receive it, never read the env themselves."""
 
@@ -140,6 +155,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     participant: ParticipantSettings = ParticipantSettings()
     aggregator: AggregatorSettings = AggregatorSettings()
+    retry: RetrySettings = RetrySettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

@@ -113,16 +113,33 @@ def kafka_status(ctx: typer.Context) -> None:
 
 
 @topics_app.command("create")
-def topics_create(ctx: typer.Context,
-                  partitions: Annotated[int | None, typer.Option(
-                      min=1, help="Partitions of the co-partitioned topics (default 4).")
-                  ] = None) -> None:
-    """Create the topics (idempotent); checks co-partitioned topics share a partition count."""
-    from fi_stream.kafka import bootstrap_servers, ensure_topics
+def topics_create(
+    ctx: typer.Context,
+    partitions: Annotated[int | None, typer.Option(
+        min=1, help="Partitions of the co-partitioned topics (default 4).")] = None,
+    replication_factor: Annotated[int | None, typer.Option(
+        min=1, help="Replicas per partition; default 3, or the broker count if fewer.")] = None,
+    min_insync_replicas: Annotated[int | None, typer.Option(
+        min=1, help="In-sync replicas an acks=all write needs; default a majority "
+                    "of the replicas (3 → 2, 1 → 1).")] = None,
+) -> None:
+    """Create the topics (idempotent), replicated to fit the cluster; checks co-partitioned
+    topics share a partition count and warns about existing topics replicated below."""
+    from fi_stream.kafka import bootstrap_servers, prepare_topics
 
-    settings = settings_from(ctx, kafka={"partitions": partitions} if partitions else None)
-    created = run_async(lambda: ensure_topics(settings), kafka=settings)
-    console.print(f"topics ready on {bootstrap_servers(settings)}; created: {created or 'none'}")
+    settings = settings_from(ctx, kafka=_some(partitions=partitions,
+                                              replication_factor=replication_factor,
+                                              min_insync_replicas=min_insync_replicas))
+    report = run_async(lambda: prepare_topics(settings), kafka=settings)
+    r = report.replication
+    for name, have in sorted(report.under_replicated.items()):
+        console.print(f"[yellow]warning: {name} exists with replication factor {have.factor}"
+                      f" and min.insync.replicas {have.min_insync}, below {r.factor} and "
+                      f"{r.min_insync}: raise them with kafka-reassign-partitions and "
+                      "kafka-configs (existing topics are not changed)[/]")
+    console.print(f"topics ready on {bootstrap_servers(settings)} ({report.brokers} brokers, "
+                  f"replication factor {r.factor}, min.insync.replicas {r.min_insync}); "
+                  f"created: {report.created or 'none'}")
 
 
 @keys_app.command("generate")
@@ -217,24 +234,31 @@ def participant_run(
                       epsilon_max=epsilon_max),
         metrics_port=metrics_port)
 
-    async def main() -> None:  # imports torch: after the broker answered (fails fast)
-        from consumers.participant import make_participant
-        from fi_stream.metrics import serve_metrics
+    async def main() -> None:
+        from consumers.participant import ParticipantService, make_participant
+        from fi_stream.metrics import CurrentRegistry, serve_metrics
 
         if settings.participant.torch_threads:
             import torch
 
             torch.set_num_threads(settings.participant.torch_threads)
 
-        service = make_participant(settings, participant_id=pid,
-                                   model_dir=_model_dir(pid, model),
-                                   behaviour=behaviour,  # type: ignore[arg-type]
-                                   collusion_secret=collusion_secret.encode(),
-                                   copy_from=copy_from)
-        serve_metrics(service.metrics_registry, settings.metrics_port, settings.metrics_host)
-        await serve(service)
+        metrics = CurrentRegistry()
 
-    run_async(main, kafka=settings)
+        def make() -> ParticipantService:
+            service = make_participant(settings, participant_id=pid,
+                                       model_dir=_model_dir(pid, model),
+                                       behaviour=behaviour,  # type: ignore[arg-type]
+                                       collusion_secret=collusion_secret.encode(),
+                                       copy_from=copy_from)
+            metrics.current = service.metrics_registry
+            return service
+
+        serve_metrics(metrics, settings.metrics_port, settings.metrics_host)
+        await serve(make, settings)
+
+    # No fail-fast probe: a service waits for Kafka with bounded backoff (`serve`).
+    run_async(main)
 
 
 @participant_app.command("budget")
@@ -332,13 +356,21 @@ def aggregator_run(
 
     async def main() -> None:
         from consumers.aggregator import AggregatorService
-        from fi_stream.metrics import serve_metrics
+        from fi_stream.metrics import CurrentRegistry, serve_metrics
 
-        service = AggregatorService(settings, instance_id=instance_id)
-        serve_metrics(service.metrics_registry, settings.metrics_port, settings.metrics_host)
-        await serve(service)
+        metrics = CurrentRegistry()
 
-    run_async(main, kafka=settings)
+        def make() -> AggregatorService:
+            # A fresh member after an outage, with the same transactional id: it fences
+            # the old producer and resumes its partitions from the committed resume state.
+            service = AggregatorService(settings, instance_id=instance_id)
+            metrics.current = service.metrics_registry
+            return service
+
+        serve_metrics(metrics, settings.metrics_port, settings.metrics_host)
+        await serve(make, settings)
+
+    run_async(main)
 
 
 @app.command("merit")
@@ -354,13 +386,19 @@ def merit_run(
 
     async def main() -> None:
         from consumers.merit import MeritService
-        from fi_stream.metrics import serve_metrics
+        from fi_stream.metrics import CurrentRegistry, serve_metrics
 
-        service = MeritService(settings, label_wait_s=label_wait_s)
-        serve_metrics(service.metrics_registry, settings.metrics_port, settings.metrics_host)
-        await serve(service)
+        metrics = CurrentRegistry()
 
-    run_async(main, kafka=settings)
+        def make() -> MeritService:
+            service = MeritService(settings, label_wait_s=label_wait_s)
+            metrics.current = service.metrics_registry
+            return service
+
+        serve_metrics(metrics, settings.metrics_port, settings.metrics_host)
+        await serve(make, settings)
+
+    run_async(main)
 
 
 # -- status -----------------------------------------------------------------------------------

@@ -56,22 +56,57 @@ def run_async(main: Callable[[], Awaitable[T]], *, kafka: Settings | None = None
         return runner.run(checked())
 
 
-async def serve(service: Service) -> None:
-    """Start, wait for SIGTERM/SIGINT (or the service's own end), stop gracefully; exit 1
-    if the service stopped because it failed, so a supervisor restarts it."""
+async def serve(service: Service | Callable[[], Service],
+                settings: Settings | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or the service's own end), stop gracefully; exit 1 if the
+    service stopped because it failed, so a supervisor restarts it.
+
+    Given a factory and `settings`, the service waits for Kafka instead of failing fast:
+    before each start the broker is probed (within `kafka.connect_timeout_s`); a service
+    that cannot reach Kafka, or fails because Kafka went away, is made afresh and started
+    again with backoff (`fi_stream.supervision`, bounds in `settings.retry`). Only an
+    outage longer than `retry.give_up_s` ends it: one line, exit 1."""
+    from fi_stream.errors import FiStreamError, KafkaUnreachableError
+    from fi_stream.kafka.client import probe
+    from fi_stream.kafka.transient import cause_of, is_transient
+    from fi_stream.service import Service
+    from fi_stream.supervision import Backoff, run_until, supervise
+
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.request_stop)
+        loop.add_signal_handler(sig, stop.set)
+    settled = False
+
+    def started(_: Service) -> None:
+        nonlocal settled
+        if not settled:
+            settle_heap()
+            settled = True
+
     try:
-        await service.start()
-        settle_heap()
-        await service.wait()
+        if isinstance(service, Service) or settings is None:
+            one = service if isinstance(service, Service) else service()
+            failure = await run_until(one, stop, started)
+        else:
+            r = settings.retry
+            backoff = Backoff(initial_s=r.initial_backoff_s, max_s=r.max_backoff_s,
+                              give_up_s=r.give_up_s, healthy_s=r.healthy_s)
+            failure = await supervise(service, stop, backoff, on_started=started,
+                                      ready=lambda: probe(settings))
     finally:
-        await service.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    if service.failure is not None:
-        raise typer.Exit(1)
+    if failure is None:
+        return
+    if isinstance(failure, FiStreamError):
+        raise failure  # one line and its exit code (fi_stream_cli.failures)
+    if is_transient(failure):
+        given = f" after {settings.retry.give_up_s:g} s of retries" if settings else ""
+        raise KafkaUnreachableError(
+            f"Kafka unavailable{given} ({cause_of(failure)}); is the broker up "
+            "(`fi-stream kafka status`, FI_KAFKA__BOOTSTRAP)?") from failure
+    raise typer.Exit(1)  # a bug: the service logged it with its traceback
 
 
 def settle_heap() -> None:

@@ -2,7 +2,13 @@
 
 from fi_stream.kafka.client import bootstrap_servers, make_admin, make_consumer, make_producer
 from fi_stream.kafka.dlq import DeadLetterQueue
-from fi_stream.kafka.topics import delete_topics, ensure_topics, topic_specs
+from fi_stream.kafka.topics import (
+    delete_topics,
+    ensure_topics,
+    prepare_topics,
+    replication_for,
+    topic_specs,
+)
 
 __all__ = [
     "DeadLetterQueue",
@@ -12,5 +18,7 @@ __all__ = [
     "make_admin",
     "make_consumer",
     "make_producer",
+    "prepare_topics",
+    "replication_for",
     "topic_specs",
 ]

@@ -55,16 +55,43 @@ class BrokerStatus:
 JIT_OPTIONS = ("-XX:TieredStopAtLevel=1",)
 
 
+def render_properties(template: str, values: dict[str, object],
+                      overrides: dict[str, str]) -> str:
+    """The template with its placeholders filled in, then each key of `overrides` set:
+    replaced where the template has it, appended where it does not."""
+    lines = Template(template).substitute(values).splitlines()
+    left = dict(overrides)
+    out = []
+    for line in lines:
+        key = line.split("=", 1)[0].strip()
+        if not line.lstrip().startswith("#") and "=" in line and key in left:
+            out.append(f"{key}={left.pop(key)}")
+        else:
+            out.append(line)
+    out += [f"{key}={value}" for key, value in left.items()]
+    return "\n".join(out) + "\n"
+
+
 class LocalKafka:
-    """Start, stop and inspect the local broker; every method is idempotent."""
+    """Start, stop and inspect the local broker; every method is idempotent.
+
+    By default a single node that is broker and controller. `node_id`, `overrides` (for
+    `controller.quorum.voters` and replication settings), `cluster_id` and a shared `libs`
+    make it one node of a cluster (see `fi_stream.kafka.local_cluster`).
+    """
 
     def __init__(self, home: Path, *, port: int = 19092, controller_port: int = 19093,
-                 infra_dir: Path | None = None, heap: str = "512m") -> None:
+                 infra_dir: Path | None = None, heap: str = "512m",
+                 overrides: dict[str, str] | None = None, cluster_id: str | None = None,
+                 libs: Path | None = None) -> None:
         self.home = home.resolve()
         self.port = port
         self.controller_port = controller_port
         self.infra = infra_dir or find_infra_dir()
         self.heap = heap
+        self.overrides = dict(overrides or {})
+        self.cluster_id = cluster_id
+        self._shared_libs = libs.resolve() if libs is not None else None
         self._child: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,7 +104,7 @@ class LocalKafka:
 
     @property
     def _libs(self) -> Path:
-        return self.home / "libs"
+        return self._shared_libs or self.home / "libs"
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -122,10 +149,11 @@ class LocalKafka:
         return self._libs
 
     def _write_config(self) -> Path:
-        template = Template((self.infra / "server.properties.template").read_text())
-        text = template.substitute(
-            port=self.port, controller_port=self.controller_port,
-            data_dir=str(self.home / "data"),
+        text = render_properties(
+            (self.infra / "server.properties.template").read_text(),
+            {"port": self.port, "controller_port": self.controller_port,
+             "data_dir": str(self.home / "data")},
+            self.overrides,
         )
         path = self.home / "server.properties"
         path.write_text(text)
@@ -143,7 +171,7 @@ class LocalKafka:
     def _format_once(self, config: Path) -> None:
         if (self.home / "data" / "meta.properties").exists():
             return
-        cluster_id = uuid.uuid4().hex[:22]
+        cluster_id = self.cluster_id or uuid.uuid4().hex[:22]
         proc = subprocess.run(
             self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id,
                            "-c", str(config), "--ignore-formatted"),

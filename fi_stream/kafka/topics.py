@@ -1,4 +1,5 @@
-"""The topics of DESIGN §2 and an idempotent `ensure_topics` that creates and checks them."""
+"""The topics of DESIGN §2 and an idempotent `ensure_topics` that creates and checks them,
+replicated to fit the cluster it finds."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import contextlib
 import time
 from dataclasses import dataclass
 
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from fi_stream.errors import KafkaSetupError
 from fi_stream.kafka.client import make_admin
 from fi_stream.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 _FOREVER = "-1"
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
@@ -23,6 +28,46 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """Replicas per partition, and how many must be in sync for a write (acks=all) to
+    succeed: with `factor - min_insync` brokers down, topics stay writable."""
+
+    factor: int
+    min_insync: int
+
+
+def replication_for(brokers: int, factor: int | None = None,
+                    min_insync: int | None = None) -> Replication:
+    """Replication that fits a cluster of `brokers`: unless given, 3 replicas (fewer on a
+    smaller cluster) and a majority of them in sync (3 → 2, 2 → 1, 1 → 1), so a topic
+    survives one broker's loss without losing acked writes and stays writable."""
+    if brokers < 1:
+        raise KafkaSetupError("the cluster reports no brokers")
+    rf = min(3, brokers) if factor is None else factor
+    if rf > brokers:
+        raise KafkaSetupError(
+            f"replication factor {rf} needs {rf} brokers, the cluster has {brokers}: "
+            "lower --replication-factor (FI_KAFKA__REPLICATION_FACTOR) or add brokers")
+    isr = max(1, (rf + 1) // 2) if min_insync is None else min_insync
+    if isr > rf:
+        raise KafkaSetupError(
+            f"min.insync.replicas {isr} exceeds the replication factor {rf}: no write "
+            "could succeed; lower --min-insync-replicas (FI_KAFKA__MIN_INSYNC_REPLICAS)")
+    return Replication(rf, isr)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicsReport:
+    """What `prepare_topics` did: the topics it created with which replication, and the
+    existing ones replicated below that (named with what they have)."""
+
+    created: list[str]
+    replication: Replication
+    brokers: int
+    under_replicated: dict[str, Replication]
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -55,11 +100,37 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str],
         await asyncio.sleep(0.2)
 
 
+async def _existing_replication(admin: AIOKafkaAdminClient, names: list[str]
+                                ) -> dict[str, Replication]:
+    """Each topic's smallest replica count over its partitions and its min.insync.replicas."""
+    if not names:
+        return {}
+    described = await admin.describe_topics(names)
+    factors = {d["topic"]: min((len(p["replicas"]) for p in d["partitions"]), default=0)
+               for d in described}
+    responses = await admin.describe_configs([
+        ConfigResource(ConfigResourceType.TOPIC, n, configs={"min.insync.replicas": None})
+        for n in names])
+    isr: dict[str, int] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            for entry in resource["config_entries"]:
+                if entry["config_names"] == "min.insync.replicas":
+                    isr[resource["resource_name"]] = int(entry["config_value"])
+    return {n: Replication(factors.get(n, 0), isr.get(n, 1)) for n in names}
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; fail if an existing co-partitioned topic has the wrong count.
 
-    Returns the names it created.
+    Returns the names it created (see `prepare_topics` for the whole report).
     """
+    return (await prepare_topics(settings)).created
+
+
+async def prepare_topics(settings: Settings) -> TopicsReport:
+    """Create missing topics replicated to fit the cluster (`replication_for`), warn about
+    existing ones replicated below that, and check the co-partitioned partition counts."""
     specs = topic_specs(settings)
     admin = make_admin(settings)
     try:
@@ -70,14 +141,17 @@ async def ensure_topics(settings: Settings) -> list[str]:
             "or set FI_KAFKA_BOOTSTRAP"
         ) from exc
     try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        k = settings.kafka
+        replication = replication_for(brokers, k.replication_factor, k.min_insync_replicas)
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
             # A concurrent creator may win the race; the partition check below still runs.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([
-                    NewTopic(s.name, s.partitions, settings.kafka.replication_factor,
-                             topic_configs=s.config)
+                    NewTopic(s.name, s.partitions, replication.factor, topic_configs={
+                        **s.config, "min.insync.replicas": str(replication.min_insync)})
                     for s in missing
                 ])
         counts = await _partition_counts(admin, [s.name for s in specs])
@@ -88,7 +162,15 @@ async def ensure_topics(settings: Settings) -> list[str]:
                     " the co-partitioned join needs equal counts: delete it or change"
                     " FI_KAFKA__PARTITIONS"
                 )
-        return [s.name for s in missing]
+        have = await _existing_replication(
+            admin, [s.name for s in specs if s.name in existing])
+        below = {name: r for name, r in have.items()
+                 if r.factor < replication.factor or r.min_insync < replication.min_insync}
+        for name, r in sorted(below.items()):
+            log.warning("topic_under_replicated", topic=name, replication_factor=r.factor,
+                        min_insync_replicas=r.min_insync, wanted_factor=replication.factor,
+                        wanted_min_insync=replication.min_insync, brokers=brokers)
+        return TopicsReport([s.name for s in missing], replication, brokers, below)
     finally:
         await admin.close()
 

@@ -76,9 +76,11 @@ def silent_server() -> Iterator[int]:
 # -- Kafka unreachable ----------------------------------------------------------------------------
 
 def test_no_broker_on_the_port_is_one_line_exit_1() -> None:
+    """A service waits for Kafka (issue 12): the one line comes once its retries give up."""
     port = free_port()
     proc = fi("aggregator", "run", env={"FI_KAFKA__BOOTSTRAP": f"127.0.0.1:{port}",
-                                        "FI_KAFKA__CONNECT_TIMEOUT_S": "3"})
+                                        "FI_KAFKA__CONNECT_TIMEOUT_S": "3",
+                                        "FI_RETRY__GIVE_UP_S": "1"})
     one_line_error(proc, 1, f"cannot reach Kafka at 127.0.0.1:{port}", "within 3 s",
                    "FI_KAFKA__BOOTSTRAP")
 
@@ -95,7 +97,7 @@ def test_a_port_that_is_not_kafka_fails_within_the_connect_timeout(silent_server
 
     started = time.monotonic()
     proc = fi("merit", env={"FI_KAFKA__BOOTSTRAP": f"127.0.0.1:{silent_server}",
-                            "FI_KAFKA__CONNECT_TIMEOUT_S": "2"})
+                            "FI_KAFKA__CONNECT_TIMEOUT_S": "2", "FI_RETRY__GIVE_UP_S": "1"})
     one_line_error(proc, 1, "within 2 s", "connected, but no Kafka answer")
     assert time.monotonic() - started < 30
 

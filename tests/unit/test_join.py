@@ -175,3 +175,22 @@ def test_excluded_rows_count_as_responses_but_are_never_used() -> None:
                                         window=WindowRef(partition=0, seq=0))
     assert ids == ["p2"] and result.status == "insufficient"  # quorum 2
     assert [(e.participant_id, e.reason) for e in result.excluded] == [("p1", "implausible_norm")]
+
+
+def test_a_query_closed_then_lost_with_its_partition_is_answered_again_after_a_rejoin() -> None:
+    """Found by `make test-faults` (broker SIGSTOP past the session timeout): the result
+    of a closed query was in a transaction that aborted when the member was fenced; after
+    the rejoin the re-read query was taken for a duplicate and never answered (2 lost)."""
+    t = JoinTable()
+    t.add_query(query("a"), 0, 5, EXPECTED)
+    t.add_query(query("b"), 1, 7, EXPECTED)
+    for pid in sorted(EXPECTED):
+        t.add_batch(batch(pid, ["a"]), 0, 100, now_ms=1)
+    [oq] = t.take_settled()
+    t.close(oq, 2)  # its result goes into the outbox; the transaction then aborts
+    t.close(t.take_due(1000)[0], 1000)  # "b", on a partition this member keeps
+    t.drop_partition(0)  # fenced: the rebalance takes partition 0 away, then gives it back
+    t.add_query(query("a"), 0, 5, EXPECTED)
+    assert "a" in t.open and t.duplicates == 0
+    t.add_query(query("b"), 1, 7, EXPECTED)  # partition 1 was kept: still a duplicate
+    assert "b" not in t.open and t.duplicates == 1

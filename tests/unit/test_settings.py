@@ -33,3 +33,27 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
         load_settings(bad)
     with pytest.raises(ConfigError, match="invalid settings"):
         load_settings(None, privacy={"clip_norm": -1})
+
+
+def test_replication_fits_the_cluster() -> None:
+    from fi_stream.kafka import replication_for
+    from fi_stream.kafka.topics import Replication
+
+    assert replication_for(1) == Replication(1, 1)
+    assert replication_for(2) == Replication(2, 1)
+    assert replication_for(3) == Replication(3, 2)
+    assert replication_for(7) == Replication(3, 2)
+    assert replication_for(5, factor=5) == Replication(5, 3)
+    assert replication_for(3, factor=3, min_insync=3) == Replication(3, 3)
+
+
+def test_replication_beyond_the_cluster_says_what_to_do() -> None:
+    import pytest
+
+    from fi_stream.errors import KafkaSetupError
+    from fi_stream.kafka import replication_for
+
+    with pytest.raises(KafkaSetupError, match="needs 3 brokers, the cluster has 1"):
+        replication_for(1, factor=3)
+    with pytest.raises(KafkaSetupError, match="exceeds the replication factor"):
+        replication_for(3, factor=2, min_insync=3)
