@@ -36,7 +36,7 @@ def test_ledger_refuses_a_changed_sigma_or_delta(tmp_path: Path, sigma: float,
                                                  delta: float) -> None:
     path = tmp_path / "ledger.json"
     PrivacyLedger.open(path, PrivacyBudget(epsilon_max=1e6, delta=1e-5), 0.3, 10).reserve(5)
-    with pytest.raises(ConfigError, match="σ=0.3"):
+    with pytest.raises(ConfigError, match=r"σ=0\.3"):
         PrivacyLedger.open(path, PrivacyBudget(epsilon_max=1e6, delta=delta), sigma)
     same = PrivacyLedger.open(path, PrivacyBudget(epsilon_max=1e6, delta=1e-5), 0.3)
     assert same.answers >= 5  # the same (σ, δ) carries on from what was reserved
