@@ -36,7 +36,8 @@ def main(modules: list[str]) -> int:
         total_k, total_n = total_k + k, total_n + k + s
         score = f"{100 * k / (k + s):5.1f} %" if k + s else "   n/a"
         rest = ", ".join(f"{n} {x}" for x, n in sorted(c.items()) if x not in KILLED | SURVIVED)
-        print(f"{module:24s} {score}  killed {k:4d}  survived {s:4d}" + (f"  ({rest})" if rest else ""))
+        extra = f"  ({rest})" if rest else ""
+        print(f"{module:24s} {score}  killed {k:4d}  survived {s:4d}{extra}")
     if total_n:
         print(f"{'pure core':24s} {100 * total_k / total_n:5.1f} %  killed {total_k:4d}  "
               f"survived {total_n - total_k:4d}")
