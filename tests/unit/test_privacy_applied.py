@@ -82,3 +82,22 @@ def test_engine_noise_is_sigma_times_c_and_never_absent() -> None:
     assert not bool(np.isclose(out, _clean(engine, X), atol=1e-6).all(axis=1).any())
     # Two calls draw fresh noise (a fixed seed would repeat it and leak the clean output).
     assert not np.array_equal(engine.infer(X[:8]), engine.infer(X[:8]))
+
+
+# -- survivors of `make mutation` on fi_stream.privacy (boundaries and messages) ----------------
+
+
+def test_budget_bounds_and_their_messages() -> None:
+    import pytest
+
+    from fi_stream.errors import PrivacyError
+    from fi_stream.privacy import PrivacyBudget, answers_that_fit
+
+    assert PrivacyBudget(epsilon_max=0.5, delta=1e-5).epsilon_max == 0.5  # ε below 1 is fine
+    for bad in (0.0, -1.0, math.nan):
+        with pytest.raises(PrivacyError, match=r"epsilon_max must be > 0.*privacy\.epsilon_max"):
+            PrivacyBudget(epsilon_max=bad, delta=1e-5)
+    with pytest.raises(PrivacyError, match=r"delta must be in \(0, 1\)"):
+        PrivacyBudget(epsilon_max=1.0, delta=1.0)
+    with pytest.raises(PrivacyError, match="spent_answers and wanted must be >= 0"):
+        answers_that_fit(-1, 1, PrivacyBudget(epsilon_max=1.0, delta=1e-5), 1.0)
