@@ -4,8 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test lint typecheck schemas unit integration kafka-up kafka-down clean \
-        experiment
+.PHONY: install demo test lint typecheck schemas unit integration mutation kafka-up kafka-down \
+        clean experiment
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: install lint typecheck schemas
 experiment: install
 	$(BIN)/fi-stream experiment incentives --json benchmarks/incentives/incentives.json \
 		--plot benchmarks/incentives/incentives.png
+
+# Slow (minutes per module): hand mutations, then mutmut over the pure core. See README.
+mutation: install
+	BIN=$(BIN) tests/mutations/run_mutmut.sh
 
 kafka-up: install
 	$(BIN)/fi-stream kafka up
