@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import DecodeError, Query, decode, decode_query_view
 import schemas.codec as codec
+from schemas import DecodeError, Query, decode, decode_query_view
 
 
 def _valid() -> dict[str, Any]:

@@ -18,7 +18,7 @@ from hypothesis.extra.numpy import arrays
 
 from fi_stream.engine import InferenceEngine
 from fi_stream.models import ModelSpec, build
-from fi_stream.privacy import GaussianMechanism, clip_rows
+from fi_stream.privacy import Mechanism, clip_rows
 
 SPEC = ModelSpec(architecture="digits-mlp", task="digits", version="1", input_shape=(64,),
                  num_classes=10)
@@ -48,7 +48,7 @@ def test_a_row_a_hair_above_the_bound_is_clipped() -> None:
 def _engine(sigma: float, clip: float) -> InferenceEngine:
     torch.manual_seed(0)
     return InferenceEngine(build(SPEC), SPEC,
-                           GaussianMechanism(clip_norm=clip, noise_multiplier=sigma),
+                           Mechanism(clip_norm=clip, noise_multiplier=sigma),
                            torch.device("cpu"))
 
 
@@ -91,7 +91,7 @@ def test_budget_bounds_and_their_messages() -> None:
     import pytest
 
     from fi_stream.errors import PrivacyError
-    from fi_stream.privacy import PrivacyBudget, answers_that_fit
+    from fi_stream.privacy import Mechanism, PrivacyBudget, answers_that_fit
 
     assert PrivacyBudget(epsilon_max=0.5, delta=1e-5).epsilon_max == 0.5  # ε below 1 is fine
     for bad in (0.0, -1.0, math.nan):
@@ -99,5 +99,6 @@ def test_budget_bounds_and_their_messages() -> None:
             PrivacyBudget(epsilon_max=bad, delta=1e-5)
     with pytest.raises(PrivacyError, match=r"delta must be in \(0, 1\)"):
         PrivacyBudget(epsilon_max=1.0, delta=1.0)
-    with pytest.raises(PrivacyError, match="spent_answers and wanted must be >= 0"):
-        answers_that_fit(-1, 1, PrivacyBudget(epsilon_max=1.0, delta=1e-5), 1.0)
+    with pytest.raises(PrivacyError, match="spent answers and wanted must be >= 0"):
+        answers_that_fit({}, Mechanism(noise_multiplier=1.0), -1,
+                         PrivacyBudget(epsilon_max=1.0, delta=1e-5))
