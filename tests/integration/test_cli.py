@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from fi_stream.logging import configure_logging
 from fi_stream.settings import Settings
 from fi_stream_cli.federation import service_env
 from fi_stream_cli.main import app
@@ -33,8 +33,9 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def _logging_back_on_stderr() -> Iterator[None]:
     """A CLI command configures structlog on CliRunner's stderr, closed after the call."""
+    before = structlog.get_config()
     yield
-    configure_logging("WARNING", json=False)
+    structlog.configure(**before)
 
 
 def _commands() -> list[list[str]]:

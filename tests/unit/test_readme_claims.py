@@ -41,13 +41,14 @@ def test_key_file_is_private_and_reused(tmp_path: Path) -> None:
 
 
 def test_logs_are_json_lines_with_bound_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    before = structlog.get_config()  # restored after: capsys closes the stream it hands out
     configure_logging("INFO", json=True)
     try:
         structlog.contextvars.bind_contextvars(participant_id="p1")
         structlog.get_logger("t").info("answered", query_id="q-7")
     finally:
         structlog.contextvars.clear_contextvars()
-        configure_logging("WARNING", json=False)
+        structlog.configure(**before)
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["event"] == "answered" and line["query_id"] == "q-7"
     assert line["participant_id"] == "p1" and line["level"] == "info" and "timestamp" in line
