@@ -4,8 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test test-faults lint typecheck schemas unit integration kafka-up kafka-down \
-        clean experiment
+.PHONY: install demo test test-faults lint typecheck schemas unit integration mutation kafka-up \
+        kafka-down clean experiment
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test-faults: install
 	@mkdir -p .fi/faults && rm -f .fi/faults/report.jsonl
 	$(BIN)/pytest -m faults tests/faults_long -v; status=$$?; \
 	  cat .fi/faults/report.jsonl 2>/dev/null; exit $$status
+
+# Slow (minutes per module): hand mutations, then mutmut over the pure core. See README.
+mutation: install
+	BIN=$(BIN) tests/mutations/run_mutmut.sh
 
 kafka-up: install
 	$(BIN)/fi-stream kafka up

@@ -108,6 +108,7 @@ def bench_engine(
     import torch
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from consumers.participant import INLINE_WORK_S
     from fi_stream.engine import InferenceEngine, Precision, Signer, assemble, pick_device, prepare
     from fi_stream.models import build
     from fi_stream.privacy import Mechanism
@@ -150,12 +151,27 @@ def bench_engine(
 
     pool = ThreadPoolExecutor(max_workers=1)
     in_flight: list[Any] = []
+    paths = {"inline": 0, "thread": 0}
+    last_work_s = [0.0]
+
+    def timed(prepared: Any) -> int:
+        began = time.thread_time()
+        n = compute(prepared)
+        last_work_s[0] = time.thread_time() - began
+        return n
 
     def pipelined() -> int:
-        # As in the participant: the next batch is decoded while this one computes.
+        # The participant's rule (ParticipantService._publish): CPU work under
+        # INLINE_WORK_S a batch runs inline, after the decode; longer work, or a GPU, goes
+        # to the worker thread while the next batch is decoded. (The service also hands
+        # off a batch whose ledger write fsyncs; the bench has no ledger.)
         prepared = prepare(records, spec, int(time.time() * 1000))
+        if dev.type == "cpu" and last_work_s[0] < INLINE_WORK_S and not in_flight:
+            paths["inline"] += 1
+            return timed(prepared)
+        paths["thread"] += 1
         done = in_flight.pop().result() if in_flight else 0
-        in_flight.append(pool.submit(compute, prepared))
+        in_flight.append(pool.submit(timed, prepared))
         return done
 
     naive_records = records[: min(batch, 2000)]
@@ -176,6 +192,8 @@ def bench_engine(
         "naive_items_per_s": _rate(naive, seconds, sync),
     }
     pool.shutdown()
+    result["engine_batches_inline"], result["engine_batches_thread"] = (
+        paths["inline"], paths["thread"])
     result["engine_over_raw"] = result["engine_items_per_s"] / result["raw_items_per_s"]
     result["engine_over_naive"] = result["engine_items_per_s"] / result["naive_items_per_s"]
     result["teachers"] = _bench_teachers(spec, counts, records, dev, prec, compile_model,
@@ -400,6 +418,9 @@ def bench_e2e(
     deadline_ms: Annotated[int, typer.Option(min=1, help="Each query's time budget, ms.")
                            ] = 5_000,
     naive: Annotated[bool, typer.Option(help="Also run the naive pipeline for the ratio.")] = True,
+    control: Annotated[bool, typer.Option(
+        help="Also run the batched pipeline at max_batch 1 (separates batching from round "
+             "trips).")] = True,
     max_in_flight: Annotated[int, typer.Option(
         min=1, help="Unanswered queries the load generator allows (closed loop).")] = 1000,
     naive_in_flight: Annotated[int, typer.Option(
@@ -415,7 +436,7 @@ def bench_e2e(
     batched participants vs. a naive pipeline (one forward per query, one awaited produce per
     response, one commit per message). Each run has its own topics (prefix bench-*)."""
     from fi_stream.kafka import delete_topics
-    from fi_stream.settings import load_settings
+    from fi_stream.settings import ParticipantSettings, load_settings
     from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
 
     base = load_settings()
@@ -448,7 +469,10 @@ def bench_e2e(
                                "deadline_ms": deadline_ms,
                                "machine": machine()}
         async with local_broker(base):
-            batched = {"max_batch": 512, "max_wait_ms": max_wait_ms}
+            # The service's default micro-batch (ParticipantSettings.max_batch), not a
+            # bench-only one.
+            batched = {"max_batch": ParticipantSettings().max_batch, "max_wait_ms": max_wait_ms}
+            out["max_batch"] = batched["max_batch"]
             if rate > 0:
                 out["batched"] = await run("batched", batched, rate)
             else:
@@ -462,6 +486,18 @@ def bench_e2e(
                 top = out.get("batched_max", out.get("batched"))
                 out["throughput_ratio"] = (top["queries_per_s"]
                                            / max(out["naive_max"]["queries_per_s"], 1e-9))
+            if control:
+                # The batched pipeline at max_batch 1: still pipelined (acks awaited off the
+                # path, commits every second) but one query per forward and per record. It
+                # splits the ratio: batching = batched / control, round trips = control / naive.
+                out["control_max"] = await run(
+                    "control", {"max_batch": 1, "max_wait_ms": 0}, 0, naive_in_flight)
+                top = out["batched_max"] if "batched_max" in out else out["batched"]
+                control_qps = max(out["control_max"]["queries_per_s"], 1e-9)
+                out["batching_ratio"] = top["queries_per_s"] / control_qps
+                if naive:
+                    out["round_trip_ratio"] = (control_qps
+                                               / max(out["naive_max"]["queries_per_s"], 1e-9))
         return out
 
     result = run_async(main)
