@@ -22,7 +22,6 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from fi_stream.aggregation import STRATEGIES
 from fi_stream.batching import held_fetch
 from fi_stream.clock import now_ms
 from fi_stream.copycat import screen_copies
@@ -385,15 +384,12 @@ class AggregatorService(Service):
                                                    cfg.incentive_method)
 
     def _strategy(self, oq: OpenQuery) -> str:
-        """The query's strategy; the configured one when it names none, or an unknown one."""
-        strategy = oq.query.strategy or self.settings.aggregator.strategy
-        return strategy if strategy in STRATEGIES else self.settings.aggregator.strategy
+        """The query's strategy, or the configured one when it names none (a query naming
+        an unknown one was rejected before it was opened: fi_stream.validation)."""
+        return oq.query.strategy or self.settings.aggregator.strategy
 
     def _emit(self, oq: OpenQuery, now: int, batched: Batched | None = None) -> None:
         strategy = self._strategy(oq)
-        if oq.query.strategy and oq.query.strategy not in STRATEGIES:
-            log.warning("unknown_strategy", query_id=oq.query.query_id,
-                        strategy=oq.query.strategy)
         window = self._window(oq.partition, now)
         weights = {"reward_weighted": self._rewards, "spectral": self._spectral}.get(
             strategy, {}).get(oq.partition)

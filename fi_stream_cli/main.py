@@ -16,7 +16,7 @@ from rich.console import Console
 from fi_stream.choices import LOG_LEVELS, strategy_names
 from fi_stream_cli.bench import bench_app
 from fi_stream_cli.experiment import experiment_app
-from fi_stream_cli.failures import CliApp
+from fi_stream_cli.failures import CliApp, one_line
 from fi_stream_cli.runtime import run_async, serve, settings_from
 
 if TYPE_CHECKING:
@@ -423,8 +423,10 @@ def query(
         min=1, help="Time budget from now, ms: answers after it are not used.")] = 2000,
     quorum: Annotated[int, typer.Option(
         min=1, help="Fewest answers for a `partial` result at the deadline.")] = 1,
-    strategy: Annotated[StrategyName | None, typer.Option(
-        help="Aggregation rule for this query (default: the aggregator's).")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="Aggregation rule for this query (default: the aggregator's). The aggregator "
+        "decides: it rejects a name it does not run (exit 5). This build runs "
+        f"{', '.join(strategy_names())}.")] = None,
     wait_ready: Annotated[int, typer.Option(
         min=0, help="First wait until this many participants are live (consuming).")] = 0,
     wait_timeout_s: Annotated[float, typer.Option(
@@ -446,20 +448,25 @@ def query(
             raise typer.BadParameter(f"{test_index} is past the test split (0 to "
                                      f"{len(split.x_test) - 1})", param_hint="--test-index")
         x, label = split.x_test[test_index], int(split.y_test[test_index])
-    # TODO(i12a): the aggregator will answer a query naming an unknown strategy with a
-    # `rejected` Result; until then the Choice above rejects it here, before sending.
+    # --strategy is passed as given: the aggregator is the one authority on the names it
+    # runs (a newer one may run more than this client knows), and it answers an unknown
+    # one with a `rejected` Result whose reason is printed here.
 
     async def main() -> str:
-        from producers.query_client import QueryClient
+        from producers.query_client import QueryClient, QueryRejectedError
 
         if wait_ready:
             from fi_stream_cli.status import wait_ready as wait_live
 
             live = await wait_live(settings, wait_ready, wait_timeout_s)
             console.print(f"{len(live)} participants live: {', '.join(live)}")
-        async with QueryClient(settings, quorum=quorum,
-                               strategy=strategy and strategy.value) as client:
-            result = await client.infer(x, deadline_ms=deadline_ms)
+        async with QueryClient(settings, quorum=quorum, strategy=strategy) as client:
+            try:
+                result = await client.infer(x, deadline_ms=deadline_ms)
+            except QueryRejectedError as exc:
+                print(exc.result.model_dump_json(indent=2, exclude={"aggregate"}))
+                typer.secho(f"error: {one_line(str(exc))}", fg="red", err=True)
+                return "rejected"
         print(result.model_dump_json(indent=2, exclude={"aggregate"}))
         if label is not None:
             console.print(f"true label {label}, predicted {result.prediction} ({result.status}"
