@@ -100,7 +100,11 @@ def kafka_up(ctx: typer.Context) -> None:
 @kafka_app.command("down")
 def kafka_down(ctx: typer.Context) -> None:
     """Stop the local broker (controlled shutdown)."""
-    was = _local(settings_from(ctx)).down()
+    settings = settings_from(ctx)
+    if settings.kafka.bootstrap:
+        console.print(f"FI_KAFKA_BOOTSTRAP={settings.kafka.bootstrap}: no local broker to stop")
+        return
+    was = _local(settings).down()
     console.print("kafka stopped" if was else "kafka was not running")
 
 
@@ -123,6 +127,48 @@ def topics_create(ctx: typer.Context,
     settings = settings_from(ctx, kafka={"partitions": partitions} if partitions else None)
     created = run_async(lambda: ensure_topics(settings), kafka=settings)
     console.print(f"topics ready on {bootstrap_servers(settings)}; created: {created or 'none'}")
+
+
+@topics_app.command("tail")
+def topics_tail(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(
+        help="queries, responses, results, incentives, feedback, registry or dlq "
+        "(fi.results and the prefixed name work too).")],
+    from_beginning: Annotated[bool, typer.Option(
+        "--from-beginning", help="Start at the oldest record (default: only new ones).")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(
+        min=1, help="Stop after this many records (default: follow until Ctrl-C).")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON document per line instead of the indented form.")] = False,
+) -> None:
+    """Print a topic's events decoded with their schema; tensors summarised (dtype, shape,
+    min/mean/max). Read-only: joins no consumer group."""
+    import json as json_lib
+
+    settings = settings_from(ctx)
+
+    async def main() -> None:
+        from fi_stream.kafka import make_consumer
+        from fi_stream_cli.tail import describe, render, resolve_topic, tail
+
+        name, event_type = resolve_topic(settings, topic)
+        consumer = make_consumer(settings, group_id=None)
+        await consumer.start()
+        try:
+            async for record in tail(consumer, name, from_beginning=from_beginning,
+                                     limit=limit):
+                doc = describe(record, event_type)
+                print(json_lib.dumps(doc, ensure_ascii=False) if as_json else render(doc),
+                      flush=True)
+        finally:
+            await consumer.stop()
+
+    try:
+        run_async(main, kafka=settings)
+    except KeyboardInterrupt:
+        return
 
 
 @keys_app.command("generate")
