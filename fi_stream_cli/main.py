@@ -290,11 +290,13 @@ def participant_budget(
     model: Annotated[Path | None, typer.Option(
         help="Model dir (default .fi/models/ID).")] = None,
 ) -> None:
-    """Print the privacy spent so far (ε at δ), under which mechanisms, and what is left."""
+    """Print the privacy spent so far: answers given and reserved ahead, ε of the budget at
+    δ, under which mechanisms, what is left; whether the participant runs now."""
     from fi_stream.errors import UnknownParticipantError
     from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
     from fi_stream.models import load_spec
     from fi_stream.privacy import PrivacyBudget, choose_mechanism
+    from fi_stream_cli.budget import describe, read_ledger
 
     settings = settings_from(ctx)
     p = settings.privacy
@@ -308,13 +310,12 @@ def participant_budget(
                                  noise_multiplier=p.noise_multiplier, budget=budget,
                                  budget_answers=p.budget_answers)
     ledger = PrivacyLedger.open(directory / LEDGER_FILE, budget, mechanism)
-    # What the file holds counts as spent: after a clean stop that is exactly the answers
-    # given; while the participant runs (or after a crash) it includes the block reserved
-    # ahead, which a restart counts as spent.
-    spent = ", ".join(f"{n} × {m.describe()}" for m, n in ledger.spend.items() if n) or "none"
-    print(f"{pid}: ε = {ledger.epsilon:.4g} of {p.epsilon_max:g} (δ = {p.delta:g}); answers "
-          f"spent: {spent}; reused (free): {ledger.reused}; {ledger.answers_left} more "
-          f"answers fit under {mechanism.describe()}")
+    # The file counts the block reserved ahead as spent while the participant runs (or
+    # after a crash); read_ledger tells answered from reserved, and who holds the ledger.
+    spent = ", ".join(f"{n:,} × {m.describe()}" for m, n in ledger.spend.items() if n) or "none"
+    print(describe(pid, read_ledger(directory), epsilon_max=p.epsilon_max, delta=p.delta,
+                   answers_left=ledger.answers_left, fit_under=mechanism.describe())
+          + f". Counted per mechanism: {spent}; reused answers (free): {ledger.reused:,}")
 
 
 @privacy_app.command("epsilon")
