@@ -3,13 +3,13 @@ log lines go to the run's folder (issue 15)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 import structlog
 from rich.console import Console
 
-from fi_stream.logging import configure_logging
 from fi_stream.settings import load_settings
 from fi_stream_cli.demo import Report, _log_to, _print_report
 from schemas import Incentive, IncentiveCounts, Result, Window, WindowRef
@@ -48,11 +48,13 @@ def test_the_report_names_units_budgets_and_what_latency_measures() -> None:
 
 def test_the_demo_logs_to_its_run_folder_not_the_terminal(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = structlog.get_config()  # the session's set-up, whatever stream it writes to
     try:
         _log_to(tmp_path / "logs" / "demo.log", "INFO")
         structlog.get_logger("x").warning("query_rejected", query_id="q1")
     finally:
-        configure_logging("WARNING", json=False)
+        structlog.configure(**before)
+        logging.getLogger().setLevel(logging.WARNING)
     assert "query_rejected" not in capsys.readouterr().err
     line = (tmp_path / "logs" / "demo.log").read_text()
     assert '"event": "query_rejected"' in line and '"query_id": "q1"' in line
