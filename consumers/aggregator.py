@@ -108,9 +108,9 @@ class _Metrics:
                                   "Duplicate queries and answers ignored", registry=registry)
         self.outcomes = Counter("fi_aggregator_participant_queries",
                                 "Per participant, what became of each query it was expected "
-                                "to answer: answered (used), missing, declined, excluded, late "
-                                "(after the deadline; after the result too: then it was "
-                                "counted missing first)",
+                                "to answer: answered (used), missing, declined, excluded, "
+                                "copied, late (after the deadline; after the result too: "
+                                "then it was counted missing first)",
                                 ["participant", "outcome"], registry=registry)
         self.excluded = Counter("fi_aggregator_excluded_rows",
                                 "Signed answer rows left out as implausible", ["reason"],
@@ -141,6 +141,8 @@ class _Metrics:
             self.outcome(d.participant_id, "declined")
         for e in result.excluded:
             self.outcome(e.participant_id, "excluded")
+        for c in result.copied:
+            self.outcome(c.participant_id, "copied")
 
     def duplicates_now(self, total: int) -> None:
         """The join table counts duplicates; the counter moves by what is new."""

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumers.aggregator import _Metrics
 from fi_stream.metrics import ConsumerLag, lag
 from schemas import (
+    CopiedAnswer,
     ExcludedAnswer,
     IncludedAnswer,
     ParticipantDecline,
@@ -59,7 +60,9 @@ def test_aggregator_counts_each_participants_outcome_and_names_counters_total() 
         late=["p2"], missing=["p3"],
         declined=[ParticipantDecline(participant_id="p4", reason="expired")],
         excluded=[ExcludedAnswer(participant_id="p5", partition=0, offset=1, index=0,
-                                 reason="non_finite")])
+                                 reason="non_finite")],
+        copied=[CopiedAnswer(participant_id="p6", partition=0, offset=2, index=0,
+                             copy_of="p1")])
     m.count(result)
     m.count(result)
     m.duplicates_now(3)
@@ -67,7 +70,7 @@ def test_aggregator_counts_each_participants_outcome_and_names_counters_total() 
     m.duplicates_now(5)
     got = samples(registry)
     for pid, outcome in [("p1", "answered"), ("p2", "late"), ("p3", "missing"),
-                         ("p4", "declined"), ("p5", "excluded")]:
+                         ("p4", "declined"), ("p5", "excluded"), ("p6", "copied")]:
         key = ("fi_aggregator_participant_queries_total",
                (("outcome", outcome), ("participant", pid)))
         assert got[key] == 2, key
