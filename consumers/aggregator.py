@@ -22,13 +22,12 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from fi_stream.aggregation import STRATEGIES
 from fi_stream.batching import held_fetch
 from fi_stream.clock import now_ms
 from fi_stream.copycat import screen_copies
 from fi_stream.join import JoinTable, OpenQuery, results_mark
 from fi_stream.kafka import make_admin, make_consumer, make_producer
-from fi_stream.kafka.dlq import dead_letter_headers
+from fi_stream.kafka.dlq import dead_letter_headers, key_text
 from fi_stream.kafka.fencing import (
     GroupFenced,
     GroupMembership,
@@ -38,6 +37,7 @@ from fi_stream.kafka.fencing import (
     send_offsets_fenced,
 )
 from fi_stream.kafka.reading import poll, read_range
+from fi_stream.metrics import ConsumerLag
 from fi_stream.registry import RegistryView
 from fi_stream.results import (
     Batched,
@@ -104,14 +104,51 @@ class _Metrics:
                            ["reason"], registry=registry)
         self.late = Counter("fi_aggregator_late_answers", "Answers after the deadline",
                             registry=registry)
-        self.duplicates = Gauge("fi_aggregator_duplicates", "Duplicate answers ignored",
-                                registry=registry)
+        self.duplicates = Counter("fi_aggregator_duplicates",
+                                  "Duplicate queries and answers ignored", registry=registry)
+        self.outcomes = Counter("fi_aggregator_participant_queries",
+                                "Per participant, what became of each query it was expected "
+                                "to answer: answered (used), missing, declined, excluded, "
+                                "copied, late (after the deadline; after the result too: "
+                                "then it was counted missing first)",
+                                ["participant", "outcome"], registry=registry)
         self.excluded = Counter("fi_aggregator_excluded_rows",
                                 "Signed answer rows left out as implausible", ["reason"],
                                 registry=registry)
         self.open = Gauge("fi_aggregator_open_queries", "Queries waiting", registry=registry)
         self.latency = Histogram("fi_aggregator_result_latency_seconds",
                                  "Query created → result emitted", registry=registry)
+        self.lag = ConsumerLag(registry)
+        self._outcome: dict[tuple[str, str], Any] = {}
+        self._duplicates_seen = 0
+
+    def outcome(self, participant: str, outcome: str) -> None:
+        # Children cached: labels() per participant per result costs ~5 % at 3k results/s.
+        child = self._outcome.get((participant, outcome))
+        if child is None:
+            child = self._outcome[participant, outcome] = self.outcomes.labels(
+                participant, outcome)
+        child.inc()
+
+    def count(self, result: Result) -> None:
+        for a in result.included:
+            self.outcome(a.participant_id, "answered")
+        for pid in result.late:
+            self.outcome(pid, "late")
+        for pid in result.missing:
+            self.outcome(pid, "missing")
+        for d in result.declined:
+            self.outcome(d.participant_id, "declined")
+        for e in result.excluded:
+            self.outcome(e.participant_id, "excluded")
+        for c in result.copied:
+            self.outcome(c.participant_id, "copied")
+
+    def duplicates_now(self, total: int) -> None:
+        """The join table counts duplicates; the counter moves by what is new."""
+        if total > self._duplicates_seen:
+            self.duplicates.inc(total - self._duplicates_seen)
+        self._duplicates_seen = max(self._duplicates_seen, total)
 
 
 class AggregatorService(Service):
@@ -230,6 +267,7 @@ class AggregatorService(Service):
                     if records:
                         self._positions[tp] = records[-1].offset + 1
                 await self._emit_ready(now_ms())
+                self._metrics.lag.update(self._consumer)
             self._wake.set()
 
     async def _commit_loop(self) -> None:
@@ -354,6 +392,7 @@ class AggregatorService(Service):
         for pid, partition in self.join.late_after_result:
             self._window(partition, now).add_late(pid)
             self._metrics.late.inc()
+            self._metrics.outcome(pid, "late")
         self.join.late_after_result.clear()
         cfg = self.settings.aggregator
         for partition, window in list(self._windows.items()):
@@ -362,7 +401,7 @@ class AggregatorService(Service):
                 self._close_window(partition, window, now)
         self.join.expire(now)
         self._metrics.open.set(len(self.join.open))
-        self._metrics.duplicates.set(self.join.duplicates)
+        self._metrics.duplicates_now(self.join.duplicates)
 
     def _window(self, partition: int, now: int) -> IncentiveWindow:
         window = self._windows.get(partition)
@@ -385,15 +424,12 @@ class AggregatorService(Service):
                                                    cfg.incentive_method)
 
     def _strategy(self, oq: OpenQuery) -> str:
-        """The query's strategy; the configured one when it names none, or an unknown one."""
-        strategy = oq.query.strategy or self.settings.aggregator.strategy
-        return strategy if strategy in STRATEGIES else self.settings.aggregator.strategy
+        """The query's strategy, or the configured one when it names none (a query naming
+        an unknown one was rejected before it was opened: fi_stream.validation)."""
+        return oq.query.strategy or self.settings.aggregator.strategy
 
     def _emit(self, oq: OpenQuery, now: int, batched: Batched | None = None) -> None:
         strategy = self._strategy(oq)
-        if oq.query.strategy and oq.query.strategy not in STRATEGIES:
-            log.warning("unknown_strategy", query_id=oq.query.query_id,
-                        strategy=oq.query.strategy)
         window = self._window(oq.partition, now)
         weights = {"reward_weighted": self._rewards, "spectral": self._spectral}.get(
             strategy, {}).get(oq.partition)
@@ -420,6 +456,7 @@ class AggregatorService(Service):
         self._send(self.topics.results, partition, result.query_id, result)
         self.emitted += 1
         self._metrics.results.labels(result.status).inc()
+        self._metrics.count(result)
         self._metrics.latency.observe(max(0, now - result.created_at_ms) / 1000)
 
     def _noise_std(self, participant_id: str) -> float:
@@ -432,8 +469,11 @@ class AggregatorService(Service):
         self._outbox.append(_Out(self.topics.dlq, None, record.key or b"", record.value or b"",
                                  dead_letter_headers(record, reason, detail, self.group_id)))
         self._metrics.dlq.labels(reason).inc()
+        # Queries are keyed by their id; responses by their participant's.
+        about = ({"query_id": key_text(record)} if record.topic == self.topics.queries
+                 else {"participant_id": key_text(record)})
         log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
-                    partition=record.partition, offset=record.offset)
+                    partition=record.partition, offset=record.offset, **about)
 
     def _send(self, topic: str, partition: int | None, key: str, event: Event) -> None:
         self._outbox.append(_Out(topic, partition, key.encode(), encode(event),

@@ -25,9 +25,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer, make_producer
-from fi_stream.kafka.dlq import dead_letter_headers
+from fi_stream.kafka.dlq import dead_letter_headers, key_text
 from fi_stream.kafka.reading import behind, fetch_records, partitions_of
 from fi_stream.merit import METHOD, LabeledQuery, merit_incentives
+from fi_stream.metrics import ConsumerLag
 from fi_stream.service import Service
 from fi_stream.settings import Settings
 from fi_stream.validation import label_problem
@@ -78,6 +79,7 @@ class MeritService(Service):
                           registry=self.metrics_registry)
         self._windows = Counter("fi_merit_windows", "Windows scored", ["outcome"],
                                 registry=self.metrics_registry)
+        self._lag = ConsumerLag(self.metrics_registry)
         self._pending: dict[WindowKey, _Pending] = defaultdict(_Pending)
         self._done: set[WindowKey] = set()
         #: Per fi.feedback partition: query id → (first label, its record). The window of
@@ -145,6 +147,7 @@ class MeritService(Service):
     async def _read(self, timeout_ms: int) -> None:
         assert self._reader is not None
         got = await self._reader.getmany(timeout_ms=timeout_ms)
+        self._lag.update(self._reader)
         for tp, records in got.items():
             for record in records:
                 try:
@@ -161,7 +164,7 @@ class MeritService(Service):
                         self._on_incentive(decode(record.value, Incentive), record.timestamp)
                 except DecodeError as exc:
                     log.warning("merit_bad_record", topic=tp.topic, offset=record.offset,
-                                error=str(exc))
+                                error=str(exc), query_id=self._query_id(record))
                     if tp.topic != self.topics.dlq:
                         self._bad.append((record, exc.reason, exc.detail))
             if tp.topic == self.topics.feedback:
@@ -207,7 +210,13 @@ class MeritService(Service):
                     headers=dead_letter_headers(record, reason, detail, self._consumer_name))
         for record, reason, detail in fresh:
             log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
-                        partition=record.partition, offset=record.offset)
+                        partition=record.partition, offset=record.offset,
+                        query_id=self._query_id(record))
+
+    def _query_id(self, record: Record) -> str | None:
+        """Results and labels are keyed by their query's id (incentives by participant)."""
+        by_query = record.topic in (self.topics.results, self.topics.feedback)
+        return key_text(record) if by_query else None
 
     def _on_incentive(self, incentive: Incentive, timestamp_ms: int) -> None:
         key = (incentive.window.partition, incentive.window.seq)

@@ -24,8 +24,10 @@ from fi_stream.behaviours import Behaviour, strategic_model
 from fi_stream.clock import now_ms
 from fi_stream.engine import InferenceEngine, Prepared, Signer, assemble, pick_device, prepare
 from fi_stream.kafka import DeadLetterQueue, make_consumer, make_producer
+from fi_stream.kafka.dlq import key_text
 from fi_stream.kafka.reading import poll
 from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
+from fi_stream.metrics import ConsumerLag
 from fi_stream.models import load_model
 from fi_stream.privacy import PrivacyBudget, choose_mechanism, per_answer_epsilon
 from fi_stream.reuse import AnswerCache, answer_batch
@@ -86,6 +88,7 @@ class _Metrics:
         self.reused = Counter("fi_participant_reused_answers",
                               "Answers replayed from the reuse cache (no privacy spent)",
                               registry=registry)
+        self.lag = ConsumerLag(registry)
 
 
 class ParticipantService(Service):
@@ -195,6 +198,7 @@ class ParticipantService(Service):
         """The next micro-batch: what one fetch returns (see `fi_stream.batching`)."""
         assert self._consumer is not None
         got = await poll(self._consumer, IDLE_POLL_MS, self.settings.participant.max_batch)
+        self._metrics.lag.update(self._consumer)
         return [r for recs in got.values() for r in recs]
 
     async def _run(self) -> None:
@@ -224,7 +228,8 @@ class ParticipantService(Service):
         started = time.perf_counter()
         prepared = prepare([(r.partition, r.value) for r in records], self.spec, now_ms(),
                            self.settings.max_deadline_ms)
-        acks = [await self._dlq.send(records[i], exc.reason, exc.detail)
+        acks = [await self._dlq.send(records[i], exc.reason, exc.detail,
+                                     query_id=key_text(records[i]))
                 for i, exc in prepared.broken]
         self._metrics.decode_seconds.observe(time.perf_counter() - started)
         self._metrics.queries.labels("dlq").inc(len(prepared.broken))

@@ -247,6 +247,8 @@ class WindowAudit:
     first_completed_at_ms: int = 0
     last_completed_at_ms: int = 0
     rewards: dict[str, float] = field(default_factory=dict)  # recorded
+    #: The reward budget the window's label-free incentives split (recorded).
+    budget: float | None = None
     scores: dict[str, float] = field(default_factory=dict)  # recomputed, label-free
     labelled: int = 0
     merit: dict[str, float] = field(default_factory=dict)  # Shapley of ensemble accuracy
@@ -258,7 +260,8 @@ class WindowAudit:
             "closed": self.closed, "verified": self.verified, "method": self.method,
             "first_completed_at_ms": self.first_completed_at_ms,
             "last_completed_at_ms": self.last_completed_at_ms,
-            "rewards": self.rewards, "scores": self.scores, "labelled": self.labelled,
+            "rewards": self.rewards, "budget": self.budget, "scores": self.scores,
+            "labelled": self.labelled,
             "merit": self.merit, "spearman": _finite(self.spearman),
         }
 
@@ -751,6 +754,7 @@ class _Audit:
             audit.last_completed_at_ms = results[-1].logged.event.completed_at_ms
         for logged in recorded:
             audit.rewards.setdefault(logged.event.participant_id, logged.event.reward)
+            audit.budget = logged.event.budget
         participants: set[str] = set()
         for c in results:
             r = c.logged.event

@@ -24,7 +24,7 @@ from torch import nn
 from fi_stream.models import ModelSpec
 from fi_stream.privacy import Mechanism, release
 from fi_stream.signing import sign_batch
-from fi_stream.validation import deadline_problem, input_problems
+from fi_stream.validation import deadline_problem, input_problems, strategy_problem
 from schemas import (
     Decline,
     DeclineReason,
@@ -121,6 +121,8 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
             out.decline(partition, q.query_id, "expired")  # no privacy spent on it
         elif too_far is not None:
             out.decline(partition, q.query_id, "bad_input", too_far)
+        elif (unknown := strategy_problem(q.strategy)) is not None:
+            out.decline(partition, q.query_id, "bad_input", unknown)
         elif q.shape != shape or q.dtype != "<f4":
             out.decline(partition, q.query_id, "bad_input",
                         f"bad_input: input {q.dtype} {list(q.shape)}, task {spec.task} takes "

@@ -179,6 +179,9 @@ class PrivacyLedger:
                        "clip_norm": m.clip_norm, "teachers": m.teachers, "answers": n}
                       for m, n in sorted(on_file.items(), key=lambda mn: repr(mn[0])) if n],
             "reused": self.reused,
+            # Of this run's count, reserved ahead and not (yet) answered: 0 after a
+            # clean stop (`fi-stream participant budget` tells answered from reserved).
+            "reserved_ahead": max(0, self.reserved - self.answers),
             "delta": self.budget.delta,
             "epsilon_max": self.budget.epsilon_max,
             # Derived, for people reading the file; `open` never reads it back.
@@ -197,3 +200,20 @@ class PrivacyLedger:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of the process that holds `path`'s ledger lock (a running participant), or
+    None. Takes the lock for an instant when it is free: call it only to look."""
+    lock = path.with_suffix(".lock")
+    if not lock.exists():
+        return None
+    with lock.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from typing import TextIO
 
 import structlog
 
@@ -57,9 +58,14 @@ class StructlogHandler(logging.Handler):
             self.handleError(record)
 
 
-def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
-    """Configure structlog and the stdlib root logger once per process (idempotent)."""
-    as_json = (not sys.stderr.isatty()) if json is None else json
+def configure_logging(level: str = "INFO", json: bool | None = None,
+                      stream: TextIO | None = None) -> None:
+    """Configure structlog and the stdlib root logger once per process (idempotent).
+
+    `stream`: where log lines go (default stderr). The demo sends them to its run's folder
+    so that what the terminal shows is its story alone."""
+    out = sys.stderr if stream is None else stream
+    as_json = (not out.isatty()) if json is None else json
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
@@ -74,7 +80,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
     # aiokafka logs through the stdlib; keep its chatter at WARNING unless debugging.

@@ -22,7 +22,7 @@ and an honest row is wrongly rejected with probability at most p = `FALSE_REJECT
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from fi_stream.aggregation import STRATEGIES
 from schemas import (
     MAX_LABEL,
     ExclusionReason,
@@ -160,11 +161,21 @@ def shape_problem(shape: tuple[int, ...], dtype: str, spec: TaskSpec) -> str | N
     return None
 
 
+def strategy_problem(strategy: str | None, known: Collection[str] = STRATEGIES) -> str | None:
+    """A query may name only a strategy the aggregator runs. An unknown name is rejected,
+    never replaced by the default: the client asked for a rule it would not get."""
+    if strategy is None or strategy in known:
+        return None
+    return (f"unknown_strategy: the query names strategy {strategy[:64]!r}; "
+            f"the aggregator runs {', '.join(sorted(known))}")
+
+
 def query_problem(query: Query, spec: TaskSpec | None, max_deadline_ms: int) -> str | None:
     """Why a decoded query is invalid (the reason of its `rejected` Result), or None.
 
     `spec` is the task's published input spec (None: unpublished, only finiteness)."""
-    problem = deadline_problem(query.created_at_ms, query.deadline_ms, max_deadline_ms)
+    problem = (deadline_problem(query.created_at_ms, query.deadline_ms, max_deadline_ms)
+               or strategy_problem(query.strategy))
     if problem is not None:
         return problem
     t = query.input

@@ -1,8 +1,10 @@
 """The audit as ONE self-contained HTML page: inline SVG plots and tables, no scripts, no
 external fonts or styles, nothing fetched from a network.
 
-Plots: result latency (completed_at_ms − created_at_ms), recorded rewards per participant
-per window, ε spent over time per participant, and the Spearman correlation between
+Plots: end-to-end latency at the aggregator (completed_at_ms − created_at_ms, drawn up to
+the p99.9, p50/p95/p99 marked), recorded rewards per participant per window (in reward
+points, with the window's budget), ε spent over time per participant with the budget
+line, and the Spearman correlation between
 label-free scores and merit (Shapley values of ensemble accuracy on fi.feedback labels)
 per window.
 """
@@ -106,18 +108,31 @@ def _empty(label: str, why: str) -> str:
             f'{escape(why)}</text></svg>')
 
 
-def histogram_svg(values: Sequence[float], *, label: str, x_label: str, bins: int = 40) -> str:
+#: The histogram's range ends at this quantile: one warm-up outlier (seconds, where the
+#: rest take milliseconds) no longer squeezes every other bar into the first bin.
+CLIP_QUANTILE = 99.9
+
+
+def histogram_svg(values: Sequence[float], *, label: str, x_label: str, bins: int = 40,
+                  unit: str = "ms") -> str:
+    """Bars up to the p99.9 (what lies beyond is counted in a note, not drawn), with the
+    p50, p95 and p99 marked and named in the legend."""
     if not values:
         return _empty(label, "no data")
     a = np.asarray(values, dtype=np.float64)
-    lo, hi = float(a.min()), float(a.max())
+    lo, hi = float(a.min()), float(np.percentile(a, CLIP_QUANTILE))
+    beyond = int((a > hi).sum())
     if hi - lo < 1:  # one value: a narrow bar in a readable range, not one filling the frame
         lo, hi = lo - 5, hi + 5
         bins = 10
-    counts, edges = np.histogram(a, bins=bins, range=(lo, hi))
+    counts, edges = np.histogram(a[a <= hi], bins=bins, range=(lo, hi))
     f = _Frame((float(edges[0]), float(edges[-1])), (0.0, float(counts.max()) * 1.05),
                x_label, "results")
     f.axes()
+    if beyond:
+        f.parts.append(f'<text x="{W - RIGHT - 4}" y="{TOP + 12}" text-anchor="end" '
+                       f'fill="#666">{beyond} above p99.9 (max {_fmt(float(a.max()))} {unit})'
+                       f' not drawn</text>')
     for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True):
         if c:
             x, w = f.px(float(lo)), max(1.0, f.px(float(hi)) - f.px(float(lo)) - 1)
@@ -130,7 +145,7 @@ def histogram_svg(values: Sequence[float], *, label: str, x_label: str, bins: in
         color = PALETTE[i + 1]
         f.parts.append(f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{H - BOTTOM}" '
                        f'stroke="{color}" stroke-dasharray="4 3"/>')
-        names.append(f"{name} {_fmt(float(q))}")
+        names.append(f"{name} {_fmt(float(q))} {unit}")
     f.parts.append("")
     for i, name in enumerate(names):
         y = TOP + 8 + i * 16
@@ -140,17 +155,38 @@ def histogram_svg(values: Sequence[float], *, label: str, x_label: str, bins: in
     return f.svg(label)
 
 
+#: A limit line is drawn to scale when the data reach this share of it; below, the plot
+#: keeps the data's scale and says where the limit is (ε_max = 10⁶ would flatten ε to 0).
+LIMIT_IN_SCALE = 0.05
+
+
 def lines_svg(series: Mapping[str, Sequence[Point]], *, label: str, x_label: str,
               y_label: str, y_range: tuple[float, float] | None = None, step: bool = False,
-              zero_line: bool = False) -> str:
+              zero_line: bool = False, limit: tuple[float, str] | None = None) -> str:
+    """One line per series. `limit`: (value, name) of a horizontal line (a budget)."""
     pts = [(x, y) for s in series.values() for x, y in s if math.isfinite(y)]
     if not pts:
         return _empty(label, "no data")
     xs = [p[0] for p in pts]
     ys = [p[1] for p in pts]
     lo, hi = y_range if y_range else (min(0.0, min(ys)), max(ys) * 1.05 if max(ys) > 0 else 1.0)
+    on_scale = limit is not None and max(ys) >= LIMIT_IN_SCALE * limit[0]
+    if limit is not None and on_scale and not y_range:
+        hi = max(hi, limit[0] * 1.08)
     f = _Frame((min(xs), max(xs)), (lo, hi), x_label, y_label)
     f.axes()
+    if limit is not None:
+        value, name = limit
+        if on_scale:
+            f.parts.append(f'<line x1="{LEFT}" y1="{f.py(value):.1f}" x2="{W - RIGHT}" '
+                           f'y2="{f.py(value):.1f}" stroke="#c62828" stroke-width="1.5" '
+                           f'stroke-dasharray="6 3"/><text x="{LEFT + 6}" '
+                           f'y="{f.py(value) - 4:.1f}" fill="#c62828">{escape(name)}</text>')
+        else:
+            share = 100 * max(ys) / value if value > 0 else float("inf")
+            f.parts.append(f'<text x="{LEFT + 6}" y="{TOP + 12}" fill="#c62828">'
+                           f'{escape(name)}: above this scale (largest value '
+                           f'{_fmt(share)} % of it)</text>')
     if zero_line and lo < 0 < hi:
         f.parts.append(f'<line x1="{LEFT}" y1="{f.py(0):.1f}" x2="{W - RIGHT}" '
                        f'y2="{f.py(0):.1f}" stroke="#888"/>')
@@ -191,6 +227,41 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+#: What each audit count means, in words (the JSON keeps the short names).
+COUNT_NAMES = {
+    "records": "records read",
+    "queries": "queries",
+    "queries_answered": "queries with a result",
+    "queries_pending": "queries still open (deadline not yet past)",
+    "queries_without_result_in_range": "queries whose result lies outside the range read",
+    "duplicate_queries": "queries sent twice (same id)",
+    "rejected_undecodable_queries": "undecodable queries answered with `rejected`",
+    "results": "results",
+    "results_out_of_range": "results of queries outside the range read",
+    "responses": "response batches",
+    "responses_out_of_range": "response batches outside the range read",
+    "signatures_verified": "batch signatures verified",
+    "unsigned_batches_not_counted": "batches without a valid signature (no privacy counted)",
+    "answers_excluded": "answer rows left out as implausible",
+    "incentives": "incentive events",
+    "merit_incentives": "merit (Shapley) incentive events",
+    "windows": "incentive windows",
+    "windows_closed": "incentive windows closed",
+    "windows_verified": "incentive windows recomputed exactly",
+    "windows_unverifiable": "incentive windows that cannot be recomputed from the range read",
+    "dlq": "dead letters",
+}
+
+
+def count_name(key: str) -> str:
+    """`key` in words; `answers_excluded_<reason>` names its reason."""
+    if key in COUNT_NAMES:
+        return COUNT_NAMES[key]
+    if key.startswith("answers_excluded_"):
+        return f"answer rows left out: {key.removeprefix('answers_excluded_').replace('_', ' ')}"
+    return key.replace("_", " ")
+
+
 _CSS = """
 body{font-family:sans-serif;margin:24px;color:#222;max-width:1100px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
@@ -218,7 +289,7 @@ def render_html(report: AuditReport, *, title: str = "fi-stream audit",
 
     verdict = ('<p class="ok">Everything holds.</p>' if report.ok else
                f'<p class="bad">{len(report.discrepancies)} discrepancies.</p>')
-    counts = _table(["count", "value"], list(report.counts.items()))
+    counts = _table(["what", "how many"], [(count_name(k), v) for k, v in report.counts.items()])
     kinds = report.by_kind()
     kind_table = (_table(["kind", "found"], list(kinds.items())) if kinds else "") + (
         f'<p class="note">Kinds checked: {escape(", ".join(KINDS))}.</p>')
@@ -245,13 +316,23 @@ def render_html(report: AuditReport, *, title: str = "fi-stream audit",
     speed = (f'<p class="note">{t["events"]:.0f} events read and checked in {t["seconds"]:.2f} s:'
              f' {t["events_per_s"]:,.0f} events/s.</p>') if t else ""
     lat = report.latencies_ms
+    budgets = sorted({w.budget for w in windows if w.budget is not None})
+    reward_unit = (f"reward points (each window splits {_fmt(budgets[0])})"
+                   if len(budgets) == 1 else "reward points (of each window's budget)")
+    eps_max = sorted({s.epsilon_max for s in report.spend if s.epsilon_max is not None})
+    deltas = sorted({s.delta for s in report.spend if s.delta is not None})
+    at_delta = f" at δ = {_fmt(deltas[0])}" if len(deltas) == 1 else " at each one's δ"
+    limit = (eps_max[0], f"budget ε_max = {_fmt(eps_max[0])}") if len(eps_max) == 1 else (
+        (eps_max[0], f"smallest budget ε_max = {_fmt(eps_max[0])}") if eps_max else None)
     plots = "".join(f"<div><h3>{escape(h)}</h3>{svg}</div>" for h, svg in (
-        ("Result latency", histogram_svg(lat, label="latency histogram",
-                                         x_label="completed_at_ms − created_at_ms (ms)")),
+        ("End-to-end latency at the aggregator: query created → result emitted",
+         histogram_svg(lat, label="latency histogram",
+                       x_label="completed_at_ms − created_at_ms (ms), up to the p99.9")),
         ("Rewards per participant per window",
-         lines_svg(rewards, label="rewards", x_label="window (by time)", y_label="reward")),
-        ("ε spent over time", lines_svg(epsilon, label="epsilon", x_label="seconds",
-                                        y_label="ε at δ", step=True)),
+         lines_svg(rewards, label="rewards", x_label="window (by time)", y_label=reward_unit)),
+        (f"Privacy spent over time (ε{at_delta}) and the budget",
+         lines_svg(epsilon, label="epsilon", x_label="seconds since the first answer",
+                   y_label=f"ε spent{at_delta}", step=True, limit=limit)),
         (f"Label-free vs merit, Spearman ρ per window ({mean_rho})",
          lines_svg({"ρ": rho}, label="spearman", x_label="window (by time)",
                    y_label="Spearman ρ", y_range=(-1.05, 1.05), zero_line=True)),

@@ -41,6 +41,7 @@ async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int
     run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     settings = fresh_settings(base, f"demo-{run_id}.", aggregator={"window_seconds": 2.0})
     fed = LocalFederation(settings, Path(".fi/demo") / run_id)
+    _log_to(fed.home / "logs" / "demo.log", settings.log_level)
     if not settings.kafka.bootstrap:
         console.print("starting the local Kafka broker …")
     async with local_broker(settings):
@@ -64,6 +65,15 @@ async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int
         console.print(f"logs and models: {fed.home}; service exit codes {codes}")
         audit_ok = await _audit(settings, fed.home / "audit.html", console)
         return 0 if all(c == 0 for c in codes) and audit_ok else 1
+
+
+def _log_to(path: Path, level: str) -> None:
+    """This process's log lines (the client, merit, aiokafka) go to the run's folder, next
+    to each service's own log: the terminal shows the story only."""
+    from fi_stream.logging import configure_logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    configure_logging(level, json=True, stream=path.open("a", buffering=1))
 
 
 async def _audit(settings: Settings, html: Path, console: Console) -> bool:
@@ -181,12 +191,23 @@ def _print_report(console: Console, report: Report, solo_clean: dict[str, float]
         if inc.method == METHOD:
             comparisons[(inc.window.partition, inc.window.seq)] = (inc.rank_correlation,
                                                                    inc.skill_fairness)
+    windows = {m: len({(i.window.partition, i.window.seq) for i in incentives
+                       if (i.method == METHOD) == (m == METHOD)})
+               for m in (settings.aggregator.incentive_method, METHOD)}
+    budget = settings.aggregator.reward_budget
     table = Table(title="fi-stream demo: digits, federated vs. solo")
     table.add_column("participant")
-    table.add_column("solo acc. (noised outputs)", justify="right")
-    table.add_column("solo acc. (own model, no noise)", justify="right")
-    table.add_column(f"reward ({settings.aggregator.incentive_method})", justify="right")
-    table.add_column("reward (merit, Shapley)", justify="right")
+    table.add_column("solo accuracy (noised outputs)", justify="right")
+    table.add_column("solo accuracy (own model, no noise)", justify="right")
+    for method, name in ((settings.aggregator.incentive_method, "label-free"),
+                         (METHOD, "merit, Shapley")):
+        table.add_column(f"{name} reward ({method}), points of "
+                         f"{windows[method] * budget:g}", justify="right")
+    table.caption = (f"Rewards are points: each incentive window splits a budget of "
+                     f"{budget:g} among the participants; label-free: "
+                     f"{windows[settings.aggregator.incentive_method]} windows, merit: "
+                     f"{windows[METHOD]} windows. Accuracy: share of the "
+                     f"{len(report.results)} test queries predicted right.")
     for pid in ids:
         table.add_row(pid, f"{solo_noised.get(pid, 0.0):.3f}", f"{solo_clean[pid]:.3f}",
                       f"{label_free.get(pid, 0.0):.2f}", f"{merit.get(pid, 0.0):.2f}")
@@ -198,9 +219,12 @@ def _print_report(console: Console, report: Report, solo_clean: dict[str, float]
     table.add_row("[bold]federated[/]", f"[bold]{_accuracy(report):.3f}[/]", "", "", "")
     console.print(table)
     p = settings.privacy
+    by_status = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items(),
+                                                        key=lambda kv: -kv[1]))
     console.print(
-        f"queries {len(report.results)} ({dict(statuses)}), "
-        f"latency mean {lat.mean():.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
+        f"{len(report.results)} queries ({by_status}); end-to-end latency, query created → "
+        f"result received by the client: mean {lat.mean():.1f} ms, p50 "
+        f"{np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms; "
         f"{len(report.results) / report.wall_s:.1f} queries/s; "
         f"privacy budget: ε_max = {p.epsilon_max:g} at δ = {p.delta:g} per participant")
     rhos = [r for r, _ in comparisons.values() if r is not None]

@@ -16,7 +16,7 @@ from rich.console import Console
 from fi_stream.choices import LOG_LEVELS, strategy_names
 from fi_stream_cli.bench import bench_app
 from fi_stream_cli.experiment import experiment_app
-from fi_stream_cli.failures import CliApp
+from fi_stream_cli.failures import CliApp, one_line
 from fi_stream_cli.runtime import run_async, serve, settings_from
 
 if TYPE_CHECKING:
@@ -100,7 +100,11 @@ def kafka_up(ctx: typer.Context) -> None:
 @kafka_app.command("down")
 def kafka_down(ctx: typer.Context) -> None:
     """Stop the local broker (controlled shutdown)."""
-    was = _local(settings_from(ctx)).down()
+    settings = settings_from(ctx)
+    if settings.kafka.bootstrap:
+        console.print(f"FI_KAFKA_BOOTSTRAP={settings.kafka.bootstrap}: no local broker to stop")
+        return
+    was = _local(settings).down()
     console.print("kafka stopped" if was else "kafka was not running")
 
 
@@ -140,6 +144,48 @@ def topics_create(
     console.print(f"topics ready on {bootstrap_servers(settings)} ({report.brokers} brokers, "
                   f"replication factor {r.factor}, min.insync.replicas {r.min_insync}); "
                   f"created: {report.created or 'none'}")
+
+
+@topics_app.command("tail")
+def topics_tail(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(
+        help="queries, responses, results, incentives, feedback, registry or dlq "
+        "(fi.results and the prefixed name work too).")],
+    from_beginning: Annotated[bool, typer.Option(
+        "--from-beginning", help="Start at the oldest record (default: only new ones).")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(
+        min=1, help="Stop after this many records (default: follow until Ctrl-C).")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON document per line instead of the indented form.")] = False,
+) -> None:
+    """Print a topic's events decoded with their schema; tensors summarised (dtype, shape,
+    min/mean/max). Read-only: joins no consumer group."""
+    import json as json_lib
+
+    settings = settings_from(ctx)
+
+    async def main() -> None:
+        from fi_stream.kafka import make_consumer
+        from fi_stream_cli.tail import describe, render, resolve_topic, tail
+
+        name, event_type = resolve_topic(settings, topic)
+        consumer = make_consumer(settings, group_id=None)
+        await consumer.start()
+        try:
+            async for record in tail(consumer, name, from_beginning=from_beginning,
+                                     limit=limit):
+                doc = describe(record, event_type)
+                print(json_lib.dumps(doc, ensure_ascii=False) if as_json else render(doc),
+                      flush=True)
+        finally:
+            await consumer.stop()
+
+    try:
+        run_async(main, kafka=settings)
+    except KeyboardInterrupt:
+        return
 
 
 @keys_app.command("generate")
@@ -268,11 +314,13 @@ def participant_budget(
     model: Annotated[Path | None, typer.Option(
         help="Model dir (default .fi/models/ID).")] = None,
 ) -> None:
-    """Print the privacy spent so far (ε at δ), under which mechanisms, and what is left."""
+    """Print the privacy spent so far: answers given and reserved ahead, ε of the budget at
+    δ, under which mechanisms, what is left; whether the participant runs now."""
     from fi_stream.errors import UnknownParticipantError
     from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
     from fi_stream.models import load_spec
     from fi_stream.privacy import PrivacyBudget, choose_mechanism
+    from fi_stream_cli.budget import describe, read_ledger
 
     settings = settings_from(ctx)
     p = settings.privacy
@@ -286,13 +334,12 @@ def participant_budget(
                                  noise_multiplier=p.noise_multiplier, budget=budget,
                                  budget_answers=p.budget_answers)
     ledger = PrivacyLedger.open(directory / LEDGER_FILE, budget, mechanism)
-    # What the file holds counts as spent: after a clean stop that is exactly the answers
-    # given; while the participant runs (or after a crash) it includes the block reserved
-    # ahead, which a restart counts as spent.
-    spent = ", ".join(f"{n} × {m.describe()}" for m, n in ledger.spend.items() if n) or "none"
-    print(f"{pid}: ε = {ledger.epsilon:.4g} of {p.epsilon_max:g} (δ = {p.delta:g}); answers "
-          f"spent: {spent}; reused (free): {ledger.reused}; {ledger.answers_left} more "
-          f"answers fit under {mechanism.describe()}")
+    # The file counts the block reserved ahead as spent while the participant runs (or
+    # after a crash); read_ledger tells answered from reserved, and who holds the ledger.
+    spent = ", ".join(f"{n:,} × {m.describe()}" for m, n in ledger.spend.items() if n) or "none"
+    print(describe(pid, read_ledger(directory), epsilon_max=p.epsilon_max, delta=p.delta,
+                   answers_left=ledger.answers_left, fit_under=mechanism.describe())
+          + f". Counted per mechanism: {spent}; reused answers (free): {ledger.reused:,}")
 
 
 @privacy_app.command("epsilon")
@@ -461,8 +508,10 @@ def query(
         min=1, help="Time budget from now, ms: answers after it are not used.")] = 2000,
     quorum: Annotated[int, typer.Option(
         min=1, help="Fewest answers for a `partial` result at the deadline.")] = 1,
-    strategy: Annotated[StrategyName | None, typer.Option(
-        help="Aggregation rule for this query (default: the aggregator's).")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="Aggregation rule for this query (default: the aggregator's). The aggregator "
+        "decides: it rejects a name it does not run (exit 5). This build runs "
+        f"{', '.join(strategy_names())}.")] = None,
     wait_ready: Annotated[int, typer.Option(
         min=0, help="First wait until this many participants are live (consuming).")] = 0,
     wait_timeout_s: Annotated[float, typer.Option(
@@ -484,20 +533,25 @@ def query(
             raise typer.BadParameter(f"{test_index} is past the test split (0 to "
                                      f"{len(split.x_test) - 1})", param_hint="--test-index")
         x, label = split.x_test[test_index], int(split.y_test[test_index])
-    # TODO(i12a): the aggregator will answer a query naming an unknown strategy with a
-    # `rejected` Result; until then the Choice above rejects it here, before sending.
+    # --strategy is passed as given: the aggregator is the one authority on the names it
+    # runs (a newer one may run more than this client knows), and it answers an unknown
+    # one with a `rejected` Result whose reason is printed here.
 
     async def main() -> str:
-        from producers.query_client import QueryClient
+        from producers.query_client import QueryClient, QueryRejectedError
 
         if wait_ready:
             from fi_stream_cli.status import wait_ready as wait_live
 
             live = await wait_live(settings, wait_ready, wait_timeout_s)
             console.print(f"{len(live)} participants live: {', '.join(live)}")
-        async with QueryClient(settings, quorum=quorum,
-                               strategy=strategy and strategy.value) as client:
-            result = await client.infer(x, deadline_ms=deadline_ms)
+        async with QueryClient(settings, quorum=quorum, strategy=strategy) as client:
+            try:
+                result = await client.infer(x, deadline_ms=deadline_ms)
+            except QueryRejectedError as exc:
+                print(exc.result.model_dump_json(indent=2, exclude={"aggregate"}))
+                typer.secho(f"error: {one_line(str(exc))}", fg="red", err=True)
+                return "rejected"
         print(result.model_dump_json(indent=2, exclude={"aggregate"}))
         if label is not None:
             console.print(f"true label {label}, predicted {result.prediction} ({result.status}"

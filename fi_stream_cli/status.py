@@ -12,7 +12,6 @@ Read-only: no consumer group is joined and nothing is committed.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,15 +36,18 @@ def aggregator_group(settings: Settings) -> str:
 
 
 def _ledger_epsilon(models: Path, pid: str) -> dict[str, Any] | None:
-    path = models / pid / "privacy_ledger.json"
+    """What the local ledger file counts: `answers` as spent (answered + reserved ahead),
+    `answered` of them as of its last write (None: an older file), ε of `answers`."""
+    from fi_stream_cli.budget import read_ledger
+
     try:
-        state = json.loads(path.read_text())
+        reading = read_ledger(models / pid, holder=False)
     except (OSError, ValueError):
         return None
-    # Format 2 keeps answers per mechanism (fi_stream.ledger); format 1 one count.
-    answers = (sum(int(e.get("answers", 0)) for e in state["spend"])
-               if isinstance(state.get("spend"), list) else state.get("answers"))
-    return {"answers": answers, "epsilon": state.get("epsilon")}
+    if reading is None:
+        return None
+    return {"answers": reading.counted, "answered": reading.answered,
+            "reserved_ahead": reading.reserved_ahead, "epsilon": reading.epsilon}
 
 
 async def snapshot(settings: Settings, *, recent: int = 200,
@@ -160,13 +162,23 @@ async def wait_ready(settings: Settings, n: int, timeout: float) -> list[str]:
         await admin.close()
 
 
+def _ledger_cell(ledger: dict[str, Any]) -> str:
+    """`answered + reserved ahead`: ε counts both until a clean stop releases the block."""
+    if ledger.get("answers") is None:
+        return "-"
+    if ledger.get("answered") is None:
+        return f"{ledger['answers']:,}"
+    return f"{ledger['answered']:,} + {ledger['reserved_ahead']:,}"
+
+
 def render(doc: dict[str, Any]) -> Any:
     """The snapshot as rich tables (participants, then one line per other section)."""
     from rich.console import Group
     from rich.table import Table
 
     t = Table(title=f"participants ({doc['topic_prefix'] or 'no prefix'})", expand=False)
-    for col in ("id", "live", "lag (queries)", "ε spent / budget", "answers (ledger)", "model"):
+    for col in ("id", "live", "lag (queries)", "ε counted / budget",
+                "answered + reserved (ledger)", "model"):
         t.add_column(col)
     for p in doc["participants"]:
         budget = p["budget"]["epsilon_max"] if p["budget"] else None
@@ -176,7 +188,7 @@ def render(doc: dict[str, Any]) -> Any:
             p["id"], "[green]live[/]" if p["live"] else f"[red]{p['group_state'].lower()}[/]",
             "-" if p["lag"] is None else f"{p['lag']:,}",
             (f"{eps:.4g}" if eps is not None else "?") + (f" / {budget:g}" if budget else ""),
-            "-" if ledger.get("answers") is None else f"{ledger['answers']:,}",
+            _ledger_cell(ledger),
             p["model_version"])
     a = doc["aggregators"]
     res = ", ".join(f"{k} {v:,}" for k, v in sorted(doc["recent_results"].items())) or "none"

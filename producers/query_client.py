@@ -115,7 +115,8 @@ class QueryClient:
                     try:
                         result = decode(record.value, Result)
                     except DecodeError as exc:
-                        log.warning("bad_result_record", offset=record.offset, error=str(exc))
+                        log.warning("bad_result_record", offset=record.offset, error=str(exc),
+                                    query_id=record.key.decode())
                         continue
                     if result.status == "rejected":
                         log.warning("query_rejected", query_id=result.query_id,

@@ -89,6 +89,8 @@ class QueryView:
     shape: tuple[int, ...]
     data: bytes
     created_at_ms: int = 0
+    #: The aggregation rule the query names (None: the aggregator's default).
+    strategy: str | None = None
 
     def to_numpy(self) -> np.ndarray[Any, Any]:
         return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)
@@ -129,13 +131,13 @@ def decode_query_view(raw: bytes | None) -> QueryView:
                     and len(data) == math.prod(shape) * ITEMSIZE[dtype]
                     and _ID.fullmatch(qid) and _ID.fullmatch(task)
                     and obj.keys() <= _QUERY_FIELDS and len(tensor) == 3):
-                return QueryView(qid, task, deadline, dtype, tuple(shape), data, created)
+                return QueryView(qid, task, deadline, dtype, tuple(shape), data, created, strategy)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error):
         pass
     query = decode(raw, Query)  # raises the precise DecodeError, or accepts an odd-but-valid one
     t = query.input
     return QueryView(query.query_id, query.task, query.deadline_ms, t.dtype, t.shape, t.data,
-                     query.created_at_ms)
+                     query.created_at_ms, query.strategy)
 
 
 def canonical_bytes(batch: ResponseBatch) -> bytes:

@@ -25,6 +25,18 @@ def dead_letter_headers(record: ConsumerRecord[bytes, bytes], reason: str, detai
     ]
 
 
+def key_text(record: ConsumerRecord[bytes, bytes]) -> str | None:
+    """The record's key as text (the query id of a query, result or label record), for the
+    `query_id` of a log line about it; None when absent or not a plausible id."""
+    key: bytes | None = record.key
+    if not key or len(key) > 128:
+        return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None
+
+
 class DeadLetterQueue:
     """Sends a record's original key and bytes to the DLQ topic with headers saying why."""
 
@@ -40,15 +52,16 @@ class DeadLetterQueue:
             registry=registry if registry is not None else CollectorRegistry(),
         )
 
-    async def send(self, record: ConsumerRecord[bytes, bytes], reason: str, detail: str
-                   ) -> asyncio.Future[RecordMetadata]:
+    async def send(self, record: ConsumerRecord[bytes, bytes], reason: str, detail: str, *,
+                   query_id: str | None = None) -> asyncio.Future[RecordMetadata]:
         """Enqueue the dead letter; the caller awaits the returned ack before it commits the
-        source offset, so a dead letter is never lost."""
+        source offset, so a dead letter is never lost. `query_id`: the record's, if it is
+        about one query (then every log line says which)."""
         headers = dead_letter_headers(record, reason, detail, self._consumer)
         ack: asyncio.Future[RecordMetadata] = await self._producer.send(
             self._topic, record.value, key=record.key, headers=headers
         )
         self._metric.labels(reason).inc()
         log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
-                    partition=record.partition, offset=record.offset)
+                    partition=record.partition, offset=record.offset, query_id=query_id)
         return ack

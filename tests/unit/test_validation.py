@@ -19,6 +19,7 @@ from fi_stream.validation import (
     query_problem,
     readable_header,
     screen_rows,
+    strategy_problem,
 )
 from schemas import (
     Privacy,
@@ -98,6 +99,29 @@ def test_queries_outside_the_spec_or_the_deadline_cap_are_invalid() -> None:
     assert far is not None and far.startswith("deadline_too_far")
     # Unpublished spec: still no NaN.
     assert query_problem(query(np.full(64, np.nan, np.float32)), None, 60_000) is not None
+
+
+def test_a_query_naming_an_unknown_strategy_is_invalid_never_substituted() -> None:
+    """Before: the aggregator answered `strategy: best_vote` with soft_vote, silently."""
+    ok = np.full(64, 0.5, np.float32)
+    named = query(ok).model_copy(update={"strategy": "best_vote"})
+    problem = query_problem(named, SPEC, 60_000)
+    assert problem is not None and problem.startswith("unknown_strategy")
+    assert "'best_vote'" in problem and "soft_vote" in problem
+    assert query_problem(query(ok).model_copy(update={"strategy": "median"}), SPEC, 60_000) \
+        is None
+    assert strategy_problem(None) is None
+    assert strategy_problem("x" * 500) is not None and len(strategy_problem("x" * 500) or "") < 300
+
+
+def test_participants_decline_an_unknown_strategy_before_any_privacy_is_spent() -> None:
+    raw = _raw(strategy="best_vote")
+    p = prepare([(0, raw)], MODEL, NOW, 60_000)
+    assert p.answerable == [] and not p.broken
+    [decline] = p.declined[0]
+    assert decline.reason == "bad_input" and (decline.detail or "").startswith("unknown_strategy")
+    assert decode_query_view(_raw(strategy="median")).strategy == "median"
+    assert prepare([(0, _raw(strategy="median"))], MODEL, NOW, 60_000).answerable == [(0, "q1")]
 
 
 def test_the_id_of_an_undecodable_query_is_read_for_its_rejected_result() -> None:
