@@ -83,7 +83,7 @@ def test_train_then_budget(tmp_path: Path) -> None:
     assert (model / "spec.json").exists()
     budget = runner.invoke(app, ["participant", "budget", "--id", "p9", "--model", str(model)])
     assert budget.exit_code == 0, budget.output
-    assert "p9: ε = 0 of" in budget.stdout and "answers spent: none" in budget.stdout
+    assert "p9: no answers yet; ε = 0 of budget" in budget.stdout
 
 
 def test_kafka_status_says_not_running_for_a_port_nobody_uses(tmp_path: Path) -> None:
