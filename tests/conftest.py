@@ -13,6 +13,12 @@ from fi_stream.logging import configure_logging
 from fi_stream.models import save_model, train_participant
 from fi_stream.settings import Settings, load_settings
 
+#: The session's model directories (and their ledgers) serve every test, so the modest
+#: default budget (ε = 100 for 1,000 answers) would run out part-way through the suite:
+#: tests of the pipeline get a budget they cannot exhaust; tests of budgets and mechanisms
+#: set their own.
+PIPELINE_PRIVACY = {"noise_multiplier": 0.3, "epsilon_max": 1e6}
+
 TEST_PORT = int(os.environ.get("FI_TEST_KAFKA_PORT", "29092"))
 
 
@@ -58,11 +64,7 @@ def settings_factory(kafka_bootstrap: str) -> Callable[..., Settings]:
         prefix = f"t-{uuid.uuid4().hex[:10]}."
         kafka = {"bootstrap": kafka_bootstrap, "topic_prefix": prefix, "partitions": 2}
         kafka.update(overrides.pop("kafka", {}))  # type: ignore[arg-type]
-        # The session's model directories (and their ledgers) serve every test, so the
-        # modest default budget (ε = 100 for 1,000 answers) would run out part-way through
-        # the suite: tests of the pipeline get a budget they cannot exhaust; tests of
-        # budgets and mechanisms set their own.
-        privacy = {"noise_multiplier": 0.3, "epsilon_max": 1e6}
+        privacy = dict(PIPELINE_PRIVACY)
         privacy.update(overrides.pop("privacy", {}))  # type: ignore[arg-type]
         return load_settings(None, kafka=kafka, privacy=privacy, **overrides)
 

@@ -46,6 +46,7 @@ from schemas import (
     encode,
     headers,
 )
+from tests.conftest import PIPELINE_PRIVACY
 
 from .harness import federation
 
@@ -104,7 +105,7 @@ async def recorded(kafka_bootstrap: str, model_dirs: dict[str, Path],
     settings = load_settings(
         None, kafka={"bootstrap": kafka_bootstrap, "topic_prefix": f"t-{uuid.uuid4().hex[:10]}.",
                      "partitions": 2},
-        aggregator={"window_seconds": 0.5})
+        aggregator={"window_seconds": 0.5}, privacy=PIPELINE_PRIVACY)
     await ensure_topics(settings)
     labels: dict[str, int] = {}
     async with federation(settings, model_dirs), QueryClient(settings, quorum=2) as client:
