@@ -45,6 +45,7 @@ from fi_stream.audit import (
     DeadLetter,
     Logged,
     ReplayReport,
+    Tombstone,
     TopicKind,
     Undecodable,
     audit,
@@ -54,8 +55,10 @@ from fi_stream.clock import now_ms
 from fi_stream.errors import ConfigError, KafkaSetupError
 from fi_stream.kafka import bootstrap_servers, make_consumer
 from fi_stream.kafka.reading import partitions_of
+from fi_stream.operator import CLIENT_KEY_PREFIX
 from fi_stream.settings import Settings, TopicNames
 from schemas import (
+    Client,
     DecodeError,
     Event,
     Feedback,
@@ -196,7 +199,7 @@ class Auditor:
 
     async def read(self) -> AuditLog:
         """Every topic's slice, decoded, with positions (topics read concurrently)."""
-        out = AuditLog()
+        out = AuditLog(operator_pubkey=self.settings.operator_pubkey)
         names = self.settings.topic_names.model_dump()
         tasks = [asyncio.create_task(self._read_topic(kind, names[kind], out),
                                      name=f"audit-read-{kind}") for kind in TOPIC_KINDS]
@@ -281,6 +284,8 @@ class Auditor:
                 records[kind] += len(batch)
                 out.dlq.extend(dead_letter(r) for r in batch)
             return sink_dlq
+        if kind == "registry":
+            return self._registry_sink(out)
         cls = _EVENTS[kind]
         target: list[Any] = getattr(out, kind)
         bad = out.undecodable
@@ -288,14 +293,38 @@ class Auditor:
         def sink(batch: list[Record]) -> None:
             records[kind] += len(batch)
             for r in batch:
-                if r.value is None and kind == "registry":
-                    continue  # a tombstone: compaction's delete marker, not an event
                 try:
                     event = decode(r.value, cls)
                 except DecodeError as exc:
                     bad.append(Undecodable(kind, r.partition, r.offset, exc.reason, exc.detail))
                     continue
                 target.append(Logged(event, r.partition, r.offset, r.timestamp))
+        return sink
+
+    @staticmethod
+    def _registry_sink(out: AuditLog) -> Callable[[list[Record]], None]:
+        """Participants, clients (keys ``client/…``) and tombstones: with an operator key
+        the audit judges each of them (a bare tombstone is an unsigned removal)."""
+        def sink(batch: list[Record]) -> None:
+            out.records["registry"] += len(batch)
+            for r in batch:
+                key = r.key.decode(errors="replace") if r.key else ""
+                if r.value is None:
+                    out.tombstones.append(Tombstone(key, r.partition, r.offset))
+                    continue
+                cls: type[Participant | Client] = (
+                    Client if key.startswith(CLIENT_KEY_PREFIX) else Participant)
+                try:
+                    event = decode(r.value, cls)
+                except DecodeError as exc:
+                    out.undecodable.append(Undecodable("registry", r.partition, r.offset,
+                                                       exc.reason, exc.detail))
+                    continue
+                logged = Logged(event, r.partition, r.offset, r.timestamp)
+                if isinstance(event, Client):
+                    out.clients.append(logged)  # type: ignore[arg-type]
+                else:
+                    out.registry.append(logged)  # type: ignore[arg-type]
         return sink
 
     # -- auditing ----------------------------------------------------------------------------

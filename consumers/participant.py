@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,17 @@ from fi_stream.batching import fetch_batching, query_record_bytes
 from fi_stream.behaviours import Behaviour, strategic_model
 from fi_stream.clock import now_ms
 from fi_stream.engine import InferenceEngine, Prepared, Signer, assemble, pick_device, prepare
+from fi_stream.errors import ConfigError
 from fi_stream.kafka import DeadLetterQueue, make_consumer, make_producer
 from fi_stream.kafka.dlq import key_text
 from fi_stream.kafka.reading import poll
 from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
+from fi_stream.ledger_sync import SharedBudget, floor_ledger
 from fi_stream.metrics import ConsumerLag
 from fi_stream.models import load_model
-from fi_stream.privacy import PrivacyBudget, choose_mechanism, per_answer_epsilon
+from fi_stream.privacy import PrivacyBudget, choose_mechanism, max_answers, per_answer_epsilon
+from fi_stream.quota import QUOTA_FILE, SIGNATURE_HEADER, QuotaBook, verified_client
+from fi_stream.registry import RegistryView
 from fi_stream.reuse import AnswerCache, answer_batch
 from fi_stream.service import Service
 from fi_stream.settings import Settings
@@ -37,6 +42,7 @@ from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_b
 from schemas import (
     Budget,
     Participant,
+    QueryView,
     ResponseBatch,
     encode,
     headers,
@@ -116,6 +122,9 @@ class ParticipantService(Service):
         self.reused = 0
         self.commits_refused = 0  # commits the group refused (membership lost, then rejoined)
         self._work_s = 0.0  # CPU time of the last micro-batch's device work and signing
+        self.admitted: Participant | None = None  # the operator's entry, when there is one
+        self._registry: RegistryView | None = None  # with an operator: trusted clients
+        self._budget: SharedBudget | None = None  # the budget in Kafka (ledger_sync)
 
     async def _open(self) -> None:
         structlog.contextvars.bind_contextvars(participant_id=self.participant_id)
@@ -138,6 +147,14 @@ class ParticipantService(Service):
         self.ledger = PrivacyLedger.open(self.model_dir / LEDGER_FILE, budget, mechanism,
                                          p.reserve_ahead)
         self.ledger.lock()
+        # The budget in answers of this run's mechanism (after other mechanisms' spend).
+        cap = max_answers(budget, mechanism, self.ledger.spend)
+        self.quota = QuotaBook.open(self.model_dir / QUOTA_FILE, cap,
+                                    self.settings.security.client_quota_share)
+        if self.settings.participant.ledger_topic:
+            self._budget = SharedBudget(self.settings, self.participant_id, cap=cap,
+                                        block=min(p.reserve_ahead, cap // 100))
+            floor_ledger(self.ledger, await self._budget.start())
         # Computed when scraped: an RDP conversion per batch cost ~10 % of the event loop.
         self._metrics.epsilon.set_function(lambda: self.ledger.epsilon)
         self._key = load_or_create_key(self.model_dir / PRIVATE_KEY_FILE)
@@ -167,6 +184,8 @@ class ParticipantService(Service):
                  epsilon_max=p.epsilon_max, delta=p.delta)
 
     async def _register(self) -> None:
+        """On an open registry, self-register (development). With an operator, publish
+        nothing: wait until the operator has admitted this id with this key."""
         assert self._producer is not None
         entry = Participant(
             participant_id=self.participant_id, public_key=public_key_bytes(self._key),
@@ -176,10 +195,41 @@ class ParticipantService(Service):
                           delta=self.ledger.budget.delta),
             registered_at_ms=now_ms(),
         )
-        await self._producer.send_and_wait(
-            self.topics.registry, encode(entry), key=self.participant_id.encode(),
-            headers=headers(Participant),
-        )
+        if self.settings.operator_pubkey is None:
+            await self._producer.send_and_wait(
+                self.topics.registry, encode(entry), key=self.participant_id.encode(),
+                headers=headers(Participant),
+            )
+            return
+        await self._await_admission(entry)
+
+    async def _await_admission(self, mine: Participant) -> None:
+        """Block until the trusted registry holds this id with this key (the operator ran
+        `fi-stream admin admit`); log once what the operator must run."""
+        import base64
+
+        view = self._registry = RegistryView(self.settings)
+        await view.start()
+        # The view stays open: it also holds the admitted clients' keys (fi_stream.quota).
+        deadline = time.monotonic() + self.settings.participant.admission_timeout_s
+        hinted = False
+        while True:
+            admitted = view.participants.get(self.participant_id)
+            if admitted is not None and admitted.public_key == mine.public_key:
+                break
+            if not hinted:
+                log.warning("participant_not_admitted", admit=(
+                    f"fi-stream admin admit --id {self.participant_id} --pubkey "
+                    f"{base64.b64encode(mine.public_key).decode()} --tasks {self.spec.task}"))
+                hinted = True
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"{self.participant_id} is not admitted with this key: ask the "
+                    f"operator to run `fi-stream admin admit --id {self.participant_id} "
+                    f"--pubkey {base64.b64encode(mine.public_key).decode()}`")
+            await asyncio.sleep(0.2)
+        self.admitted = admitted
+        _check_admitted(admitted, mine)
 
     async def _close(self) -> None:
         """After the loop drained (batches in hand answered, acked, committed)."""
@@ -189,6 +239,12 @@ class ParticipantService(Service):
             await self._producer.stop()
         if getattr(self, "ledger", None) is not None:
             self.ledger.close()  # after the last answer was acked: release the reservation
+        if self._registry is not None:
+            await self._registry.stop()
+        if self._budget is not None:
+            await self._budget.stop()  # and hands back its unused block, likewise
+        if hasattr(self, "quota"):
+            self.quota.save()
         log.info("participant_stopped", batches=self.batches, answered=self.answered,
                  reused=self.reused)
 
@@ -227,7 +283,7 @@ class ParticipantService(Service):
     async def _prepare(self, records: list[Record]) -> _Batch:
         started = time.perf_counter()
         prepared = prepare([(r.partition, r.value) for r in records], self.spec, now_ms(),
-                           self.settings.max_deadline_ms)
+                           self.settings.max_deadline_ms, quota=self._quota_check(records))
         acks = [await self._dlq.send(records[i], exc.reason, exc.detail,
                                      query_id=key_text(records[i]))
                 for i, exc in prepared.broken]
@@ -238,6 +294,20 @@ class ParticipantService(Service):
                 self._metrics.queries.labels(d.reason).inc()
         return _Batch(records, prepared, acks)
 
+    def _quota_check(self, records: list[Record]) -> Callable[[int, QueryView], bool] | None:
+        """Charge each query to its verified client (fi_stream.quota); None: no quotas."""
+        if self.quota.share >= 1.0 and self._registry is None:
+            return None
+        clients = {cid: c.public_key for cid, c in self._registry.clients.items()} \
+            if self._registry is not None else {}
+
+        def check(index: int, q: QueryView) -> bool:
+            r = records[index]
+            signature = next((v for k, v in r.headers if k == SIGNATURE_HEADER), None)
+            client = verified_client(q.client_id, r.value or b"", signature, clients)
+            return self.quota.take(client)
+        return check
+
     async def _compute_stage(self, inbox: asyncio.Queue[_Batch | None],
                              outbox: asyncio.Queue[_Batch | None]) -> None:
         try:
@@ -247,19 +317,31 @@ class ParticipantService(Service):
         finally:
             await outbox.put(None)
 
-    def _compute(self, prepared: Prepared) -> tuple[int, list[tuple[int, bytes]]]:
+    def _compute(self, prepared: Prepared, limit: int | None = None
+                 ) -> tuple[int, int, list[tuple[int, bytes]]]:
         """Replay cached answers to repeated inputs (free), reserve the budget for the rest
-        (persisted before anything is published), device work, encoding and signing.
-        Returns (answers sent, encoded batches)."""
+        (persisted before anything is published) — at most `limit` fresh answers, what the
+        shared budget granted — device work, encoding and signing.
+        Returns (answers sent, fresh answers, encoded batches)."""
         began = time.thread_time()  # CPU time: not waits for the GIL, a core or an fsync
         answered: list[int] = []
+        fresh = 0
+
+        def reserve(wanted: int) -> int:
+            wanted = wanted if limit is None else min(wanted, limit)
+            persists = self.ledger.must_persist(wanted)
+            granted = self.ledger.reserve(wanted) if wanted else 0
+            if persists and wanted:
+                self.quota.save()  # upper bounds of the clients' counts, with the ledger's
+            return granted
+
         outputs = np.zeros((0, self.spec.num_classes), np.float32)
         if prepared.answerable:
             assert prepared.inputs is not None
             started = time.perf_counter()
-            got = answer_batch(prepared.inputs, self.cache, self.ledger.reserve,
+            got = answer_batch(prepared.inputs, self.cache, reserve,
                                self.engine.infer, self.spec.num_classes)
-            answered, outputs = got.answered, got.outputs
+            answered, outputs, fresh = got.answered, got.outputs, got.fresh
             if got.fresh:
                 self._metrics.device_seconds.observe(time.perf_counter() - started)
             if got.reused:
@@ -270,7 +352,7 @@ class ParticipantService(Service):
         encoded = assemble(prepared, answered, outputs, self._signer, now_ms())
         self._metrics.encode_seconds.observe(time.perf_counter() - started)
         self._work_s = time.thread_time() - began
-        return len(answered), encoded
+        return len(answered), fresh, encoded
 
     async def _publish(self, batch: _Batch) -> None:
         """Reserve, compute and encode; hand the responses to the producer.
@@ -285,11 +367,14 @@ class ParticipantService(Service):
         assert self._producer is not None
         prepared = batch.prepared
         wanted = len(prepared.answerable)
+        limit = await self._budget.take(wanted) if self._budget and wanted else None
         if (self.engine.device.type == "cpu" and self._work_s < INLINE_WORK_S
                 and not self.ledger.must_persist(wanted)):
-            granted, encoded = self._compute(prepared)
+            granted, fresh, encoded = self._compute(prepared, limit)
         else:
-            granted, encoded = await asyncio.to_thread(self._compute, prepared)
+            granted, fresh, encoded = await asyncio.to_thread(self._compute, prepared, limit)
+        if self._budget is not None and limit is not None and fresh < limit:
+            self._budget.untake(limit - fresh)  # repeats answered from the cache spent none
         for partition, value in encoded:
             batch.acks.append(await self._producer.send(
                 self.topics.responses, value, key=self.participant_id.encode(),
@@ -349,6 +434,21 @@ class ParticipantService(Service):
             self.commits_refused += 1
             log.warning("participant_commit_refused", partitions=len(offsets),
                         detail=str(exc), refused=self.commits_refused)
+
+
+def _check_admitted(admitted: Participant, mine: Participant) -> None:
+    """Run with what the operator admitted: the audit holds a participant to the privacy
+    parameters and budget of its trusted entry, so a looser local setting is an error."""
+    wrong = []
+    if admitted.privacy != mine.privacy:
+        wrong.append(f"privacy {admitted.privacy} (here {mine.privacy})")
+    a, m = admitted.budget, mine.budget
+    if a is not None and m is not None and (m.epsilon_max > a.epsilon_max or m.delta != a.delta):
+        wrong.append(f"budget ε_max={a.epsilon_max}, δ={a.delta} "
+                     f"(here ε_max={m.epsilon_max}, δ={m.delta})")
+    if wrong:
+        raise ConfigError(f"{mine.participant_id} was admitted with " + "; ".join(wrong)
+                          + ": set FI_PRIVACY__… to match, or ask the operator to re-admit")
 
 
 class NaiveParticipantService(ParticipantService):

@@ -26,7 +26,12 @@ What is checked (DESIGN §1, §4, §6), each finding a `Discrepancy` with a stab
   (a forged batch spends nothing of anyone's), is within the budget it registered
   (`budget_exceeded`);
 - the copies a result left out are copies, and none it included is (`copy_flag_mismatch`:
-  `fi_stream.copycat.flag_copies` over its included and copied rows, registered σ·C).
+  `fi_stream.copycat.flag_copies` over its included and copied rows, registered σ·C);
+- with the operator's public key (`AuditLog.operator_pubkey`): every registry record is
+  operator-signed (`unsigned_registry_record` for unsigned entries and bare tombstones,
+  `forged_registry_record` for a signature that does not verify, `stale_registry_record`
+  for a replay of an older admission), only trusted entries give keys and budgets, and
+  each batch verifies with the key the operator made valid at its `produced_at_ms`.
 
 A *slice* of the log (``AuditLog.partial``) is audited as far as it allows: what needs a
 record outside the slice is counted as out of range instead of reported.
@@ -57,11 +62,13 @@ from fi_stream.incentives import (
 )
 from fi_stream.merit import METHOD as MERIT_METHOD
 from fi_stream.merit import LabeledQuery, merit_incentives, window_labels
+from fi_stream.operator import ACCEPTED, KeyPeriod, Verdict, judge, registry_key
 from fi_stream.privacy import Mechanism, PrivacyBudget, epsilon, max_answers
 from fi_stream.results import IncentiveWindow, batch_matches, status_of
 from fi_stream.signing import verify_batch
 from fi_stream.validation import own_spec, privacy_problem, screen_rows
 from schemas import (
+    Client,
     Event,
     Feedback,
     Incentive,
@@ -92,6 +99,7 @@ Kind = Literal[
     "unknown_incentive_method", "duplicate_incentive", "missing_incentive",
     "budget_exceeded", "malformed_record", "implausible_answer_used", "wrong_exclusion",
     "copy_flag_mismatch",
+    "unsigned_registry_record", "forged_registry_record", "stale_registry_record",
 ]
 #: Every discrepancy kind, in the order the report lists them.
 KINDS: tuple[Kind, ...] = Kind.__args__  # type: ignore[attr-defined]
@@ -140,6 +148,27 @@ class Undecodable:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A registry record without a value (compaction's delete marker)."""
+
+    key: str
+    partition: int
+    offset: int
+
+
+#: A batch may be signed with a key up to this long outside the period the operator made
+#: it valid (clocks of the operator and the participant differ; a rotation takes effect
+#: when the participant restarts).
+KEY_SKEW_MS = 2_000
+
+_REFUSED: dict[Verdict, Kind] = {
+    "unsigned": "unsigned_registry_record", "bare_tombstone": "unsigned_registry_record",
+    "forged": "forged_registry_record", "key_mismatch": "forged_registry_record",
+    "stale": "stale_registry_record",
+}
+
+
 @dataclass(kw_only=True)
 class AuditLog:
     """What the reader found, per topic, in log order within each partition."""
@@ -150,6 +179,11 @@ class AuditLog:
     incentives: list[Logged[Incentive]] = field(default_factory=list)
     feedback: list[Logged[Feedback]] = field(default_factory=list)
     registry: list[Logged[Participant]] = field(default_factory=list)
+    #: Query clients and tombstones of fi.registry (audited with an operator key).
+    clients: list[Logged[Client]] = field(default_factory=list)
+    tombstones: list[Tombstone] = field(default_factory=list)
+    #: The operator's public key: set, only operator-signed registry entries are trusted.
+    operator_pubkey: bytes | None = None
     dlq: list[DeadLetter] = field(default_factory=list)
     undecodable: list[Undecodable] = field(default_factory=list)
     #: Records read per topic (decodable or not).
@@ -386,6 +420,10 @@ class _Audit:
         self.counts: Counter[str] = Counter()
         self.keys = registered_keys(log.registry)
         self.entries = {p.event.participant_id: p.event for p in log.registry}
+        #: With an operator: the keys it made valid per participant, over time.
+        self.periods: dict[str, list[KeyPeriod]] | None = None
+        if log.operator_pubkey is not None:
+            self.periods, self.entries = self._trusted_registry(log.operator_pubkey)
         self.batches = {(r.partition, r.offset): r for r in log.responses}
         self.rows = _Rows(self.batches)
         #: fi.responses position → the (result, row) pairs that list it.
@@ -405,13 +443,14 @@ class _Audit:
         self._screened: dict[tuple[int, int], list[str | None]] = {}
 
     def genuine(self, key: tuple[int, int]) -> bool:
-        """Does the batch at `key` verify with a key its participant registered? (Each
-        batch is verified once, ~65 µs, however many checks ask.)"""
+        """Does the batch at `key` verify with a key its participant registered (with an
+        operator: the key valid when it was produced)? Each batch is verified once, ~65 µs,
+        however many checks ask."""
         known = self._genuine.get(key)
         if known is None:
             batch = self.batches[key].event
-            keys = self.keys.get(batch.participant_id, [])
-            known = self._genuine[key] = any(self.verify(batch, k) for k in reversed(keys))
+            keys = self._valid_keys(batch.participant_id, batch.produced_at_ms) or []
+            known = self._genuine[key] = any(self.verify(batch, k) for k in keys)
         return known
 
     def screened(self, key: tuple[int, int]) -> list[str | None]:
@@ -431,6 +470,49 @@ class _Audit:
                                         spec.num_classes if spec is not None else None))
             self._screened[key] = rows
         return rows
+
+    def _trusted_registry(self, operator_pubkey: bytes
+                          ) -> tuple[dict[str, list[KeyPeriod]], dict[str, Participant]]:
+        """Replay the registry in log order as a `RegistryView` would: flag every record
+        the operator did not sign, and collect the key periods of the trusted ones."""
+        records: list[tuple[int, int, str, Participant | Client | None]] = [
+            (p.partition, p.offset, registry_key(p.event), p.event) for p in self.log.registry]
+        records += [(c.partition, c.offset, registry_key(c.event), c.event)
+                    for c in self.log.clients]
+        records += [(t.partition, t.offset, t.key, None) for t in self.log.tombstones]
+        latest: dict[str, Participant | Client] = {}
+        periods: dict[str, list[KeyPeriod]] = defaultdict(list)
+        for partition, offset, key, entry in sorted(records, key=lambda r: (r[0], r[1])):
+            verdict = judge(entry, key, latest.get(key), operator_pubkey)
+            if verdict not in ACCEPTED:
+                self.add(_REFUSED[verdict], f"registry record for {key!r} refused: {verdict}",
+                         participant_id=key if isinstance(entry, Participant | None) else None,
+                         refs=(ref("registry", partition, offset),))
+                continue
+            assert entry is not None  # judge refuses tombstones when there is an operator
+            latest[key] = entry
+            if isinstance(entry, Participant):
+                mine = periods[entry.participant_id]
+                if mine and mine[-1].until_ms is None:
+                    mine[-1] = KeyPeriod(mine[-1].public_key, mine[-1].since_ms,
+                                         entry.registered_at_ms)
+                if entry.active:
+                    mine.append(KeyPeriod(entry.public_key, entry.registered_at_ms, None))
+        entries = {k: e for k, e in latest.items() if isinstance(e, Participant)}
+        return dict(periods), entries
+
+    def _valid_keys(self, pid: str, at_ms: int) -> list[bytes] | None:
+        """Keys that may have signed a batch of `pid` produced at `at_ms` (None: `pid` was
+        never admitted)."""
+        if self.periods is None:
+            keys = self.keys.get(pid)
+            return list(reversed(keys)) if keys else None
+        periods = self.periods.get(pid)
+        if not periods:
+            return None
+        return [p.public_key for p in periods
+                if p.since_ms - KEY_SKEW_MS <= at_ms
+                and (p.until_ms is None or at_ms < p.until_ms + KEY_SKEW_MS)]
 
     def add(self, kind: Kind, message: str, **ids: Any) -> None:
         self.out.append(Discrepancy(kind, message, **ids))
@@ -595,18 +677,22 @@ class _Audit:
         for key, listings in self._listings.items():
             logged = self.rows.base[key][0]
             pid = logged.event.participant_id
-            keys = self.keys.get(pid)
+            keys = self._valid_keys(pid, logged.event.produced_at_ms)
             self.counts["signatures_verified"] += 1
-            if not keys:
-                self.add("unknown_participant", f"{pid} is not in the registry",
+            if keys is None:
+                self.add("unknown_participant", f"{pid} is not in the registry"
+                         + (" (as admitted by the operator)" if self.periods is not None else ""),
                          participant_id=pid, refs=(ref("responses", *key),))
                 continue
-            # Any key the participant registered: a rotated key still signed older batches.
+            # On an open registry any key the participant registered (a rotated key still
+            # signed older batches); with an operator, the key valid when it was produced.
             if self.genuine(key):
                 continue
+            which = "registered" if self.periods is None else "valid"
             for c, index in listings:
                 self.flag(c, "bad_signature", f"batch {logged.event.batch_id} does not "
-                          f"verify with a key registered for {pid}",
+                          f"verify with a key {which} for {pid} at "
+                          f"{logged.event.produced_at_ms}",
                           ref("responses", key[0], key[1], index), pid=pid)
 
     def _recompute(self, checked: list[_Checked]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ from schemas import (
     DeclineReason,
     DecodeError,
     Privacy,
+    QueryView,
     ResponseBatch,
     Tensor,
     decode_query_view,
@@ -95,12 +96,16 @@ class Prepared:
 
 
 def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: int,
-            max_deadline_ms: int | None = None) -> Prepared:
+            max_deadline_ms: int | None = None,
+            quota: Callable[[int, QueryView], bool] | None = None) -> Prepared:
     """Decode (partition, value) items; O(1) numpy calls for the whole batch's inputs.
 
     A query is answered only if the aggregator accepts it too (the same checks of
     fi_stream.validation against the spec this participant publishes): anything else is
     declined with the exact reason, before any privacy is spent.
+
+    `quota(item index, query)`: may this query's client be answered (fi_stream.quota)?
+    Asked only for queries that could otherwise be answered; no: `quota_exhausted`.
     """
     out = Prepared()
     task = spec.task_spec()
@@ -127,6 +132,9 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
             out.decline(partition, q.query_id, "bad_input",
                         f"bad_input: input {q.dtype} {list(q.shape)}, task {spec.task} takes "
                         f"<f4 {list(shape)}")
+        elif quota is not None and not quota(index, q):
+            out.decline(partition, q.query_id, "quota_exhausted",
+                        f"client {q.client_id} used its share of this participant's budget")
         else:
             out.answerable.append((partition, q.query_id))
             chunks.append(q.data)

@@ -103,6 +103,11 @@ class ParticipantSettings(_Group):
     #: Inputs whose released answer is kept for reuse (a repeat is answered with it, free
     #: of budget, never with fresh noise); least recently used out. 0 disables reuse.
     reuse_cache: int = Field(default=65_536, ge=0)
+    #: Keep the privacy budget in Kafka too (fi_stream.ledger_sync): the spend survives a
+    #: lost ledger file, and several processes of one participant share one budget.
+    ledger_topic: bool = True
+    #: With an operator, how long a participant waits at start to be admitted.
+    admission_timeout_s: float = Field(default=120.0, gt=0)
 
 
 class AggregatorSettings(_Group):
@@ -143,6 +148,21 @@ class RetrySettings(_Group):
     healthy_s: float = Field(default=60.0, gt=0)
 
 
+class SecuritySettings(_Group):
+    """Who is trusted (README "Security model")."""
+
+    #: The federation operator's Ed25519 public key (base64). Set, only operator-signed
+    #: registry entries count; unset, the registry is open (development only).
+    operator_pubkey: str | None = None
+    #: Or a file holding it (a base64 line, or the operator's PEM key itself).
+    operator_pubkey_file: Path | None = None
+    #: A query client's own Ed25519 key (PEM): it signs every query it sends.
+    client_key_file: Path | None = None
+    #: Each admitted client may spend at most this share of a participant's answers; queries
+    #: that are not signed by an admitted client share one more such share ("anonymous").
+    client_quota_share: float = Field(default=1.0, gt=0, le=1)
+
+
 class Settings(BaseSettings):
     """Every knob of fi-stream in one place; services receive it, never read the env themselves."""
 
@@ -156,6 +176,7 @@ class Settings(BaseSettings):
     participant: ParticipantSettings = ParticipantSettings()
     aggregator: AggregatorSettings = AggregatorSettings()
     retry: RetrySettings = RetrySettings()
+    security: SecuritySettings = SecuritySettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
@@ -184,6 +205,14 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings
+
+    @property
+    def operator_pubkey(self) -> bytes | None:
+        """The operator's raw public key, or None for an open registry."""
+        from fi_stream.operator import load_operator_pubkey
+
+        s = self.security
+        return load_operator_pubkey(s.operator_pubkey, s.operator_pubkey_file)
 
     @property
     def topic_names(self) -> TopicNames:

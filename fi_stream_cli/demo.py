@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -22,6 +24,7 @@ from fi_stream.merit import METHOD
 from fi_stream.models import load_digits_split, load_spec
 from fi_stream.privacy import PrivacyBudget, choose_mechanism
 from fi_stream.settings import Settings
+from fi_stream.signing import public_key_bytes
 from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
 from producers.feedback import publish_labels
 from producers.query_client import QueryClient
@@ -39,7 +42,12 @@ class Report:
 async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int,
                    deadline_ms: int, console: Console, teachers: int | None = None) -> int:
     run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    settings = fresh_settings(base, f"demo-{run_id}.", aggregator={"window_seconds": 2.0})
+    # The demo is its federation's operator: its key signs the registry, and every
+    # service (and the audit) trusts only what it signed.
+    operator = Ed25519PrivateKey.generate()
+    settings = fresh_settings(
+        base, f"demo-{run_id}.", aggregator={"window_seconds": 2.0},
+        security={"operator_pubkey": base64.b64encode(public_key_bytes(operator)).decode()})
     fed = LocalFederation(settings, Path(".fi/demo") / run_id)
     _log_to(fed.home / "logs" / "demo.log", settings.log_level)
     if not settings.kafka.bootstrap:
@@ -51,7 +59,7 @@ async def run_demo(base: Settings, *, participants: int, alpha: float, seed: int
                       f"shards{how} …")
         solo_clean = fed.train(ids, alpha=alpha, seed=seed, teachers=teachers)
         try:
-            await fed.start(ids)
+            await fed.start(ids, operator=operator)
             report = await _stream(settings, deadline_ms, console)
             await publish_labels(settings, report.labels)
             incentives = await _label_free_incentives(settings, len(report.results), timeout=30)

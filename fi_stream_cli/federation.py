@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from torch import nn
 
+from fi_stream.admission import participant_entry, publish
 from fi_stream.kafka import bootstrap_servers, ensure_topics
 from fi_stream.kafka.local_broker import LocalKafka
 from fi_stream.models import save_model, train_participant
 from fi_stream.models.train import train_teachers
 from fi_stream.registry import RegistryView
 from fi_stream.settings import Settings, load_settings
+from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes
+from schemas import Budget, Privacy
 
 
 def fresh_settings(base: Settings, prefix: str, **groups: dict[str, Any]) -> Settings:
@@ -37,7 +41,7 @@ def service_env(settings: Settings) -> dict[str, str]:
     """The environment that hands `settings` to a child process (FI_… variables)."""
     env = dict(os.environ, FI_LOG_JSON="true",
                FI_KAFKA__BOOTSTRAP=bootstrap_servers(settings))
-    for group in ("kafka", "privacy", "participant", "aggregator", "retry"):
+    for group in ("kafka", "privacy", "participant", "aggregator", "retry", "security"):
         for key, value in getattr(settings, group).model_dump(mode="json").items():
             if value is not None and key != "bootstrap":
                 env[f"FI_{group.upper()}__{key.upper()}"] = str(value)
@@ -91,9 +95,25 @@ class LocalFederation:
                 sys.executable, "-m", "fi_stream_cli", *args, env=service_env(self.settings),
                 stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL))
 
-    async def start(self, ids: list[str], aggregators: int = 1) -> None:
-        """Participants first (they register), then the aggregators; ready when registered."""
+    async def admit(self, ids: list[str], operator: Ed25519PrivateKey) -> None:
+        """Act as the operator: admit each participant with the key in its model directory
+        (created here if new, as `participant run` would)."""
+        p = self.settings.privacy
+        for pid in ids:
+            key = load_or_create_key(self.home / "models" / pid / PRIVATE_KEY_FILE)
+            await publish(self.settings, participant_entry(
+                pid, public_key_bytes(key), tasks=["digits"],
+                budget=Budget(epsilon_max=p.epsilon_max, delta=p.delta),
+                privacy=Privacy(clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier),
+            ), operator)
+
+    async def start(self, ids: list[str], aggregators: int = 1,
+                    operator: Ed25519PrivateKey | None = None) -> None:
+        """Participants first (they register, or `operator` admits them), then the
+        aggregators; ready when registered."""
         await ensure_topics(self.settings)
+        if operator is not None:
+            await self.admit(ids, operator)
         for pid in ids:
             await self._spawn(pid, "participant", "run", "--id", pid,
                               "--model", str(self.home / "models" / pid))

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from fi_stream.choices import LOG_LEVELS, strategy_names
+from fi_stream_cli.admin import admin_app
 from fi_stream_cli.bench import bench_app
 from fi_stream_cli.experiment import experiment_app
 from fi_stream_cli.failures import CliApp, one_line
@@ -39,6 +40,7 @@ app.add_typer(aggregator_app, name="aggregator")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(bench_app, name="bench")
+app.add_typer(admin_app, name="admin")
 
 console = Console(stderr=True)
 
@@ -77,24 +79,39 @@ def _root(ctx: typer.Context, config: ConfigOpt = None,
     ctx.ensure_object(dict).update(config=config, log_level=log_level and log_level.value)
 
 
-def _local(settings: Settings) -> LocalKafka:
+def _local(settings: Settings, *, secure: bool = False, users: list[str] | None = None
+           ) -> LocalKafka:
     from fi_stream.kafka.local_broker import LocalKafka
 
     k = settings.kafka
-    return LocalKafka(k.local_home, port=k.local_port, controller_port=k.local_controller_port)
+    return LocalKafka(k.local_home, port=k.local_port, controller_port=k.local_controller_port,
+                      secure=secure, users=users)
 
 
 # -- kafka -----------------------------------------------------------------------------------
 
 @kafka_app.command("up")
-def kafka_up(ctx: typer.Context) -> None:
+def kafka_up(
+    ctx: typer.Context,
+    secure: Annotated[bool, typer.Option(
+        help="SASL_SSL with SCRAM users, TLS from a CA it makes, ACLs (StandardAuthorizer). "
+             "Decided when the broker's storage is first formatted.")] = False,
+    user: Annotated[list[str], typer.Option(
+        help="With --secure: a SCRAM user to create (repeat); `admin` always is.")
+    ] = ["operator", "aggregator"],  # noqa: B006
+) -> None:
     """Start the local broker (resolving its jars with Maven once) and wait until it answers."""
     settings = settings_from(ctx)
     if settings.kafka.bootstrap:
         console.print(f"FI_KAFKA_BOOTSTRAP={settings.kafka.bootstrap}: no local broker needed")
         return
-    status = run_async(lambda: _local(settings).up())
+    broker = _local(settings, secure=secure, users=user)
+    status = run_async(lambda: broker.up())
     console.print(f"kafka up at {status.bootstrap} (pid {status.pid}, data in {status.home})")
+    if secure:
+        files = broker.secure_files
+        console.print(f"SASL_SSL, {', '.join(sorted(files.passwords()))}: passwords in "
+                      f"{files.users}, CA in {files.ca}; then `fi-stream admin acls`")
 
 
 @kafka_app.command("down")

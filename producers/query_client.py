@@ -20,13 +20,16 @@ from typing import Any
 import numpy as np
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from uuid6 import uuid7
 
 from fi_stream.clock import now_ms
 from fi_stream.errors import FiStreamError
 from fi_stream.kafka import make_consumer, make_producer
 from fi_stream.kafka.reading import partitions_of
+from fi_stream.quota import sign_query
 from fi_stream.settings import Settings
+from fi_stream.signing import load_private_key
 from schemas import DecodeError, Query, Result, Tensor, decode, encode, headers
 
 log = structlog.get_logger(__name__)
@@ -56,7 +59,8 @@ QUERY_LINGER_MS = 5
 
 class QueryClient:
     def __init__(self, settings: Settings, *, task: str = "digits", client_id: str = "client",
-                 quorum: int = 1, strategy: str | None = None) -> None:
+                 quorum: int = 1, strategy: str | None = None,
+                 key: Ed25519PrivateKey | None = None) -> None:
         self.settings = settings
         self.topics = settings.topic_names
         self.task = task
@@ -67,6 +71,9 @@ class QueryClient:
         self._consumer: AIOKafkaConsumer | None = None
         self._waiters: dict[str, asyncio.Future[Result]] = {}
         self._task: asyncio.Task[None] | None = None
+        key_file = settings.security.client_key_file
+        #: The client's own key (admitted by the operator): it signs every query.
+        self._key = key or (load_private_key(key_file) if key_file is not None else None)
 
     async def __aenter__(self) -> QueryClient:
         await self.start()
@@ -139,8 +146,12 @@ class QueryClient:
         query = self._query(x, budget, now_ms())
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiters[query.query_id] = fut
-        await self._producer.send(self.topics.queries, encode(query),
-                                  key=query.query_id.encode(), headers=headers(Query))
+        value = encode(query)
+        hdrs = headers(Query)
+        if self._key is not None:  # the participants charge it to this client's quota
+            hdrs += sign_query(value, self._key)
+        await self._producer.send(self.topics.queries, value,
+                                  key=query.query_id.encode(), headers=hdrs)
         return query, fut
 
     async def infer(self, x: np.ndarray[Any, Any], *, deadline_ms: int | None = None) -> Result:

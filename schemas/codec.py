@@ -91,6 +91,7 @@ class QueryView:
     created_at_ms: int = 0
     #: The aggregation rule the query names (None: the aggregator's default).
     strategy: str | None = None
+    client_id: str = "anonymous"
 
     def to_numpy(self) -> np.ndarray[Any, Any]:
         return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)
@@ -121,7 +122,7 @@ def decode_query_view(raw: bytes | None) -> QueryView:
                                                     obj["input"])
             dtype, shape = tensor["dtype"], tensor["shape"]
             data = base64.b64decode(tensor["data"], validate=True)
-            strategy, client = obj.get("strategy"), obj.get("client_id", "")
+            strategy, client = obj.get("strategy"), obj.get("client_id", "anonymous")
             if (type(qid) is str and type(task) is str and _count(obj, "deadline_ms", 0, None)
                     and _count(obj, "created_at_ms", 0, None) and _count(obj, "quorum", 1, 1)
                     and (strategy is None or type(strategy) is str) and type(client) is str
@@ -131,13 +132,14 @@ def decode_query_view(raw: bytes | None) -> QueryView:
                     and len(data) == math.prod(shape) * ITEMSIZE[dtype]
                     and _ID.fullmatch(qid) and _ID.fullmatch(task)
                     and obj.keys() <= _QUERY_FIELDS and len(tensor) == 3):
-                return QueryView(qid, task, deadline, dtype, tuple(shape), data, created, strategy)
+                return QueryView(qid, task, deadline, dtype, tuple(shape), data, created,
+                                 strategy, client)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error):
         pass
     query = decode(raw, Query)  # raises the precise DecodeError, or accepts an odd-but-valid one
     t = query.input
     return QueryView(query.query_id, query.task, query.deadline_ms, t.dtype, t.shape, t.data,
-                     query.created_at_ms, query.strategy)
+                     query.created_at_ms, query.strategy, query.client_id)
 
 
 def canonical_bytes(batch: ResponseBatch) -> bytes:

@@ -17,7 +17,8 @@ SCHEMA_VERSION = 1
 
 Id = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
-DeclineReason = Literal["budget_exhausted", "expired", "bad_input", "unsupported_task"]
+DeclineReason = Literal["budget_exhausted", "expired", "bad_input", "unsupported_task",
+                        "quota_exhausted"]
 #: `rejected`: the query itself is invalid (its `reason` says why); nobody was asked.
 ResultStatus = Literal["complete", "partial", "insufficient", "rejected"]
 #: Why the aggregator left a signed answer row out of a result (see fi_stream.validation).
@@ -270,9 +271,27 @@ class Participant(Event):
     #: The input spec of each task in `tasks` this participant serves (None: unpublished).
     task_specs: list[TaskSpec] | None = None
     registered_at_ms: int = Field(ge=0)
+    #: False: removed (an operator-signed removal, not a bare tombstone).
     active: bool = True
+    #: The federation operator's Ed25519 signature over every other field
+    #: (fi_stream.operator); empty on an open registry without an operator.
+    operator_signature: Base64Bytes = b""
+
+
+class Client(Event):
+    """A query client admitted by the operator (fi.registry, key ``client/<client_id>``).
+
+    The client signs each query record with the matching private key (a record header),
+    so a participant can charge the query to this client's quota."""
+
+    SCHEMA: ClassVar[str] = "fi.client"
+    client_id: str = Id
+    public_key: Base64Bytes
+    registered_at_ms: int = Field(ge=0)
+    active: bool = True
+    operator_signature: Base64Bytes = b""
 
 
 ALL_EVENTS: tuple[type[Event], ...] = (
-    Query, ResponseBatch, Result, Incentive, Feedback, Participant,
+    Query, ResponseBatch, Result, Incentive, Feedback, Participant, Client,
 )

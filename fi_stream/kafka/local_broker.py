@@ -18,11 +18,22 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
 from structlog import get_logger
 
 from fi_stream.errors import KafkaSetupError
+from fi_stream.kafka.secure import (
+    ADMIN,
+    MECHANISM,
+    SecureFiles,
+    broker_properties,
+    ensure_users,
+    make_tls,
+    scram_args,
+)
 
 log = get_logger(__name__)
 
@@ -83,8 +94,12 @@ class LocalKafka:
     def __init__(self, home: Path, *, port: int = 19092, controller_port: int = 19093,
                  infra_dir: Path | None = None, heap: str = "512m",
                  overrides: dict[str, str] | None = None, cluster_id: str | None = None,
-                 libs: Path | None = None) -> None:
+                 libs: Path | None = None, secure: bool = False,
+                 users: list[str] | None = None) -> None:
         self.home = home.resolve()
+        #: SASL_SSL + SCRAM + ACLs (fi_stream.kafka.secure); `users` get SCRAM credentials.
+        self.secure = secure
+        self.users = list(users or [])
         self.port = port
         self.controller_port = controller_port
         self.infra = infra_dir or find_infra_dir()
@@ -97,6 +112,22 @@ class LocalKafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secure_files(self) -> SecureFiles:
+        tls = self.home / "tls"
+        return SecureFiles(ca=tls / "ca.pem", keystore=tls / "broker.pem",
+                           users=self.home / "users.json")
+
+    def client_kwargs(self, user: str = ADMIN) -> dict[str, Any]:
+        """aiokafka connection arguments for `user` (its password from users.json)."""
+        if not self.secure:
+            return {"bootstrap_servers": self.bootstrap}
+        files = self.secure_files
+        return {"bootstrap_servers": self.bootstrap, "security_protocol": "SASL_SSL",
+                "sasl_mechanism": MECHANISM, "sasl_plain_username": user,
+                "sasl_plain_password": files.passwords()[user],
+                "ssl_context": create_ssl_context(cafile=str(files.ca))}
 
     @property
     def _pid_file(self) -> Path:
@@ -155,6 +186,13 @@ class LocalKafka:
              "data_dir": str(self.home / "data")},
             self.overrides,
         )
+        if self.secure:
+            files = self.secure_files
+            make_tls(files.ca.parent)
+            users = ensure_users(files.users, self.users)
+            text += broker_properties(port=self.port, controller_port=self.controller_port,
+                                      ca=files.ca, keystore=files.keystore,
+                                      admin_password=users[ADMIN])
         path = self.home / "server.properties"
         path.write_text(text)
         return path
@@ -172,9 +210,10 @@ class LocalKafka:
         if (self.home / "data" / "meta.properties").exists():
             return
         cluster_id = self.cluster_id or uuid.uuid4().hex[:22]
+        scram = scram_args(self.secure_files.passwords()) if self.secure else []
         proc = subprocess.run(
             self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(config), "--ignore-formatted"),
+                           "-c", str(config), "--ignore-formatted", *scram),
             capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:
@@ -246,7 +285,7 @@ class LocalKafka:
             if self._read_pid() is None:
                 tail = self._log_tail()
                 raise KafkaSetupError(f"the Kafka broker exited during start-up:\n{tail}")
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
+            admin = AIOKafkaAdminClient(**self.client_kwargs(), request_timeout_ms=3000)
             try:
                 await admin.start()
                 await admin.describe_cluster()

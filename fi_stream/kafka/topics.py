@@ -181,6 +181,11 @@ async def delete_topics(settings: Settings) -> None:
     admin = make_admin(settings)
     await admin.start()
     try:
-        await admin.delete_topics([s.name for s in topic_specs(settings)])
+        names = [s.name for s in topic_specs(settings)]
+        prefix = settings.kafka.topic_prefix
+        if prefix:  # and the participants' ledger topics (fi_stream.ledger_sync)
+            names += [t for t in await admin.list_topics()
+                      if t.startswith(f"{prefix}fi.ledger.")]
+        await admin.delete_topics(names)
     finally:
         await admin.close()

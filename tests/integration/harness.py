@@ -4,6 +4,7 @@ a raw topic reader, and a hand-driven participant that signs what the test tells
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -17,13 +18,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumers.aggregator import AggregatorService
 from consumers.participant import ParticipantService, make_participant
+from fi_stream.admission import participant_entry, publish
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer, make_producer
 from fi_stream.kafka.reading import read_to_end
 from fi_stream.registry import RegistryView
-from fi_stream.settings import Settings
-from fi_stream.signing import public_key_bytes, sign_batch
+from fi_stream.settings import Settings, load_settings
+from fi_stream.signing import (
+    PRIVATE_KEY_FILE,
+    load_or_create_key,
+    public_key_bytes,
+    sign_batch,
+)
 from schemas import (
+    Budget,
     Decline,
     Participant,
     Privacy,
@@ -40,11 +48,37 @@ class Federation:
     aggregator: AggregatorService
 
 
+def operator_settings(settings: Settings) -> tuple[Settings, Ed25519PrivateKey]:
+    """`settings` with a fresh operator key every service trusts, and that key."""
+    operator = Ed25519PrivateKey.generate()
+    pub = base64.b64encode(public_key_bytes(operator)).decode()
+    values = settings.model_dump(exclude_unset=True)
+    values["security"] = {**values.get("security", {}), "operator_pubkey": pub}
+    return load_settings(None, **values), operator
+
+
+async def admit_models(settings: Settings, operator: Ed25519PrivateKey,
+                       model_dirs: dict[str, Path]) -> None:
+    """The operator admits each participant with the key in its model directory."""
+    p = settings.privacy
+    for pid, directory in model_dirs.items():
+        key = load_or_create_key(directory / PRIVATE_KEY_FILE)
+        await publish(settings, participant_entry(
+            pid, public_key_bytes(key), tasks=["digits"],
+            budget=Budget(epsilon_max=p.epsilon_max, delta=p.delta),
+            privacy=Privacy(clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier),
+        ), operator)
+
+
 @contextlib.asynccontextmanager
 async def federation(settings: Settings, model_dirs: dict[str, Path],
-                     with_aggregator: bool = True) -> AsyncIterator[Federation]:
-    """Participants first (they register), then the aggregator (it reads the registry)."""
+                     with_aggregator: bool = True,
+                     operator: Ed25519PrivateKey | None = None) -> AsyncIterator[Federation]:
+    """Participants first (they register, or the `operator` admits them), then the
+    aggregator (it reads the registry)."""
     services: list[Any] = []
+    if operator is not None:
+        await admit_models(settings, operator, model_dirs)
     try:
         participants = {}
         for pid, directory in model_dirs.items():

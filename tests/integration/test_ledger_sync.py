@@ -1,0 +1,88 @@
+"""The budget in Kafka on the real broker: deleting the ledger file does not reset the
+spend, and two processes of one participant share one budget."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from consumers.participant import make_participant
+from fi_stream.kafka import ensure_topics
+from fi_stream.ledger import LEDGER_FILE
+from fi_stream.models import load_digits_split
+from fi_stream.privacy import epsilon_spent
+from fi_stream.settings import Settings
+from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key
+from producers.query_client import QueryClient
+from schemas import ResponseBatch, decode
+
+from .harness import federation, read_topic
+
+pytestmark = pytest.mark.kafka
+
+X = load_digits_split().x_test
+CAP = 10
+
+
+def _budget(settings_factory: Callable[..., Settings]) -> Settings:
+    sigma, delta = 0.3, 1e-5
+    return settings_factory(privacy={"noise_multiplier": sigma, "delta": delta,
+                                     "epsilon_max": epsilon_spent(CAP, sigma, delta),
+                                     "reserve_ahead": 1})
+
+
+def _copy(model_dirs: dict[str, Path], to: Path) -> Path:
+    load_or_create_key(model_dirs["p1"] / PRIVATE_KEY_FILE)  # both copies sign as one p1
+    shutil.copytree(model_dirs["p1"], to, ignore=shutil.ignore_patterns("privacy_*",
+                                                                         "client_quota*"))
+    return to
+
+
+async def test_a_deleted_ledger_does_not_reset_the_spend(
+        settings_factory: Callable[..., Settings], model_dirs: dict[str, Path],
+        tmp_path: Path) -> None:
+    settings = _budget(settings_factory)
+    await ensure_topics(settings)
+    model = _copy(model_dirs, tmp_path / "p1")
+    async with federation(settings, {"p1": model}), QueryClient(settings) as client:
+        first = [await client.infer(X[i], deadline_ms=20_000) for i in range(6)]
+    (model / LEDGER_FILE).unlink()  # while the participant is stopped
+    async with federation(settings, {"p1": model}) as fed, QueryClient(settings) as client:
+        assert fed.participants["p1"].ledger.answers >= 6
+        second = [await client.infer(X[i], deadline_ms=20_000) for i in range(6, 12)]
+    statuses = [r.status for r in first + second]
+    assert statuses.count("complete") <= CAP
+    assert statuses[:6] == ["complete"] * 6 and statuses[-2:] == ["insufficient"] * 2
+
+
+async def test_two_processes_share_one_budget(
+        settings_factory: Callable[..., Settings], model_dirs: dict[str, Path],
+        tmp_path: Path) -> None:
+    """Two instances of p1 (own directories, same key, one consumer group) split the
+    queries' partitions; together they answer exactly the budget, never more."""
+    settings = _budget(settings_factory)
+    await ensure_topics(settings)
+    a = make_participant(settings, participant_id="p1", model_dir=_copy(model_dirs,
+                                                                         tmp_path / "a"))
+    b = make_participant(settings, participant_id="p1", model_dir=_copy(model_dirs,
+                                                                         tmp_path / "b"))
+    await a.start()
+    await b.start()
+    try:
+        async with federation(settings, {}) as fed, QueryClient(settings) as client:
+            await fed.aggregator.registry.wait_for({"p1"}, timeout=30)
+            got = await asyncio.gather(*(client.infer(X[i], deadline_ms=30_000)
+                                         for i in range(16)))
+    finally:
+        await a.stop()
+        await b.stop()
+    assert a.answered > 0 and b.answered > 0, "both processes took part"
+    assert a.answered + b.answered == CAP
+    assert sorted(r.status for r in got).count("complete") == CAP
+    batches = [decode(rec.value, ResponseBatch) for rec in
+               await read_topic(settings, settings.topic_names.responses)]
+    assert sum(len(x.answered) for x in batches) == CAP
