@@ -37,6 +37,7 @@ from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from fi_stream.kafka.client import make_admin, make_consumer, make_producer
+from fi_stream.kafka.topics import replication_for
 from fi_stream.ledger import PrivacyLedger
 from fi_stream.settings import Settings
 
@@ -129,11 +130,15 @@ class SharedBudget:
         try:
             if self.topic in await admin.list_topics():
                 return
+            brokers = len((await admin.describe_cluster())["brokers"])
+            k = self.settings.kafka
+            replication = replication_for(brokers, k.replication_factor, k.min_insync_replicas)
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([NewTopic(
-                    self.topic, 1, self.settings.kafka.replication_factor,
+                    self.topic, 1, replication.factor,
                     topic_configs={"cleanup.policy": "delete", "retention.ms": "-1",
-                                   "retention.bytes": "-1"})])
+                                   "retention.bytes": "-1",
+                                   "min.insync.replicas": str(replication.min_insync)})])
         finally:
             await admin.close()
 

@@ -106,6 +106,7 @@ def _service(work_s: float, device: str = "cpu", persist: bool = False) -> Parti
     s.engine = SimpleNamespace(device=SimpleNamespace(type=device))  # type: ignore[assignment]
     s.ledger = SimpleNamespace(must_persist=lambda wanted: persist)  # type: ignore[assignment]
     s._work_s = work_s
+    s._budget = None  # no ledger topic
     s.batches = s.answered = 0
     s._metrics = participant_mod._Metrics(CollectorRegistry())
     return s
@@ -129,7 +130,7 @@ async def test_long_work_goes_to_the_worker_thread(
 
     monkeypatch.setattr(participant_mod.asyncio, "to_thread", to_thread)
     s = _service(work_s, device, persist)
-    s._compute = lambda prepared: (calls.append("compute"), (0, []))[1]  # type: ignore[method-assign]
+    s._compute = lambda prepared, limit: (calls.append("compute"), (0, 0, []))[1]  # type: ignore[method-assign]
     batch = SimpleNamespace(prepared=SimpleNamespace(answerable=[]), records=[], acks=[])
     await s._publish(batch)  # type: ignore[arg-type]
     assert calls == (["thread", "compute"] if threaded else ["compute"])
