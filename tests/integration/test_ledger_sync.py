@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from consumers.participant import make_participant
+from consumers.participant import ParticipantService, make_participant
 from fi_stream.kafka import ensure_topics
 from fi_stream.ledger import LEDGER_FILE
 from fi_stream.models import load_digits_split
-from fi_stream.privacy import epsilon_spent
+from fi_stream.privacy import Mechanism, epsilon_spent
 from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key
 from producers.query_client import QueryClient
@@ -30,8 +30,9 @@ CAP = 10
 
 def _budget(settings_factory: Callable[..., Settings]) -> Settings:
     sigma, delta = 0.3, 1e-5
+    eps = epsilon_spent(CAP, Mechanism(noise_multiplier=sigma), delta)
     return settings_factory(privacy={"noise_multiplier": sigma, "delta": delta,
-                                     "epsilon_max": epsilon_spent(CAP, sigma, delta),
+                                     "epsilon_max": eps,
                                      "reserve_ahead": 1})
 
 
@@ -59,6 +60,20 @@ async def test_a_deleted_ledger_does_not_reset_the_spend(
     assert statuses[:6] == ["complete"] * 6 and statuses[-2:] == ["insufficient"] * 2
 
 
+async def _both_assigned(a: ParticipantService, b: ParticipantService, partitions: int,
+                         timeout_s: float = 30.0) -> None:
+    """Until the group's rebalance settled: each process holds some of the partitions
+    (queries sent earlier may all go to the first one, which then spends the budget alone)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        held = [p._consumer.assignment() if p._consumer is not None else set() for p in (a, b)]
+        if all(held) and len(held[0] | held[1]) == partitions:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the two processes did not share the partitions: {held}")
+
+
 async def test_two_processes_share_one_budget(
         settings_factory: Callable[..., Settings], model_dirs: dict[str, Path],
         tmp_path: Path) -> None:
@@ -75,12 +90,13 @@ async def test_two_processes_share_one_budget(
     try:
         async with federation(settings, {}) as fed, QueryClient(settings) as client:
             await fed.aggregator.registry.wait_for({"p1"}, timeout=30)
+            await _both_assigned(a, b, settings.kafka.partitions)
             got = await asyncio.gather(*(client.infer(X[i], deadline_ms=30_000)
                                          for i in range(16)))
     finally:
         await a.stop()
         await b.stop()
-    assert a.answered > 0 and b.answered > 0, "both processes took part"
+    assert a.answered > 0 and b.answered > 0, f"both took part: {a.answered}, {b.answered}"
     assert a.answered + b.answered == CAP
     assert sorted(r.status for r in got).count("complete") == CAP
     batches = [decode(rec.value, ResponseBatch) for rec in

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fi_stream.admission import client_entry, publish
 from fi_stream.models import load_digits_split
-from fi_stream.privacy import epsilon_spent
+from fi_stream.privacy import Mechanism, epsilon_spent
 from fi_stream.settings import Settings
 from fi_stream.signing import public_key_bytes
 from producers.query_client import QueryClient
@@ -35,7 +35,7 @@ async def test_a_greedy_client_cannot_drain_the_others_budget(
     sigma, delta = 1.0, 1e-5
     base = settings_factory(
         privacy={"noise_multiplier": sigma, "delta": delta,
-                 "epsilon_max": epsilon_spent(CAP, sigma, delta)},
+                 "epsilon_max": epsilon_spent(CAP, Mechanism(noise_multiplier=sigma), delta)},
         security={"client_quota_share": SHARE})
     await ensure_topics(base)
     settings, operator = operator_settings(base)
