@@ -14,6 +14,7 @@ from fi_stream.clock import now_ms
 from fi_stream.errors import ConfigError, KafkaSetupError
 from fi_stream.kafka.client import make_producer
 from fi_stream.operator import Entry, registry_key, sign_entry
+from fi_stream.privacy import PrivacyBudget, choose_mechanism
 from fi_stream.registry import RegistryView
 from fi_stream.settings import Settings
 from schemas import Budget, Client, Participant, Privacy, encode, headers
@@ -25,6 +26,17 @@ def participant_entry(participant_id: str, public_key: bytes, *, tasks: list[str
     return Participant(participant_id=participant_id, public_key=public_key, tasks=tasks,
                        model_version=model_version, privacy=privacy, budget=budget,
                        registered_at_ms=now_ms() if at_ms is None else at_ms)
+
+
+def settings_privacy(settings: Settings, teachers: int | None = None) -> Privacy:
+    """The privacy a participant run with `settings` (and a model of `teachers`
+    teachers, None: one model) registers: the operator admits it with exactly this, since
+    a participant refuses to run with anything else."""
+    p = settings.privacy
+    return choose_mechanism(teachers=teachers, clip_norm=p.clip_norm,
+                            noise_multiplier=p.noise_multiplier,
+                            budget=PrivacyBudget(p.epsilon_max, p.delta),
+                            budget_answers=p.budget_answers).to_privacy()
 
 
 def client_entry(client_id: str, public_key: bytes, *, at_ms: int | None = None) -> Client:

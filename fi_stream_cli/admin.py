@@ -9,11 +9,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fi_stream.admission import client_entry, participant_entry, publish, remove
+from fi_stream.admission import (
+    client_entry,
+    participant_entry,
+    publish,
+    remove,
+    settings_privacy,
+)
 from fi_stream.operator import CLIENT_KEY_PREFIX, parse_pubkey
 from fi_stream.signing import generate_key, load_private_key, public_key_bytes
 from fi_stream_cli.runtime import run_async, settings_from
-from schemas import Budget, Privacy
+from schemas import Budget
 
 admin_app = typer.Typer(no_args_is_help=True,
                         help="The operator: its key, admissions, removals, ACLs.")
@@ -42,6 +48,8 @@ def admit(
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks it serves.")] = "digits",
     budget: Annotated[float | None, typer.Option(help="ε_max (default: the settings').")] = None,
     model_version: Annotated[str, typer.Option()] = "any",
+    teachers: Annotated[int | None, typer.Option(
+        help="Its model's teachers K (`train --teachers`); unset: one model.")] = None,
     key: KeyOpt = DEFAULT_KEY,
 ) -> None:
     """Admit a participant, or rotate its key (the same id with a new key), signed."""
@@ -51,7 +59,7 @@ def admit(
         pid, parse_pubkey(pubkey), tasks=[t for t in tasks.split(",") if t],
         budget=Budget(epsilon_max=budget if budget is not None else p.epsilon_max,
                       delta=p.delta),
-        privacy=Privacy(clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier),
+        privacy=settings_privacy(settings, teachers),
         model_version=model_version)
     operator = load_private_key(key)
     run_async(lambda: publish(settings, entry, operator))

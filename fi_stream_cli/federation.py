@@ -17,15 +17,21 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from torch import nn
 
-from fi_stream.admission import participant_entry, publish
+from fi_stream.admission import participant_entry, publish, settings_privacy
 from fi_stream.kafka import bootstrap_servers, ensure_topics
 from fi_stream.kafka.local_broker import LocalKafka
 from fi_stream.models import save_model, train_participant
+from fi_stream.models.store import load_spec
 from fi_stream.models.train import train_teachers
 from fi_stream.registry import RegistryView
 from fi_stream.settings import Settings, load_settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes
-from schemas import Budget, Privacy
+from schemas import Budget
+
+
+def _teachers(model_dir: Path) -> int | None:
+    """The teachers of the model in `model_dir` (None: one model, or none trained yet)."""
+    return load_spec(model_dir).teachers if (model_dir / "spec.json").exists() else None
 
 
 def fresh_settings(base: Settings, prefix: str, **groups: dict[str, Any]) -> Settings:
@@ -104,7 +110,7 @@ class LocalFederation:
             await publish(self.settings, participant_entry(
                 pid, public_key_bytes(key), tasks=["digits"],
                 budget=Budget(epsilon_max=p.epsilon_max, delta=p.delta),
-                privacy=Privacy(clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier),
+                privacy=settings_privacy(self.settings, _teachers(self.home / "models" / pid)),
             ), operator)
 
     async def start(self, ids: list[str], aggregators: int = 1,

@@ -18,10 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumers.aggregator import AggregatorService
 from consumers.participant import ParticipantService, make_participant
-from fi_stream.admission import participant_entry, publish
+from fi_stream.admission import participant_entry, publish, settings_privacy
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer, make_producer
 from fi_stream.kafka.reading import read_to_end
+from fi_stream.models.store import load_spec
 from fi_stream.registry import RegistryView
 from fi_stream.settings import Settings, load_settings
 from fi_stream.signing import (
@@ -66,7 +67,7 @@ async def admit_models(settings: Settings, operator: Ed25519PrivateKey,
         await publish(settings, participant_entry(
             pid, public_key_bytes(key), tasks=["digits"],
             budget=Budget(epsilon_max=p.epsilon_max, delta=p.delta),
-            privacy=Privacy(clip_norm=p.clip_norm, noise_multiplier=p.noise_multiplier),
+            privacy=settings_privacy(settings, load_spec(directory).teachers),
         ), operator)
 
 
