@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from torch import nn
 
 from fi_stream.admission import participant_entry, publish, settings_privacy
-from fi_stream.kafka import bootstrap_servers, ensure_topics
+from fi_stream.kafka import bootstrap_servers, ensure_topics, make_admin
+from fi_stream.kafka.groups import describe_groups
 from fi_stream.kafka.local_broker import LocalKafka
 from fi_stream.models import save_model, train_participant
 from fi_stream.models.store import load_spec
@@ -26,6 +27,7 @@ from fi_stream.models.train import train_teachers
 from fi_stream.registry import RegistryView
 from fi_stream.settings import Settings, load_settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes
+from fi_stream_cli.status import participant_group
 from schemas import Budget
 
 
@@ -131,6 +133,30 @@ class LocalFederation:
             await registry.wait_for(set(ids), timeout=120)
         finally:
             await registry.stop()
+        if operator is not None:
+            # The operator's admissions are in the registry before any participant runs:
+            # ready is when every participant's group consumes.
+            await self._wait_consuming(ids, timeout=120)
+
+    async def _wait_consuming(self, ids: list[str], timeout: float) -> None:
+        groups = [participant_group(self.settings, pid) for pid in ids]
+        admin = make_admin(self.settings)
+        await admin.start()
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                states = await describe_groups(admin, groups)
+                waiting = [g for g in groups
+                           if g not in states or not states[g].live
+                           or states[g].state != "Stable"]
+                if not waiting:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"participants not consuming after {timeout:g} s: "
+                                       f"{waiting} (see their logs in {self.home / 'logs'})")
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
 
     async def stop(self, timeout: float = 30) -> list[int]:
         """SIGTERM everyone (graceful), SIGKILL what is still there after `timeout`."""
