@@ -220,7 +220,8 @@ class ParticipantService(Service):
             if not hinted:
                 log.warning("participant_not_admitted", admit=(
                     f"fi-stream admin admit --id {self.participant_id} --pubkey "
-                    f"{base64.b64encode(mine.public_key).decode()} --tasks {self.spec.task}"))
+                    f"{base64.b64encode(mine.public_key).decode()} --tasks {self.spec.task}"
+                    + (f" --teachers {self.spec.teachers}" if self.spec.teachers else "")))
                 hinted = True
             if time.monotonic() > deadline:
                 raise ConfigError(
