@@ -82,7 +82,9 @@ class ConsumerLag:
 
     def update(self, consumer: AIOKafkaConsumer, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last < LAG_INTERVAL_S:
+        # Until a partition is shown (positions are unknown until the first fetch after a
+        # join), look at every call: a throttled first look would hide the lag for a second.
+        if not force and self._shown and now - self._last < LAG_INTERVAL_S:
             return
         self._last = now
         assignment = getattr(consumer, "assignment", None)  # test doubles may lack it

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,7 +141,7 @@ async def test_a_wrong_password_is_refused(secure_broker: LocalKafka) -> None:
 
 async def test_a_federation_runs_under_its_acls(
         secure_broker: LocalKafka, federation_topics: str,
-        model_dirs: dict[str, Path]) -> None:
+        model_dirs: dict[str, Path], tmp_path: Path) -> None:
     """The ACLs are enough: participants, an aggregator (transactions) and a client, each
     as its own principal, with an operator-signed registry, answer a query."""
     from consumers.aggregator import AggregatorService
@@ -159,7 +160,12 @@ async def test_a_federation_runs_under_its_acls(
         return load_settings(None, kafka=s.kafka.model_dump(),
                              security={"operator_pubkey": pub})
 
-    dirs = {pid: model_dirs[pid] for pid in ("p1", "p2")}
+    # Fresh ledgers: the session's model dirs were spent by earlier tests under another σ,
+    # which the default budget (ε = 100 per 1,000 answers) does not cover.
+    dirs = {}
+    for pid in ("p1", "p2"):
+        dirs[pid] = tmp_path / pid
+        shutil.copytree(model_dirs[pid], dirs[pid], ignore=shutil.ignore_patterns("privacy_*"))
     await admit_models(operator_kafka, operator, dirs)
     services: list[Any] = []
     participants = [make_participant(user(pid), participant_id=pid, model_dir=d)
