@@ -1,0 +1,3 @@
+"""results edges, pinned one by one (issue 18: each test kills a mutmut survivor)."""
+
+from __future__ import annotations
