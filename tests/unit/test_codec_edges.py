@@ -81,3 +81,18 @@ def test_ten_fields_take_the_fast_path_and_odd_ones_do_not() -> None:
     assert _fast_only(orjson.dumps(_valid(deadline_ms=2**63))) is None
     padded = orjson.dumps(_valid()).replace(b'"data":"', b'"data":"\\n', 1)
     assert _fast_only(padded) is None  # not strict base64: the full decoder says why
+
+
+def test_headers_name_the_schema_and_carry_the_trace() -> None:
+    from schemas.codec import headers
+    assert headers(Query) == [("content-type", b"application/json"),
+                              ("fi-schema", b"fi.query/1")]
+    assert headers(Query, "00-ab-cd-01")[-1] == ("traceparent", b"00-ab-cd-01")
+
+
+def test_a_view_gives_its_tensor_back() -> None:
+    view = _fast_only(orjson.dumps(_valid()))
+    assert view is not None
+    got = view.to_numpy()
+    assert got.dtype == np.dtype("<f4") and got.shape == (2, 2)
+    np.testing.assert_array_equal(got, np.arange(4, dtype=np.float32).reshape(2, 2))
