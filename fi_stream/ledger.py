@@ -100,7 +100,9 @@ class PrivacyLedger:
         log.warning("privacy_ledger_recomputed", path=str(self.path),
                     old_epsilon=state.get("epsilon"), epsilon=now, answers=self.spend[old],
                     reason="format 1 assumed sensitivity C; gaussian is √2·C")
-        self.reserved = self.spend.get(self.mechanism, 0)
+        # This run may answer with another mechanism than the old file's (a new σ, or
+        # teachers): give it its entry before the save reads `answers`.
+        self.reserved = self.spend.setdefault(self.mechanism, 0)
         self._save()
 
     @property

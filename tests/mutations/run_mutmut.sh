@@ -9,7 +9,13 @@ unset PYTHONPATH  # mutmut imports the mutated copy under mutants/, never the ch
 if [ -z "${SKIP_HAND:-}" ]; then
   "$BIN/python" -m tests.mutations.hand_mutations || exit 1
 fi
+mkdir -p mutants
 for m in $MODULES; do
-  "$BIN/mutmut" run --max-children "${MAX_CHILDREN:-1}" "$m.*" >/dev/null 2>&1
+  # A run that cannot start (its clean test run fails) leaves the module "not checked":
+  # say so, with the log, instead of printing a score of nothing.
+  if ! "$BIN/mutmut" run --max-children "${MAX_CHILDREN:-1}" "$m.*" >"mutants/run-$m.log" 2>&1
+  then
+    echo "mutmut failed on $m: see mutants/run-$m.log" >&2
+  fi
 done
 "$BIN/mutmut" results --all true 2>/dev/null | "$BIN/python" tests/mutations/score.py $MODULES

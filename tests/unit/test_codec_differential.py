@@ -117,7 +117,7 @@ def test_fast_path_alone_never_accepts_what_the_full_decoder_rejects(raw: bytes)
     {"created_at_ms": None}, {"quorum": 0}, {"created_at_ms": -1}, {"strategy": 3},
     {"extra": 1}, {"query_id": "q-1\n"}, {"task": "t" * 129},
     {"client_id": 1}, {"schema_version": 2},
-], ids=str)
+], ids=lambda change: "-".join(change))  # plain ids: mutmut re-runs tests by node id
 def test_the_reported_disagreements_are_rejected_by_both(change: dict[str, Any]) -> None:
     """The four cases issue 18 found (and a few neighbours): full rejects, fast must too."""
     obj = _valid()
