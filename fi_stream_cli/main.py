@@ -18,7 +18,7 @@ from fi_stream_cli.admin import admin_app
 from fi_stream_cli.bench import bench_app
 from fi_stream_cli.experiment import experiment_app
 from fi_stream_cli.failures import CliApp, one_line
-from fi_stream_cli.runtime import run_async, serve, settings_from
+from fi_stream_cli.runtime import run_async, serve_with_metrics, settings_from
 
 if TYPE_CHECKING:
     from fi_stream.kafka.local_broker import LocalKafka
@@ -299,26 +299,20 @@ def participant_run(
 
     async def main() -> None:
         from consumers.participant import ParticipantService, make_participant
-        from fi_stream.metrics import CurrentRegistry, serve_metrics
 
         if settings.participant.torch_threads:
             import torch
 
             torch.set_num_threads(settings.participant.torch_threads)
 
-        metrics = CurrentRegistry()
-
         def make() -> ParticipantService:
-            service = make_participant(settings, participant_id=pid,
-                                       model_dir=_model_dir(pid, model),
-                                       behaviour=behaviour,  # type: ignore[arg-type]
-                                       collusion_secret=collusion_secret.encode(),
-                                       copy_from=copy_from)
-            metrics.current = service.metrics_registry
-            return service
+            return make_participant(settings, participant_id=pid,
+                                    model_dir=_model_dir(pid, model),
+                                    behaviour=behaviour,  # type: ignore[arg-type]
+                                    collusion_secret=collusion_secret.encode(),
+                                    copy_from=copy_from)
 
-        serve_metrics(metrics, settings.metrics_port, settings.metrics_host)
-        await serve(make, settings)
+        await serve_with_metrics(make, settings)
 
     # No fail-fast probe: a service waits for Kafka with bounded backoff (`serve`).
     run_async(main)
@@ -420,19 +414,13 @@ def aggregator_run(
 
     async def main() -> None:
         from consumers.aggregator import AggregatorService
-        from fi_stream.metrics import CurrentRegistry, serve_metrics
-
-        metrics = CurrentRegistry()
 
         def make() -> AggregatorService:
             # A fresh member after an outage, with the same transactional id: it fences
             # the old producer and resumes its partitions from the committed resume state.
-            service = AggregatorService(settings, instance_id=instance_id)
-            metrics.current = service.metrics_registry
-            return service
+            return AggregatorService(settings, instance_id=instance_id)
 
-        serve_metrics(metrics, settings.metrics_port, settings.metrics_host)
-        await serve(make, settings)
+        await serve_with_metrics(make, settings)
 
     run_async(main)
 
@@ -450,17 +438,9 @@ def merit_run(
 
     async def main() -> None:
         from consumers.merit import MeritService
-        from fi_stream.metrics import CurrentRegistry, serve_metrics
 
-        metrics = CurrentRegistry()
-
-        def make() -> MeritService:
-            service = MeritService(settings, label_wait_s=label_wait_s)
-            metrics.current = service.metrics_registry
-            return service
-
-        serve_metrics(metrics, settings.metrics_port, settings.metrics_host)
-        await serve(make, settings)
+        await serve_with_metrics(lambda: MeritService(settings, label_wait_s=label_wait_s),
+                                 settings)
 
     run_async(main)
 

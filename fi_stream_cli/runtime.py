@@ -115,3 +115,21 @@ def settle_heap() -> None:
     pauses, several per run, each a latency spike for every query in flight."""
     gc.collect()
     gc.freeze()
+
+
+async def serve_with_metrics(make: Callable[[], Any], settings: Settings) -> None:
+    """`serve` a service factory with its Prometheus metrics on `settings.metrics_port`.
+
+    The endpoint shows the registry of the service running now: a service started afresh
+    after a Kafka outage is a new object with its own metrics (counters restart at zero)."""
+    from fi_stream.metrics import CurrentRegistry, serve_metrics
+
+    metrics = CurrentRegistry()
+
+    def tracked() -> Service:
+        service = make()
+        metrics.current = service.metrics_registry
+        return service  # type: ignore[no-any-return]
+
+    serve_metrics(metrics, settings.metrics_port, settings.metrics_host)
+    await serve(tracked, settings)
