@@ -25,7 +25,7 @@ from .harness import federation, read_topic
 pytestmark = pytest.mark.kafka
 
 X = load_digits_split().x_test
-CAP = 10
+CAP = 20
 
 
 def _budget(settings_factory: Callable[..., Settings]) -> Settings:
@@ -54,7 +54,7 @@ async def test_a_deleted_ledger_does_not_reset_the_spend(
     (model / LEDGER_FILE).unlink()  # while the participant is stopped
     async with federation(settings, {"p1": model}) as fed, QueryClient(settings) as client:
         assert fed.participants["p1"].ledger.answers >= 6
-        second = [await client.infer(X[i], deadline_ms=20_000) for i in range(6, 12)]
+        second = [await client.infer(X[i], deadline_ms=20_000) for i in range(6, CAP + 2)]
     statuses = [r.status for r in first + second]
     assert statuses.count("complete") <= CAP
     assert statuses[:6] == ["complete"] * 6 and statuses[-2:] == ["insufficient"] * 2
@@ -78,7 +78,11 @@ async def test_two_processes_share_one_budget(
         settings_factory: Callable[..., Settings], model_dirs: dict[str, Path],
         tmp_path: Path) -> None:
     """Two instances of p1 (own directories, same key, one consumer group) split the
-    queries' partitions; together they answer exactly the budget, never more."""
+    queries' partitions; together they answer exactly the budget, never more.
+
+    Queries are first sent one at a time until both processes have answered one (which of
+    them answers a query is its partition's, by a hash of a random id: the budget is not at
+    stake yet), then a burst larger than what is left races the two for the rest."""
     settings = _budget(settings_factory)
     await ensure_topics(settings)
     a = make_participant(settings, participant_id="p1", model_dir=_copy(model_dirs,
@@ -87,12 +91,15 @@ async def test_two_processes_share_one_budget(
                                                                          tmp_path / "b"))
     await a.start()
     await b.start()
+    got = []
     try:
         async with federation(settings, {}) as fed, QueryClient(settings) as client:
             await fed.aggregator.registry.wait_for({"p1"}, timeout=30)
             await _both_assigned(a, b, settings.kafka.partitions)
-            got = await asyncio.gather(*(client.infer(X[i], deadline_ms=30_000)
-                                         for i in range(16)))
+            while not (a.answered and b.answered) and len(got) < CAP - 1:
+                got.append(await client.infer(X[len(got)], deadline_ms=30_000))
+            got += await asyncio.gather(*(client.infer(X[i], deadline_ms=30_000)
+                                          for i in range(len(got), CAP + 6)))
     finally:
         await a.stop()
         await b.stop()
