@@ -1,4 +1,5 @@
-"""Writes the JSON Schema of every event to schemas/json/; `--check` fails on drift.
+"""Writes the JSON Schema of every event and block header to schemas/json/; `--check` fails
+on drift (docs/wire-format.md describes the block headers).
 
 Run `python -m schemas.generate` after changing a model; CI runs it with `--check`.
 """
@@ -9,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from schemas.blocks import ALL_BLOCK_HEADERS
 from schemas.events import ALL_EVENTS
 
 OUT = Path(__file__).with_name("json")
@@ -20,7 +22,7 @@ def render() -> dict[str, str]:
             cls.model_json_schema(mode="serialization"), indent=2, sort_keys=True
         )
         + "\n"
-        for cls in ALL_EVENTS
+        for cls in (*ALL_EVENTS, *ALL_BLOCK_HEADERS)
     }
 
 

@@ -225,10 +225,9 @@ class ResultBlockHeader(BlockHeader):
             _rows(getattr(self, name), n, name, rank, dtypes)
         if self.roles.shape[1] != p:
             raise ValueError(f"roles must be [{n}, {p}], one column per participant")
-        if self.weights is not None and self.weights.shape != (n, p):
-            raise ValueError(f"weights must be [{n}, {p}]")
-        if self.weights is not None and self.weights.dtype != "<f8":
-            raise ValueError("weights must be <f8")
+        if self.weights is not None and (self.weights.shape, self.weights.dtype) != (
+                (n, p), "<f8"):
+            raise ValueError(f"weights must be <f8 [{n}, {p}]")
         if any(r.participant >= p for r in self.responses) or any(
                 c.participant >= p or c.copy_of >= p or c.row >= n for c in self.copies):
             raise ValueError(f"responses and copies must name participants below {p}"
