@@ -10,19 +10,20 @@ import json
 import sys
 from pathlib import Path
 
-from schemas.blocks import ALL_BLOCK_HEADERS
-from schemas.events import ALL_EVENTS
+from schemas.blocks import ALL_BLOCK_HEADERS, BlockHeader
+from schemas.events import ALL_EVENTS, Event
 
 OUT = Path(__file__).with_name("json")
 
 
 def render() -> dict[str, str]:
+    models: tuple[type[Event] | type[BlockHeader], ...] = (*ALL_EVENTS, *ALL_BLOCK_HEADERS)
     return {
         f"{cls.SCHEMA}.schema.json": json.dumps(
             cls.model_json_schema(mode="serialization"), indent=2, sort_keys=True
         )
         + "\n"
-        for cls in (*ALL_EVENTS, *ALL_BLOCK_HEADERS)
+        for cls in models
     }
 
 
