@@ -21,6 +21,7 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from torch import nn
 
+from fi_stream.block_signing import sign_response_block
 from fi_stream.models import ModelSpec
 from fi_stream.privacy import Mechanism, release
 from fi_stream.signing import sign_batch
@@ -32,10 +33,12 @@ from schemas import (
     Privacy,
     QueryView,
     ResponseBatch,
+    TaskSpec,
     Tensor,
     decode_query_view,
     encode,
 )
+from schemas.blocks import QueryBlock, ResponseBlock, encode_response_block
 
 Precision = Literal["fp32", "bf16"]
 
@@ -212,3 +215,78 @@ def assemble(prepared: Prepared, answered: Sequence[int], outputs: np.ndarray[An
         )
         out.append((partition, encode(sign_batch(batch, signer.key))))
     return out
+
+
+# -- blocks (issue 13): a decoded block's [N, …] tensor goes to the model as one array ----------
+
+#: Row codes of a response block's status (schemas.blocks.DECLINE_CODES).
+_EXPIRED, _BAD_INPUT, _UNSUPPORTED = 2, 3, 4
+
+
+def screen_block(block: QueryBlock, task: TaskSpec, now_ms: int) -> np.ndarray[Any, Any]:
+    """Per row of `block`: 0 if the participant may answer it, else its decline code
+    (schemas.blocks.DECLINE_CODES). O(1) numpy calls per block, whatever N.
+
+    The same checks as `prepare` makes per query: the task, the deadline, the input's shape
+    and (after input_scale) its finiteness and the task's value range."""
+    n = len(block)
+    status = np.zeros(n, dtype=np.uint8)
+    if block.task != task.task:
+        status[:] = _UNSUPPORTED
+        return status
+    if tuple(block.inputs.shape[1:]) != tuple(task.input_shape):
+        status[:] = _BAD_INPUT
+        return status
+    status[block.deadline_ms <= now_ms] = _EXPIRED
+    bad = _bad_rows(block.inputs.reshape(n, -1), block.input_scale or 1.0, task)
+    status[(status == 0) & bad] = _BAD_INPUT
+    return status
+
+
+def _bad_rows(flat: np.ndarray[Any, Any], scale: float, task: TaskSpec
+              ) -> np.ndarray[Any, Any]:
+    """Rows not finite or outside the task's range. Whole-block reductions first (~10 µs at
+    [1024, 64]); the per-row ones (~200 µs: numpy reduces short rows slowly) only when the
+    block has a bad value somewhere."""
+    low = -np.inf if task.input_min is None else task.input_min
+    high = np.inf if task.input_max is None else task.input_max
+    if flat.size == 0:
+        return np.zeros(len(flat), dtype=bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if bool(np.isfinite(flat).all()) and low <= float(flat.min()) * scale and (
+                float(flat.max()) * scale <= high):
+            return np.zeros(len(flat), dtype=bool)
+        bad: np.ndarray[Any, Any] = ~np.isfinite(flat).all(axis=1)
+        bad |= (flat.min(axis=1) * scale < low) | (flat.max(axis=1) * scale > high)
+    return bad
+
+
+def answer_block(engine: InferenceEngine, block: QueryBlock, status: np.ndarray[Any, Any]
+                 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Released outputs [N, C] for the rows `status` leaves at 0 (the others zero), and the
+    final status: a row whose output is not finite is declined as bad_input, never signed.
+
+    The participant sets budget_exhausted (1) or quota_exhausted (5) rows in `status`
+    before calling; only rows still at 0 are computed (and spend privacy)."""
+    status = status.copy()
+    ok = status == 0
+    outputs = np.zeros((len(block), engine.spec.num_classes), dtype=np.float32)
+    if ok.any():
+        inputs = block.model_inputs()
+        computed = engine.infer(inputs if ok.all() else inputs[ok])
+        usable = np.asarray(usable_outputs(computed, int(ok.sum()), engine.spec.num_classes))
+        rows = np.flatnonzero(ok)
+        outputs[rows[usable]] = computed[usable] if computed.ndim == 2 else 0
+        status[rows[~usable]] = _BAD_INPUT
+    return outputs, status
+
+
+def respond_block(block: QueryBlock, outputs: np.ndarray[Any, Any],
+                  status: np.ndarray[Any, Any], signer: Signer, *, partition: int,
+                  produced_at_ms: int, details: dict[int, str] | None = None) -> bytes:
+    """The signed response block record answering `block` row for row."""
+    response = ResponseBlock(
+        signer.participant_id, uuid.uuid4().hex, signer.spec.task, signer.spec.version,
+        signer.privacy, produced_at_ms, partition, block.block_id, block.query_ids,
+        outputs, status, details or {})
+    return sign_response_block(encode_response_block(response), signer.key)

@@ -1,4 +1,5 @@
-"""Writes the JSON Schema of every event to schemas/json/; `--check` fails on drift.
+"""Writes the JSON Schema of every event and block header to schemas/json/; `--check` fails
+on drift (docs/wire-format.md describes the block headers).
 
 Run `python -m schemas.generate` after changing a model; CI runs it with `--check`.
 """
@@ -9,18 +10,20 @@ import json
 import sys
 from pathlib import Path
 
-from schemas.events import ALL_EVENTS
+from schemas.blocks import ALL_BLOCK_HEADERS, BlockHeader
+from schemas.events import ALL_EVENTS, Event
 
 OUT = Path(__file__).with_name("json")
 
 
 def render() -> dict[str, str]:
+    models: tuple[type[Event] | type[BlockHeader], ...] = (*ALL_EVENTS, *ALL_BLOCK_HEADERS)
     return {
         f"{cls.SCHEMA}.schema.json": json.dumps(
             cls.model_json_schema(mode="serialization"), indent=2, sort_keys=True
         )
         + "\n"
-        for cls in ALL_EVENTS
+        for cls in models
     }
 
 

@@ -1,0 +1,115 @@
+"""Blocks built and read from docs/wire-format.md alone: struct, json, bytes. The project's
+block codec is used only as the thing under test (decoding what this file built, encoding
+what this file reads), never to build or parse here."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+ITEM = {"<f4": ("f", 4), "<f2": ("e", 2), "<f8": ("d", 8), "<i4": ("i", 4), "<i8": ("q", 8),
+        "|u1": ("B", 1)}
+
+
+def build(kind: int, header: dict, buffers: list[tuple[str, str, list[int], list]],
+          signature_space: bool = False) -> bytes:
+    """The frame: prefix, JSON header, zero padding to 64, buffers at multiples of 64."""
+    data, refs = b"", {}
+    for name, dtype, shape, values in buffers:
+        data += b"\0" * (-len(data) % 64)
+        code, _ = ITEM[dtype]
+        refs[name] = {"dtype": dtype, "shape": shape, "offset": len(data)}
+        data += struct.pack(f"<{len(values)}{code}", *values)
+    text = json.dumps({**header, **refs}).encode()
+    head = b"FIBK" + struct.pack("<BBHI", 1, kind, 0, len(text)) + text
+    head += b"\0" * (-len(head) % 64)
+    return head + data + (b"\0" * 64 if signature_space else b"")
+
+
+def read(raw: bytes) -> tuple[int, dict, dict[str, list], bytes]:
+    """(kind, header, buffer name → flat values, signature or b'')."""
+    magic, version, kind, flags, length = struct.unpack_from("<4sBBHI", raw, 0)
+    assert (magic, version, flags) == (b"FIBK", 1, 0)
+    header = json.loads(raw[12:12 + length])
+    start = -(-(12 + length) // 64) * 64
+    values, end = {}, start
+    for name, ref in header.items():
+        if isinstance(ref, dict) and set(ref) == {"dtype", "shape", "offset"}:
+            code, size = ITEM[ref["dtype"]]
+            count = math.prod(ref["shape"])
+            values[name] = list(struct.unpack_from(f"<{count}{code}", raw,
+                                                   start + ref["offset"]))
+            end = max(end, start + ref["offset"] + count * size)
+    signature = raw[end:]
+    assert len(signature) in (0, 64)
+    return kind, header, values, signature
+
+
+def test_query_block_by_hand_decodes() -> None:
+    from schemas.blocks import decode_query_block
+
+    inputs = [i % 17 for i in range(2 * 64)]  # two digits queries as pixel counts
+    raw = build(1, {"schema_version": 1, "block_id": "blk-1", "task": "digits",
+                    "query_ids": ["a", "b"], "input_scale": 0.0625, "quorum": 2},
+                [("created_at_ms", "<i8", [2], [1000, 1001]),
+                 ("deadline_ms", "<i8", [2], [5000, 5001]),
+                 ("input", "|u1", [2, 64], inputs)])
+    block = decode_query_block(raw)
+    assert block.query_ids == ["a", "b"] and block.quorum == 2
+    assert block.deadline_ms.tolist() == [5000, 5001]
+    assert block.model_inputs().tolist() == (np.array(inputs).reshape(2, 64) / 16).tolist()
+
+
+def test_response_block_by_hand_decodes_and_verifies() -> None:
+    from fi_stream.block_signing import verify_response_block
+    from fi_stream.signing import public_key_bytes
+    from schemas.blocks import decode_response_block
+
+    key = Ed25519PrivateKey.generate()
+    outputs = [0.5] * 10 + [0.0] * 10  # row 0 answered, row 1 declined (zero)
+    unsigned = build(2, {"schema_version": 1, "participant_id": "p1", "batch_id": "x1",
+                         "task": "digits", "model_version": "v1",
+                         "privacy": {"clip_norm": 1.0, "noise_multiplier": 0.3,
+                                     "mechanism": "gaussian"},
+                         "produced_at_ms": 7, "query_partition": 0,
+                         "query_block_id": "blk-1", "query_ids": ["a", "b"],
+                         "details": [{"row": 1, "detail": "over budget"}]},
+                     [("outputs", "<f4", [2, 10], outputs), ("status", "|u1", [2], [0, 1])],
+                     signature_space=True)
+    raw = unsigned[:-64] + key.sign(unsigned[:-64])  # over every byte before the signature
+    block = decode_response_block(raw)
+    assert block.reason(1) == "budget_exhausted" and block.details == {1: "over budget"}
+    assert block.outputs.tolist()[0] == [0.5] * 10
+    assert verify_response_block(block, public_key_bytes(key))
+
+
+def test_codec_made_blocks_read_by_hand() -> None:
+    from schemas import Privacy
+    from schemas.blocks import (
+        ResponseBlock,
+        encode_query_block,
+        encode_response_block,
+        query_block,
+    )
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) / 8
+    raw = encode_query_block(query_block("b9", "t", ["q1", "q2"], x, created_at_ms=3,
+                                         deadline_ms=np.array([10, 11])))
+    kind, header, values, signature = read(raw)
+    assert kind == 1 and signature == b"" and header["query_ids"] == ["q1", "q2"]
+    assert values["input"] == x.reshape(-1).tolist()
+    assert values["deadline_ms"] == [10, 11] and values["created_at_ms"] == [3, 3]
+    assert header["input"]["offset"] % 64 == 0
+
+    response = ResponseBlock("p1", "x", "t", "v", Privacy(clip_norm=1, noise_multiplier=0),
+                             1, 0, "b9", ["q1", "q2"], np.array([[1, 2], [0, 0]], "<f4"),
+                             np.array([0, 2], np.uint8), {}, b"\x07" * 64)
+    kind, header, values, signature = read(encode_response_block(response))
+    assert kind == 2 and signature == b"\x07" * 64
+    assert values["status"] == [0, 2] and values["outputs"] == [1.0, 2.0, 0.0, 0.0]
+    assert header["privacy"] == {"clip_norm": 1.0, "noise_multiplier": 0.0,
+                                 "mechanism": "gaussian"}
