@@ -51,7 +51,8 @@ from schemas.blocks import DECLINED_BASE, EXCLUDED_BASE, EXCLUSION_CODES, QueryB
 #: What `BlockJoinTable.add_block` did with a query block (as `fi_stream.join.Added`).
 Added = Literal["open", "replayed", "duplicate"]
 #: What `BlockJoinTable.add_response` did with a response block.
-Routed = Literal["attached", "pending", "replayed", "duplicate", "mismatch"]
+#: "late": it only answered rows whose results were out (`late_after_result`).
+Routed = Literal["attached", "pending", "replayed", "duplicate", "late", "mismatch"]
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Pending:
@@ -146,14 +147,15 @@ class BlockJoinTable:
         if response.query_ids != ob.block.query_ids:
             return "mismatch"  # not an answer to this block, row for row
         j = ob.col(response.participant_id)
-        if ob.refs[j] is not None:
+        answered = response.status == 0
+        late_rows = self._late_after_result(ob, j, answered)
+        if ob.refs[j] is not None or not ob.open.any():
+            if late_rows:
+                return "late"
             self.duplicates += 1  # a redelivered response block: once here
             return "duplicate"
         ob.refs[j] = (partition, offset)
-        if ob.open.any():
-            ob.outputs[j] = response.outputs
-        answered = response.status == 0
-        self._late_after_result(ob, j, answered)
+        ob.outputs[j] = response.outputs
         rows = ob.open
         late = rows & answered & (response.produced_at_ms > ob.block.deadline_ms)
         ok = rows & answered & ~late
@@ -180,13 +182,15 @@ class BlockJoinTable:
             self._response_offsets[partition].add(offset)
         return "attached"
 
-    def _late_after_result(self, ob: OpenBlock, j: int, answered: Mask) -> None:
-        """Answers to rows whose results are out (closed, not replayed): counted, as today."""
+    def _late_after_result(self, ob: OpenBlock, j: int, answered: Mask) -> int:
+        """Answers to rows whose results are out (closed, not replayed), from a participant
+        that had not responded to them: counted per row, as today; returns how many."""
         after = ~ob.open & ~ob.replayed & answered & (ob.roles[j] == NONE)
         count = int(after.sum())
         if count:
             ob.roles[j][after] = LATE
             self.late_after_result.append((ob.participants[j], ob.partition, count))
+        return count
 
     def _after_change(self, ob: OpenBlock, now_ms: int) -> None:
         """Queue the block as settled or due (or close it when no row is left open)."""
