@@ -83,10 +83,14 @@ class OpenBlock:
         n = len(self.block)
         self.waiting = np.full(n, len(self.expected), np.int32)
         self.width = np.full(n, -1, np.int64)
-        self.roles = np.zeros((0, n), np.uint8)
-        self.held = np.zeros((0, n), np.bool_)
-        for pid in sorted(self.expected):
-            self.col(pid)
+        self.participants = sorted(self.expected)  # one allocation, not one per column
+        p = len(self.participants)
+        self.column = {pid: j for j, pid in enumerate(self.participants)}
+        self.roles = np.zeros((p, n), np.uint8)
+        self.held = np.zeros((p, n), np.bool_)
+        self.outputs = [None] * p
+        self.refs = [None] * p
+        self.holding = [False] * p
 
     @property
     def block_id(self) -> str:
