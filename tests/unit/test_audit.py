@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fi_stream.audit as audit_mod
+import fi_stream.audit.aggregates as aggregates_mod
 from consumers.auditor import Bound
 from fi_stream.aggregation import aggregate, soft_vote_batch
 from fi_stream.audit import (
@@ -110,8 +111,8 @@ def test_the_reference_decides_when_the_batched_maths_would_not_agree(
         vector, prediction, confidence = soft(x)
         return vector + 1e-9, prediction, confidence
 
-    monkeypatch.setattr(audit_mod, "soft_vote_batch", off)
-    monkeypatch.setattr(audit_mod, "loo_agreement_batch", lambda x: 1 - loo(x))
+    monkeypatch.setattr(aggregates_mod, "soft_vote_batch", off)
+    monkeypatch.setattr(aggregates_mod, "loo_agreement_batch", lambda x: 1 - loo(x))
     report = audit(log)
     assert report.ok, [d.line() for d in report.discrepancies]
     assert report.counts["windows_verified"] == report.counts["windows_closed"]
