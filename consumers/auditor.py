@@ -330,21 +330,35 @@ async def _read_ranges(consumer: AIOKafkaConsumer,
     last_progress = time.monotonic()
     while remaining:
         got = await consumer.getmany(*remaining, timeout_ms=200)
-        for tp, records in got.items():
-            stop = remaining.get(tp)
-            if stop is None or not records:
-                continue
+        if _hand_over(got, remaining, sink) | await _finished(consumer, remaining):
             last_progress = time.monotonic()
-            sink(records if records[-1].offset < stop else
-                 [r for r in records if r.offset < stop])
-        for tp in list(remaining):
-            # Read_committed positions step over transaction markers and aborted records.
-            if await consumer.position(tp) >= remaining[tp]:
-                consumer.pause(tp)
-                del remaining[tp]
-                last_progress = time.monotonic()
         if remaining and time.monotonic() - last_progress > stall_s:
             raise KafkaSetupError(
                 f"reading {sorted(str(tp) for tp in remaining)} made no progress for "
                 f"{stall_s:.0f}s short of the end offsets: is the broker healthy, or did "
                 "retention delete the records being read?")
+
+
+def _hand_over(got: Mapping[TopicPartition, list[Record]], remaining: Mapping[TopicPartition, int],
+               sink: Callable[[list[Record]], None]) -> bool:
+    """Pass each partition's records below its stop to `sink`; True if there were any."""
+    progress = False
+    for tp, records in got.items():
+        stop = remaining.get(tp)
+        if stop is None or not records:
+            continue
+        progress = True
+        sink(records if records[-1].offset < stop else [r for r in records if r.offset < stop])
+    return progress
+
+
+async def _finished(consumer: AIOKafkaConsumer, remaining: dict[TopicPartition, int]) -> bool:
+    """Pause and drop the partitions read to their stop; True if any was."""
+    done = False
+    for tp in list(remaining):
+        # Read_committed positions step over transaction markers and aborted records.
+        if await consumer.position(tp) >= remaining[tp]:
+            consumer.pause(tp)
+            del remaining[tp]
+            done = True
+    return done
