@@ -115,7 +115,7 @@ def audit_command(
     if json_out is not None:
         _write_json(json_out, doc)
     if report_out is not None:
-        from fi_stream_cli.audit_report import render_html
+        from fi_stream.audit.page import render_html
 
         report_out.parent.mkdir(parents=True, exist_ok=True)
         report_out.write_text(render_html(report, title=f"fi-stream audit "

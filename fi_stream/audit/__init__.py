@@ -37,10 +37,10 @@ A *slice* of the log (``AuditLog.partial``) is audited as far as it allows: what
 record outside the slice is counted as out of range instead of reported.
 
 The package, one module per job: `log` (what the reader hands in), `bounds` (which slice),
-`findings` (kinds and discrepancies), `report` (the typed output), `rows` (a result's rows),
-`registry` (trusted keys), then one module per check: `results`, `aggregates`, `copies`,
-`signatures`, `incentives`, `merit`, `privacy`; `replay` recomputes under another strategy
-and `run` puts the checks in order.
+`findings` (kinds and discrepancies), `report` (the typed output), `page` (it as HTML),
+`rows` (a result's rows), `registry` (trusted keys), then one module per check: `results`,
+`aggregates`, `copies`, `signatures`, `incentives`, `merit`, `privacy`; `replay` recomputes
+under another strategy and `run` puts the checks in order.
 """
 
 from fi_stream.audit.bounds import TIME_RANGED, Bound

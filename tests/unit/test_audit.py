@@ -23,13 +23,13 @@ from fi_stream.audit import (
     audit,
     replay,
 )
+from fi_stream.audit.page import render_html
 from fi_stream.errors import ConfigError
 from fi_stream.incentives import loo_agreement, loo_agreement_batch
 from fi_stream.privacy import Mechanism, PrivacyBudget, epsilon, epsilon_spent, max_answers
 from fi_stream.settings import TopicNames
 from fi_stream.signing import sign_batch
 from fi_stream.testing import SyntheticLog, synthetic_log
-from fi_stream_cli.audit_report import render_html
 from schemas import Budget, CopiedAnswer, IncludedAnswer, Privacy, Query, Tensor
 
 PARTICIPANTS = 4

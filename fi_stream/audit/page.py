@@ -5,8 +5,7 @@ Plots: end-to-end latency at the aggregator (completed_at_ms − created_at_ms, 
 the p99.9, p50/p95/p99 marked), recorded rewards per participant per window (in reward
 points, with the window's budget), ε spent over time per participant with the budget line,
 and the Spearman correlation between label-free scores and merit (Shapley values of
-ensemble accuracy on fi.feedback labels) per window. The page renders an `AuditReport`.
-"""
+ensemble accuracy on fi.feedback labels) per window, all from one `AuditReport`."""
 
 from __future__ import annotations
 
@@ -16,7 +15,8 @@ from html import escape
 
 import numpy as np
 
-from fi_stream.audit import KINDS, AuditReport, PrivacySpend, WindowAudit
+from fi_stream.audit.findings import KINDS
+from fi_stream.audit.report import AuditReport, PrivacySpend, WindowAudit
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939")
