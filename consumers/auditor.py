@@ -25,11 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TypeAlias, TypeVar
 
 import structlog
@@ -39,9 +37,11 @@ from aiokafka.structs import ConsumerRecord
 
 from fi_stream.audit import (
     DEFAULT_GRACE_MS,
+    TIME_RANGED,
     TOPIC_KINDS,
     AuditLog,
     AuditReport,
+    Bound,
     DeadLetter,
     Logged,
     ReplayReport,
@@ -52,11 +52,11 @@ from fi_stream.audit import (
     replay,
 )
 from fi_stream.clock import now_ms
-from fi_stream.errors import ConfigError, KafkaSetupError
+from fi_stream.errors import KafkaSetupError
 from fi_stream.kafka import bootstrap_servers, make_consumer
 from fi_stream.kafka.reading import partitions_of
 from fi_stream.operator import CLIENT_KEY_PREFIX
-from fi_stream.settings import Settings, TopicNames
+from fi_stream.settings import Settings
 from schemas import (
     Client,
     DecodeError,
@@ -75,65 +75,12 @@ log = structlog.get_logger(__name__)
 E = TypeVar("E", bound=Event)
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
-#: Topics a time bound applies to; the registry and feedback are always read whole.
-TIME_RANGED: frozenset[TopicKind] = frozenset(
-    {"queries", "responses", "results", "incentives", "dlq"})
+__all__ = ["TIME_RANGED", "Auditor", "Bound", "dead_letter"]
 
 _EVENTS: dict[TopicKind, type[Event]] = {
     "queries": Query, "responses": ResponseBatch, "results": Result,
     "incentives": Incentive, "feedback": Feedback, "registry": Participant,
 }
-_OFFSET_ITEM = re.compile(r"^(?P<topic>.+):(?P<partition>\d+):(?P<offset>\d+)$")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Bound:
-    """One end of the slice: a time (epoch ms) and/or offsets per (topic, partition)."""
-
-    time_ms: int | None = None
-    offsets: Mapping[tuple[TopicKind, int], int] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, text: str, topics: TopicNames | None = None) -> Bound:
-        """`1717000000000`, `2024-06-01T12:00:00+00:00`, `results:0:120,queries:1:7`, …"""
-        full = {name: kind for kind, name in (topics or TopicNames()).model_dump().items()}
-        time_ms: int | None = None
-        offsets: dict[tuple[TopicKind, int], int] = {}
-        for item in (i.strip() for i in text.split(",")):
-            if not item:
-                continue
-            m = _OFFSET_ITEM.match(item)
-            topic = m["topic"] if m else ""
-            kind = topic if topic in TOPIC_KINDS else full.get(topic)
-            if m and kind is not None:
-                offsets[(_kind(kind), int(m["partition"]))] = int(m["offset"])
-                continue
-            if time_ms is not None:
-                raise ConfigError(f"two times in one bound {text!r}: give one")
-            time_ms = _parse_time(item)
-        return cls(time_ms=time_ms, offsets=offsets)
-
-
-def _kind(name: str) -> TopicKind:
-    for kind in TOPIC_KINDS:
-        if kind == name:
-            return kind
-    raise ConfigError(f"unknown topic {name!r}; use one of {', '.join(TOPIC_KINDS)}")
-
-
-def _parse_time(item: str) -> int:
-    if item.isdigit():
-        return int(item)
-    try:
-        when = datetime.fromisoformat(item)
-    except ValueError:
-        raise ConfigError(
-            f"{item!r} is neither a time (epoch ms, or ISO 8601 with an offset) nor "
-            f"TOPIC:PARTITION:OFFSET with TOPIC one of {', '.join(TOPIC_KINDS)}") from None
-    if when.tzinfo is None:
-        raise ConfigError(f"{item!r} has no UTC offset: add one (e.g. +00:00) or use epoch ms")
-    return int(when.timestamp() * 1000)
-
 
 def dead_letter(record: Record) -> DeadLetter:
     h = {k: v.decode(errors="replace") for k, v in record.headers}
@@ -383,21 +330,35 @@ async def _read_ranges(consumer: AIOKafkaConsumer,
     last_progress = time.monotonic()
     while remaining:
         got = await consumer.getmany(*remaining, timeout_ms=200)
-        for tp, records in got.items():
-            stop = remaining.get(tp)
-            if stop is None or not records:
-                continue
+        if _hand_over(got, remaining, sink) | await _finished(consumer, remaining):
             last_progress = time.monotonic()
-            sink(records if records[-1].offset < stop else
-                 [r for r in records if r.offset < stop])
-        for tp in list(remaining):
-            # Read_committed positions step over transaction markers and aborted records.
-            if await consumer.position(tp) >= remaining[tp]:
-                consumer.pause(tp)
-                del remaining[tp]
-                last_progress = time.monotonic()
         if remaining and time.monotonic() - last_progress > stall_s:
             raise KafkaSetupError(
                 f"reading {sorted(str(tp) for tp in remaining)} made no progress for "
                 f"{stall_s:.0f}s short of the end offsets: is the broker healthy, or did "
                 "retention delete the records being read?")
+
+
+def _hand_over(got: Mapping[TopicPartition, list[Record]], remaining: Mapping[TopicPartition, int],
+               sink: Callable[[list[Record]], None]) -> bool:
+    """Pass each partition's records below its stop to `sink`; True if there were any."""
+    progress = False
+    for tp, records in got.items():
+        stop = remaining.get(tp)
+        if stop is None or not records:
+            continue
+        progress = True
+        sink(records if records[-1].offset < stop else [r for r in records if r.offset < stop])
+    return progress
+
+
+async def _finished(consumer: AIOKafkaConsumer, remaining: dict[TopicPartition, int]) -> bool:
+    """Pause and drop the partitions read to their stop; True if any was."""
+    done = False
+    for tp in list(remaining):
+        # Read_committed positions step over transaction markers and aborted records.
+        if await consumer.position(tp) >= remaining[tp]:
+            consumer.pause(tp)
+            del remaining[tp]
+            done = True
+    return done

@@ -15,14 +15,13 @@ import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from fi_stream.audit.rows import RowIndex
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer, make_producer
 from fi_stream.kafka.dlq import dead_letter_headers, key_text
@@ -256,9 +255,10 @@ class MeritService(Service):
                 log.warning("merit_bad_record", topic=rec.topic, offset=rec.offset,
                             error=str(exc))
         labels = self._labels.get(key[0], {})
+        index = RowIndex(batches)
         queries = []
         for r in labeled:
-            rows = _rows(r, batches)
+            rows = index.rows(r.included)
             label, record = labels[r.query_id]
             if rows is None:
                 continue
@@ -292,19 +292,4 @@ class MeritService(Service):
             labels.pop(r.query_id, None)
         log.info("merit_window", partition=key[0], seq=key[1], labeled=len(queries),
                  participants=len(incentives))
-
-
-def _rows(result: Result, batches: dict[tuple[int, int], ResponseBatch]
-          ) -> np.ndarray[Any, Any] | None:
-    """The result's included output rows, in its (participant-sorted) order; None when
-    the log does not hold them all (or they do not stack)."""
-    rows = []
-    for a in result.included:
-        batch = batches.get((a.partition, a.offset))
-        if batch is None or a.index >= len(batch.answered):
-            return None
-        rows.append(batch.outputs.to_numpy()[a.index])
-    if len({r.shape for r in rows}) != 1:
-        return None
-    return np.stack(rows).astype(np.float64)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -190,6 +190,20 @@ def epsilon_spent(answers: int, mechanism: Mechanism, delta: float) -> float:
     if answers < 0:
         raise PrivacyError(f"answers must be >= 0, got {answers}")
     return epsilon({mechanism: answers}, delta)
+
+
+def epsilon_series(cumulative: Sequence[tuple[int, Spend]], delta: float, samples: int
+                   ) -> list[tuple[int, float]]:
+    """ε at δ after about `samples` evenly spaced points of a spend that grows over time
+    (each point (time, spend so far)); the last point is always included. Each point is an
+    RDP conversion, so a plot samples instead of pricing every step."""
+    if samples <= 0 or not cumulative:
+        return []
+    step = max(1, math.ceil(len(cumulative) / samples))
+    picked = list(cumulative[step - 1::step])
+    if not picked or picked[-1] is not cumulative[-1]:
+        picked.append(cumulative[-1])
+    return [(t, epsilon(spend, delta)) for t, spend in picked]
 
 
 def max_answers(budget: PrivacyBudget, mechanism: Mechanism, prior: Spend | None = None) -> int:

@@ -22,17 +22,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from fi_stream.audit import DEFAULT_GRACE_MS
 from fi_stream.errors import FiStreamError
 from fi_stream_cli.bench import bench_app, machine, report
 from fi_stream_cli.runtime import run_async, settings_from
 
-if TYPE_CHECKING:  # the auditor pulls in torch (privacy accounting): imported when run
+if TYPE_CHECKING:
     from fi_stream.audit import AuditReport
     from fi_stream.settings import Settings
-
-#: Kept equal to fi_stream.audit.DEFAULT_GRACE_MS (a unit test checks): importing that
-#: module for a default would cost every `fi-stream` command its imports.
-DEFAULT_GRACE_MS = 10_000
 
 console = Console(stderr=True)
 
@@ -118,7 +115,7 @@ def audit_command(
     if json_out is not None:
         _write_json(json_out, doc)
     if report_out is not None:
-        from fi_stream_cli.audit_report import render_html
+        from fi_stream.audit.page import render_html
 
         report_out.parent.mkdir(parents=True, exist_ok=True)
         report_out.write_text(render_html(report, title=f"fi-stream audit "
@@ -189,7 +186,7 @@ def bench_audit(
     fresh topics (prefix bench-audit-*) of the configured broker."""
     from consumers.auditor import Auditor
     from fi_stream.kafka import delete_topics, ensure_topics
-    from fi_stream_cli.synthetic import produce_log, synthetic_log
+    from fi_stream.testing import produce_log, synthetic_log
 
     base = settings_from(ctx)
     prefix = f"{base.kafka.topic_prefix}bench-audit-{uuid.uuid4().hex[:8]}."

@@ -87,7 +87,7 @@ def _log_to(path: Path, level: str) -> None:
 async def _audit(settings: Settings, html: Path, console: Console) -> bool:
     """Replay this run's log: every result, incentive, signature and privacy spend."""
     from consumers.auditor import Auditor
-    from fi_stream_cli.audit_report import render_html
+    from fi_stream.audit.page import render_html
 
     report = await Auditor(settings, merit=True).run()
     page = render_html(report, title=f"fi-stream demo audit {settings.kafka.topic_prefix}")

@@ -55,7 +55,7 @@ MUTATIONS = (
     Mutation("fast decoder accepts a missing or negative created_at_ms", "schemas/codec.py",
              "and _count(obj, \"created_at_ms\", 0, None)", "",
              ("tests/unit/test_codec_differential.py",)),
-    Mutation("audit drops the merit comparison", "fi_stream/audit.py",
+    Mutation("audit drops the merit comparison", "fi_stream/audit/merit.py",
              "if getattr(inc, name) != getattr(expected, name):", "if False:",
              ("tests/unit/test_audit_reference.py",)),
     Mutation("merit ρ is spearman(φ, φ)", "fi_stream/merit.py",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fi_stream.audit as audit_mod
+import fi_stream.audit.aggregates as aggregates_mod
 from consumers.auditor import Bound
 from fi_stream.aggregation import aggregate, soft_vote_batch
 from fi_stream.audit import (
@@ -22,13 +23,13 @@ from fi_stream.audit import (
     audit,
     replay,
 )
+from fi_stream.audit.page import render_html
 from fi_stream.errors import ConfigError
 from fi_stream.incentives import loo_agreement, loo_agreement_batch
 from fi_stream.privacy import Mechanism, PrivacyBudget, epsilon, epsilon_spent, max_answers
 from fi_stream.settings import TopicNames
 from fi_stream.signing import sign_batch
-from fi_stream_cli.audit_report import render_html
-from fi_stream_cli.synthetic import SyntheticLog, synthetic_log
+from fi_stream.testing import SyntheticLog, synthetic_log
 from schemas import Budget, CopiedAnswer, IncludedAnswer, Privacy, Query, Tensor
 
 PARTICIPANTS = 4
@@ -110,8 +111,8 @@ def test_the_reference_decides_when_the_batched_maths_would_not_agree(
         vector, prediction, confidence = soft(x)
         return vector + 1e-9, prediction, confidence
 
-    monkeypatch.setattr(audit_mod, "soft_vote_batch", off)
-    monkeypatch.setattr(audit_mod, "loo_agreement_batch", lambda x: 1 - loo(x))
+    monkeypatch.setattr(aggregates_mod, "soft_vote_batch", off)
+    monkeypatch.setattr(aggregates_mod, "loo_agreement_batch", lambda x: 1 - loo(x))
     report = audit(log)
     assert report.ok, [d.line() for d in report.discrepancies]
     assert report.counts["windows_verified"] == report.counts["windows_closed"]

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from fi_stream_cli.audit_report import COUNT_NAMES, count_name, histogram_svg, lines_svg
+from fi_stream.audit.page import COUNT_NAMES, count_name, histogram_svg, lines_svg
 
 
 def x_ticks(svg: str) -> list[float]:

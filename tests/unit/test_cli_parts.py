@@ -12,13 +12,6 @@ from fi_stream.settings import load_settings
 from fi_stream_cli.failures import debugging, explain
 
 
-def test_audit_cli_default_grace_matches_the_auditor() -> None:
-    from fi_stream.audit import DEFAULT_GRACE_MS
-    from fi_stream_cli.audit import DEFAULT_GRACE_MS as CLI_DEFAULT
-
-    assert CLI_DEFAULT == DEFAULT_GRACE_MS
-
-
 def test_exit_codes_config_2_runtime_1() -> None:
     assert explain(ConfigError("x")) == ("x", 2)
     assert explain(KafkaUnreachableError("y")) == ("y", 1)

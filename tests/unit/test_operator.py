@@ -23,7 +23,7 @@ from fi_stream.operator import (
     verify_entry,
 )
 from fi_stream.signing import generate_key, public_key_bytes
-from fi_stream_cli.synthetic import synthetic_log
+from fi_stream.testing import synthetic_log
 from schemas import Budget, Participant, Privacy
 
 OPERATOR = Ed25519PrivateKey.generate()

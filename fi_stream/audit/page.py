@@ -3,11 +3,9 @@ external fonts or styles, nothing fetched from a network.
 
 Plots: end-to-end latency at the aggregator (completed_at_ms − created_at_ms, drawn up to
 the p99.9, p50/p95/p99 marked), recorded rewards per participant per window (in reward
-points, with the window's budget), ε spent over time per participant with the budget
-line, and the Spearman correlation between
-label-free scores and merit (Shapley values of ensemble accuracy on fi.feedback labels)
-per window.
-"""
+points, with the window's budget), ε spent over time per participant with the budget line,
+and the Spearman correlation between label-free scores and merit (Shapley values of
+ensemble accuracy on fi.feedback labels) per window, all from one `AuditReport`."""
 
 from __future__ import annotations
 
@@ -17,7 +15,8 @@ from html import escape
 
 import numpy as np
 
-from fi_stream.audit import KINDS, AuditReport, WindowAudit
+from fi_stream.audit.findings import KINDS
+from fi_stream.audit.report import AuditReport, PrivacySpend, WindowAudit
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939")
@@ -168,49 +167,65 @@ def lines_svg(series: Mapping[str, Sequence[Point]], *, label: str, x_label: str
     if not pts:
         return _empty(label, "no data")
     xs = [p[0] for p in pts]
-    ys = [p[1] for p in pts]
-    lo, hi = y_range if y_range else (min(0.0, min(ys)), max(ys) * 1.05 if max(ys) > 0 else 1.0)
-    on_scale = limit is not None and max(ys) >= LIMIT_IN_SCALE * limit[0]
-    if limit is not None and on_scale and not y_range:
-        hi = max(hi, limit[0] * 1.08)
+    top = max(p[1] for p in pts)
+    lo, hi, on_scale = _y_scale(min(p[1] for p in pts), top, y_range, limit)
     f = _Frame((min(xs), max(xs)), (lo, hi), x_label, y_label)
     f.axes()
     if limit is not None:
-        value, name = limit
-        if on_scale:
-            f.parts.append(f'<line x1="{LEFT}" y1="{f.py(value):.1f}" x2="{W - RIGHT}" '
-                           f'y2="{f.py(value):.1f}" stroke="#c62828" stroke-width="1.5" '
-                           f'stroke-dasharray="6 3"/><text x="{LEFT + 6}" '
-                           f'y="{f.py(value) - 4:.1f}" fill="#c62828">{escape(name)}</text>')
-        else:
-            share = 100 * max(ys) / value if value > 0 else float("inf")
-            f.parts.append(f'<text x="{LEFT + 6}" y="{TOP + 12}" fill="#c62828">'
-                           f'{escape(name)}: above this scale (largest value '
-                           f'{_fmt(share)} % of it)</text>')
+        _limit_line(f, limit, on_scale, top)
     if zero_line and lo < 0 < hi:
         f.parts.append(f'<line x1="{LEFT}" y1="{f.py(0):.1f}" x2="{W - RIGHT}" '
                        f'y2="{f.py(0):.1f}" stroke="#888"/>')
     names = sorted(series)
     for i, name in enumerate(names):
-        color = PALETTE[i % len(PALETTE)]
-        s = [(x, y) for x, y in series[name] if math.isfinite(y)]
-        if not s:
-            continue
-        coords: list[str] = []
-        prev_y: float | None = None
-        for x, y in s:
-            if step and prev_y is not None:
-                coords.append(f"{f.px(x):.1f},{f.py(prev_y):.1f}")
-            coords.append(f"{f.px(x):.1f},{f.py(y):.1f}")
-            prev_y = y
-        if len(s) > 1:
-            f.parts.append(f'<polyline points="{" ".join(coords)}" fill="none" '
-                           f'stroke="{color}" stroke-width="1.6"/>')
-        if len(s) <= 60 or not step:
-            f.parts.extend(f'<circle cx="{f.px(x):.1f}" cy="{f.py(y):.1f}" r="2.6" '
-                           f'fill="{color}"/>' for x, y in s)
+        _line(f, [(x, y) for x, y in series[name] if math.isfinite(y)],
+              PALETTE[i % len(PALETTE)], step)
     f.legend(names)
     return f.svg(label)
+
+
+def _y_scale(bottom: float, top: float, y_range: tuple[float, float] | None,
+             limit: tuple[float, str] | None) -> tuple[float, float, bool]:
+    """(lo, hi) of the y axis, and whether the limit is drawn to scale."""
+    lo, hi = y_range if y_range else (min(0.0, bottom), top * 1.05 if top > 0 else 1.0)
+    on_scale = limit is not None and top >= LIMIT_IN_SCALE * limit[0]
+    if limit is not None and on_scale and not y_range:
+        hi = max(hi, limit[0] * 1.08)
+    return lo, hi, on_scale
+
+
+def _limit_line(f: _Frame, limit: tuple[float, str], on_scale: bool, top: float) -> None:
+    """The limit drawn to scale, or a note of how far below it the data stay."""
+    value, name = limit
+    if on_scale:
+        f.parts.append(f'<line x1="{LEFT}" y1="{f.py(value):.1f}" x2="{W - RIGHT}" '
+                       f'y2="{f.py(value):.1f}" stroke="#c62828" stroke-width="1.5" '
+                       f'stroke-dasharray="6 3"/><text x="{LEFT + 6}" '
+                       f'y="{f.py(value) - 4:.1f}" fill="#c62828">{escape(name)}</text>')
+    else:
+        share = 100 * top / value if value > 0 else float("inf")
+        f.parts.append(f'<text x="{LEFT + 6}" y="{TOP + 12}" fill="#c62828">'
+                       f'{escape(name)}: above this scale (largest value '
+                       f'{_fmt(share)} % of it)</text>')
+
+
+def _line(f: _Frame, s: Sequence[Point], color: str, step: bool) -> None:
+    """One series: a polyline (a staircase with `step`), and its points when few."""
+    if not s:
+        return
+    coords: list[str] = []
+    prev_y: float | None = None
+    for x, y in s:
+        if step and prev_y is not None:
+            coords.append(f"{f.px(x):.1f},{f.py(prev_y):.1f}")
+        coords.append(f"{f.px(x):.1f},{f.py(y):.1f}")
+        prev_y = y
+    if len(s) > 1:
+        f.parts.append(f'<polyline points="{" ".join(coords)}" fill="none" '
+                       f'stroke="{color}" stroke-width="1.6"/>')
+    if len(s) <= 60 or not step:
+        f.parts.extend(f'<circle cx="{f.px(x):.1f}" cy="{f.py(y):.1f}" r="2.6" '
+                       f'fill="{color}"/>' for x, y in s)
 
 
 # -- the page -------------------------------------------------------------------------------------
@@ -274,79 +289,112 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f2f2f
 
 def render_html(report: AuditReport, *, title: str = "fi-stream audit",
                 max_rows: int = 200) -> str:
-    windows = _window_order(report.windows)
-    index = {(w.partition, w.seq): i for i, w in enumerate(windows)}
-    participants = sorted({p for w in windows for p in w.rewards})
-    rewards = {p: [(float(index[(w.partition, w.seq)]), w.rewards[p])
-                   for w in windows if p in w.rewards] for p in participants}
-    origin = min((t for s in report.spend for t, _ in s.series), default=0)
-    epsilon = {s.participant_id: [((t - origin) / 1000, e) for t, e in s.series]
-               for s in report.spend if s.series}
-    rho = [(float(index[(w.partition, w.seq)]), w.spearman) for w in windows
-           if w.spearman is not None]
-    mean_rho = f"mean ρ = {np.mean([r for _, r in rho]):.3f} over {len(rho)} windows" if rho \
-        else "no window has labels for ≥ 2 participants yet"
-
+    """The whole page for one audit report."""
     verdict = ('<p class="ok">Everything holds.</p>' if report.ok else
                f'<p class="bad">{len(report.discrepancies)} discrepancies.</p>')
+    scope = ("A slice of the log: checks that need records outside it were skipped."
+             if report.partial else "The whole log.")
     counts = _table(["what", "how many"], [(count_name(k), v) for k, v in report.counts.items()])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{escape(title)}</h1>{verdict}{_speed(report.throughput)}
+<p class="note">{scope}</p>
+<h2>Plots</h2><div class="grid">{_plots(report)}</div>
+<h2>Discrepancies</h2>{_discrepancies(report, max_rows)}
+<h2>Privacy spend (recomputed from the response batches)</h2>{_spend(report.spend)}
+<h2>Dead letters</h2>{_dead_letters(report.dlq_sources)}
+<h2>Counts</h2>{counts}
+</body></html>
+"""
+
+
+def _speed(t: Mapping[str, float]) -> str:
+    return (f'<p class="note">{t["events"]:.0f} events read and checked in {t["seconds"]:.2f} s:'
+            f' {t["events_per_s"]:,.0f} events/s.</p>') if t else ""
+
+
+def _discrepancies(report: AuditReport, max_rows: int) -> str:
+    """Found per kind, then the first `max_rows` discrepancies."""
     kinds = report.by_kind()
-    kind_table = (_table(["kind", "found"], list(kinds.items())) if kinds else "") + (
+    out = (_table(["kind", "found"], list(kinds.items())) if kinds else "") + (
         f'<p class="note">Kinds checked: {escape(", ".join(KINDS))}.</p>')
     shown = report.discrepancies[:max_rows]
-    disc = _table(["kind", "query", "participant", "window", "where", "what"], [
+    if not shown:
+        return out
+    out += _table(["kind", "query", "participant", "window", "where", "what"], [
         (d.kind, d.query_id or "", d.participant_id or "",
          f"{d.window[0]}/{d.window[1]}" if d.window else "", " ".join(d.refs), d.message)
         for d in shown])
     if len(report.discrepancies) > max_rows:
-        disc += f'<p class="note">… {len(report.discrepancies) - max_rows} more in the JSON.</p>'
-    spend = _table(["participant", "answers", "batches", "σ", "δ", "ε spent", "ε max",
-                    "max answers", "exceeded"], [
-        (s.participant_id, s.answers, s.batches, ", ".join(f"{x:g}" for x in
-                                                           s.noise_multipliers),
-         "" if s.delta is None else f"{s.delta:g}",
-         "n/a" if s.epsilon is None else f"{s.epsilon:.4g}",
-         "" if s.epsilon_max is None else f"{s.epsilon_max:g}",
-         "" if s.max_answers is None else s.max_answers, "yes" if s.exceeded else "no")
-        for s in report.spend])
-    dlq = _table(["error", "source topic", "records"], [
-        (*k.split(" ", 1), v) for k, v in report.dlq_sources.items()]) if report.dlq_sources \
+        out += f'<p class="note">… {len(report.discrepancies) - max_rows} more in the JSON.</p>'
+    return out
+
+
+def _spend(spend: Sequence[PrivacySpend]) -> str:
+    return _table(["participant", "answers", "batches", "σ", "δ", "ε spent", "ε max",
+                   "max answers", "exceeded"], [_spend_row(s) for s in spend])
+
+
+def _spend_row(s: PrivacySpend) -> tuple[object, ...]:
+    return (s.participant_id, s.answers, s.batches,
+            ", ".join(f"{x:g}" for x in s.noise_multipliers),
+            "" if s.delta is None else f"{s.delta:g}",
+            "n/a" if s.epsilon is None else f"{s.epsilon:.4g}",
+            "" if s.epsilon_max is None else f"{s.epsilon_max:g}",
+            "" if s.max_answers is None else s.max_answers, "yes" if s.exceeded else "no")
+
+
+def _dead_letters(sources: Mapping[str, int]) -> str:
+    return _table(["error", "source topic", "records"], [
+        (*k.split(" ", 1), v) for k, v in sources.items()]) if sources \
         else '<p class="note">The DLQ is empty.</p>'
-    t = report.throughput
-    speed = (f'<p class="note">{t["events"]:.0f} events read and checked in {t["seconds"]:.2f} s:'
-             f' {t["events_per_s"]:,.0f} events/s.</p>') if t else ""
-    lat = report.latencies_ms
-    budgets = sorted({w.budget for w in windows if w.budget is not None})
-    reward_unit = (f"reward points (each window splits {_fmt(budgets[0])})"
-                   if len(budgets) == 1 else "reward points (of each window's budget)")
-    eps_max = sorted({s.epsilon_max for s in report.spend if s.epsilon_max is not None})
-    deltas = sorted({s.delta for s in report.spend if s.delta is not None})
-    at_delta = f" at δ = {_fmt(deltas[0])}" if len(deltas) == 1 else " at each one's δ"
-    limit = (eps_max[0], f"budget ε_max = {_fmt(eps_max[0])}") if len(eps_max) == 1 else (
-        (eps_max[0], f"smallest budget ε_max = {_fmt(eps_max[0])}") if eps_max else None)
-    plots = "".join(f"<div><h3>{escape(h)}</h3>{svg}</div>" for h, svg in (
+
+
+def _plots(report: AuditReport) -> str:
+    windows = _window_order(report.windows)
+    return "".join(f"<div><h3>{escape(h)}</h3>{svg}</div>" for h, svg in (
         ("End-to-end latency at the aggregator: query created → result emitted",
-         histogram_svg(lat, label="latency histogram",
+         histogram_svg(report.latencies_ms, label="latency histogram",
                        x_label="completed_at_ms − created_at_ms (ms), up to the p99.9")),
-        ("Rewards per participant per window",
-         lines_svg(rewards, label="rewards", x_label="window (by time)", y_label=reward_unit)),
-        (f"Privacy spent over time (ε{at_delta}) and the budget",
-         lines_svg(epsilon, label="epsilon", x_label="seconds since the first answer",
-                   y_label=f"ε spent{at_delta}", step=True, limit=limit)),
-        (f"Label-free vs merit, Spearman ρ per window ({mean_rho})",
-         lines_svg({"ρ": rho}, label="spearman", x_label="window (by time)",
-                   y_label="Spearman ρ", y_range=(-1.05, 1.05), zero_line=True)),
+        ("Rewards per participant per window", _rewards_plot(windows)),
+        _epsilon_plot(report.spend),
+        _rho_plot(windows),
     ))
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
-<style>{_CSS}</style></head><body>
-<h1>{escape(title)}</h1>{verdict}{speed}
-<p class="note">{"A slice of the log: checks that need records outside it were skipped."
-                 if report.partial else "The whole log."}</p>
-<h2>Plots</h2><div class="grid">{plots}</div>
-<h2>Discrepancies</h2>{kind_table}{disc if shown else ""}
-<h2>Privacy spend (recomputed from the response batches)</h2>{spend}
-<h2>Dead letters</h2>{dlq}
-<h2>Counts</h2>{counts}
-</body></html>
-"""
+
+
+def _rewards_plot(windows: Sequence[WindowAudit]) -> str:
+    participants = sorted({p for w in windows for p in w.rewards})
+    rewards = {p: [(float(i), w.rewards[p]) for i, w in enumerate(windows) if p in w.rewards]
+               for p in participants}
+    budgets = sorted({w.budget for w in windows if w.budget is not None})
+    unit = (f"reward points (each window splits {_fmt(budgets[0])})"
+            if len(budgets) == 1 else "reward points (of each window's budget)")
+    return lines_svg(rewards, label="rewards", x_label="window (by time)", y_label=unit)
+
+
+def _epsilon_plot(spend: Sequence[PrivacySpend]) -> tuple[str, str]:
+    """(heading, plot) of ε over time per participant, with the budget line."""
+    origin = min((t for s in spend for t, _ in s.series), default=0)
+    epsilon = {s.participant_id: [((t - origin) / 1000, e) for t, e in s.series]
+               for s in spend if s.series}
+    eps_max = sorted({s.epsilon_max for s in spend if s.epsilon_max is not None})
+    deltas = sorted({s.delta for s in spend if s.delta is not None})
+    at_delta = f" at δ = {_fmt(deltas[0])}" if len(deltas) == 1 else " at each one's δ"
+    limit = None
+    if eps_max:
+        smallest = "budget" if len(eps_max) == 1 else "smallest budget"
+        limit = (eps_max[0], f"{smallest} ε_max = {_fmt(eps_max[0])}")
+    return (f"Privacy spent over time (ε{at_delta}) and the budget",
+            lines_svg(epsilon, label="epsilon", x_label="seconds since the first answer",
+                      y_label=f"ε spent{at_delta}", step=True, limit=limit))
+
+
+def _rho_plot(windows: Sequence[WindowAudit]) -> tuple[str, str]:
+    """(heading, plot) of Spearman ρ between label-free scores and merit per window."""
+    rho = [(float(i), w.spearman) for i, w in enumerate(windows) if w.spearman is not None]
+    mean_rho = f"mean ρ = {np.mean([r for _, r in rho]):.3f} over {len(rho)} windows" if rho \
+        else "no window has labels for ≥ 2 participants yet"
+    return (f"Label-free vs merit, Spearman ρ per window ({mean_rho})",
+            lines_svg({"ρ": rho}, label="spearman", x_label="window (by time)",
+                      y_label="Spearman ρ", y_range=(-1.05, 1.05), zero_line=True))
