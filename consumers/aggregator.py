@@ -10,66 +10,34 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
 
+from consumers.aggregator_checks import check_batch
+from consumers.aggregator_commit import FailingRebalance, Out, Transactions, emitted_since
+from consumers.aggregator_metrics import AggregatorMetrics
+from consumers.aggregator_windows import Histories
 from fi_stream.batching import held_fetch
 from fi_stream.clock import now_ms
 from fi_stream.copycat import screen_copies
 from fi_stream.join import JoinTable, OpenQuery, results_mark
 from fi_stream.kafka import make_admin, make_consumer, make_producer
 from fi_stream.kafka.dlq import dead_letter_headers, key_text
-from fi_stream.kafka.fencing import (
-    GroupFenced,
-    GroupMembership,
-    enable_group_fencing,
-    fetch_stable_offsets,
-    membership,
-    send_offsets_fenced,
-)
-from fi_stream.kafka.reading import poll, read_range
-from fi_stream.metrics import ConsumerLag
+from fi_stream.kafka.fencing import enable_group_fencing, fetch_stable_offsets
+from fi_stream.kafka.reading import poll
 from fi_stream.registry import RegistryView
-from fi_stream.results import (
-    Batched,
-    IncentiveWindow,
-    build_result,
-    soft_vote_in_batches,
-    unanswered_result,
-)
+from fi_stream.results import Batched, build_result, soft_vote_in_batches, unanswered_result
 from fi_stream.service import Service
 from fi_stream.settings import Settings
-from fi_stream.signing import verify_batch
-from fi_stream.validation import (
-    QueryHeader,
-    own_spec,
-    privacy_problem,
-    query_problem,
-    readable_header,
-    screen_rows,
-    task_spec,
-)
-from schemas import (
-    DecodeError,
-    Event,
-    ExclusionReason,
-    Query,
-    ResponseBatch,
-    Result,
-    ResultStatus,
-    decode,
-    encode,
-    headers,
-)
+from fi_stream.validation import QueryHeader, query_problem, readable_header, task_spec
+from schemas import DecodeError, Query, ResponseBatch, Result, ResultStatus, decode
 
 log = structlog.get_logger(__name__)
 
@@ -79,76 +47,10 @@ Record = ConsumerRecord[bytes, bytes]
 MAX_LAG_GRACE_MS = 5_000
 #: A fetch this large returns before `aggregator.fetch_wait_ms` (only under heavy load).
 AGGREGATOR_FETCH_MIN_BYTES = 1 << 20
-#: How long input offsets may wait for a transaction when there is nothing to emit.
-OFFSETS_ONLY_INTERVAL_S = 1.0
 #: The broker aborts a transaction left open this long. A member frozen mid-transaction
 #: holds back fi.results' last stable offset (every read_committed reader waits) and the
 #: next owner's offset fetch until then; transactions normally take milliseconds.
 TRANSACTION_TIMEOUT_MS = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class _Out:
-    topic: str
-    partition: int | None
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]]
-
-
-class _Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.results = Counter("fi_aggregator_results", "Results emitted", ["status"],
-                               registry=registry)
-        self.dlq = Counter("fi_dlq_records", "Records sent to the dead-letter queue",
-                           ["reason"], registry=registry)
-        self.late = Counter("fi_aggregator_late_answers", "Answers after the deadline",
-                            registry=registry)
-        self.duplicates = Counter("fi_aggregator_duplicates",
-                                  "Duplicate queries and answers ignored", registry=registry)
-        self.outcomes = Counter("fi_aggregator_participant_queries",
-                                "Per participant, what became of each query it was expected "
-                                "to answer: answered (used), missing, declined, excluded, "
-                                "copied, late (after the deadline; after the result too: "
-                                "then it was counted missing first)",
-                                ["participant", "outcome"], registry=registry)
-        self.excluded = Counter("fi_aggregator_excluded_rows",
-                                "Signed answer rows left out as implausible", ["reason"],
-                                registry=registry)
-        self.open = Gauge("fi_aggregator_open_queries", "Queries waiting", registry=registry)
-        self.latency = Histogram("fi_aggregator_result_latency_seconds",
-                                 "Query created → result emitted", registry=registry)
-        self.lag = ConsumerLag(registry)
-        self._outcome: dict[tuple[str, str], Any] = {}
-        self._duplicates_seen = 0
-
-    def outcome(self, participant: str, outcome: str) -> None:
-        # Children cached: labels() per participant per result costs ~5 % at 3k results/s.
-        child = self._outcome.get((participant, outcome))
-        if child is None:
-            child = self._outcome[participant, outcome] = self.outcomes.labels(
-                participant, outcome)
-        child.inc()
-
-    def count(self, result: Result) -> None:
-        for a in result.included:
-            self.outcome(a.participant_id, "answered")
-        for pid in result.late:
-            self.outcome(pid, "late")
-        for pid in result.missing:
-            self.outcome(pid, "missing")
-        for d in result.declined:
-            self.outcome(d.participant_id, "declined")
-        for e in result.excluded:
-            self.outcome(e.participant_id, "excluded")
-        for c in result.copied:
-            self.outcome(c.participant_id, "copied")
-
-    def duplicates_now(self, total: int) -> None:
-        """The join table counts duplicates; the counter moves by what is new."""
-        if total > self._duplicates_seen:
-            self.duplicates.inc(total - self._duplicates_seen)
-        self._duplicates_seen = max(self._duplicates_seen, total)
 
 
 class AggregatorService(Service):
@@ -162,32 +64,20 @@ class AggregatorService(Service):
         self.group_id = f"{settings.kafka.topic_prefix}{group_id}"
         self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
-        self._metrics = _Metrics(self.metrics_registry)
+        self._metrics = AggregatorMetrics(self.metrics_registry)
         cfg = settings.aggregator
         self.join = JoinTable(pending_ttl_ms=cfg.pending_response_ttl_ms)
         self.registry = RegistryView(settings)
-        self._windows: dict[int, IncentiveWindow] = {}
-        #: Per partition: rewards summed over its closed windows, and the spectral weights of
-        #: its last closed window (the history of the weighted strategies; kept in the resume
-        #: state, recorded in every Result that uses them).
-        self._rewards: dict[int, dict[str, float]] = {}
-        self._spectral: dict[int, dict[str, float]] = {}
-        self._outbox: list[_Out] = []
-        self._positions: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        #: Next fi.results offset after everything this member emitted, per partition.
-        self._results_next: dict[int, int] = {}
+        #: Per partition: the incentive window and the stateful strategies' history.
+        self._history = Histories(cfg)
         #: Per resumed partition: (queries end offset at resume, committed results_from):
         #: the inputs of `results_mark` for queries a former owner may have answered.
         self._replay: dict[int, tuple[int, int]] = {}
         self._owned: set[int] = set()
-        self._last_commit = 0.0
+        self._tx = Transactions(self.topics, self.join, self._owned, self._resume_state)
         self._lock = asyncio.Lock()  # the poll loop and rebalance callbacks share the state
         self._wake = asyncio.Event()  # the committer has work (or, with _closing, must end)
         self._closing = False
-        self._inflight: asyncio.Task[None] | None = None
-        #: The group generation whose transaction the coordinator refused (see on_revoked).
-        self._fenced_generation: int | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -211,7 +101,7 @@ class AggregatorService(Service):
         )
         await self._consumer.start()
         self._consumer.subscribe([self.topics.queries, self.topics.responses],
-                                 listener=_Rebalance(self))
+                                 listener=FailingRebalance(self))
         log.info("aggregator_started", instance=self.instance_id,
                  participants=sorted(self.registry.participants))
 
@@ -253,7 +143,7 @@ class AggregatorService(Service):
                 for tp, records in got.items():
                     if tp.partition not in self._owned:
                         continue  # fetched just before a revocation: the new owner reads it
-                    position = self._positions.get(tp, 0)
+                    position = self._tx.positions.get(tp, 0)
                     if records[0].offset < position:
                         # Records fetched while on_assigned awaited the stable offsets come
                         # from the consumer's own start (never past that offset) and are
@@ -265,7 +155,7 @@ class AggregatorService(Service):
                         else:
                             self._on_responses(record, now)
                     if records:
-                        self._positions[tp] = records[-1].offset + 1
+                        self._tx.positions[tp] = records[-1].offset + 1
                 await self._emit_ready(now_ms())
                 self._metrics.lag.update(self._consumer)
             self._wake.set()
@@ -276,12 +166,13 @@ class AggregatorService(Service):
             self._wake.clear()
             final = self._closing
             async with self._lock:
-                transaction = self._begin_commit(force=final)
+                assert self._consumer is not None and self._producer is not None
+                transaction = self._tx.begin(self._consumer, self._producer, force=final)
             if transaction is not None:
                 await transaction
             if final:
-                if self._outbox:  # no longer a member: the partitions' next owner emits these
-                    log.warning("aggregator_partitions_lost", discarded=len(self._outbox))
+                if self._tx.outbox:  # no longer a member: the next owner emits these
+                    log.warning("aggregator_partitions_lost", discarded=len(self._tx.outbox))
                 return
 
     def _on_query(self, record: Record, now: int) -> None:
@@ -310,7 +201,7 @@ class AggregatorService(Service):
             return
         until, replay_from = self._replay.get(record.partition, (0, 0))
         mark = results_mark(record.offset, until, replay_from,
-                            self._results_next.get(record.partition, 0))
+                            self._tx.results_next.get(record.partition, 0))
         added = self.join.add_query(query, record.partition, record.offset, serving,
                                     results_mark=mark)
         if added == "duplicate":
@@ -323,11 +214,11 @@ class AggregatorService(Service):
         restart finds it among the results already emitted)."""
         if self.join.settle_without_join(header.query_id, partition, now) != "open":
             return
-        window = self._window(partition, now)
         result = unanswered_result(header, status=status, reason=reason,
                                    strategy=self.settings.aggregator.strategy,
-                                   completed_at_ms=now, window=window.ref)
-        window.add(result, [], None)
+                                   completed_at_ms=now,
+                                   window=self._history.window(partition, now).ref)
+        self._history.add(partition, now, result, [], None)
         self._publish_result(result, partition, now)
         log.info("query_settled_now", query_id=header.query_id, status=status, reason=reason)
 
@@ -337,30 +228,13 @@ class AggregatorService(Service):
         except DecodeError as exc:
             self._dead_letter(record, exc.reason, exc.detail)
             return
-        entry = self.registry.participants.get(batch.participant_id)
-        if entry is None:
-            self._dead_letter(record, "unknown_participant",
-                              f"{batch.participant_id} is not in {self.topics.registry}")
+        verdict = check_batch(batch, self.registry.participants.get(batch.participant_id),
+                              self.topics.registry)
+        if verdict.dead_letter is not None:
+            self._dead_letter(record, *verdict.dead_letter)
+        exclusions = verdict.exclusions
+        if exclusions is None:
             return
-        if not verify_batch(batch, entry.public_key):
-            self._dead_letter(record, "bad_signature",
-                              f"signature of batch {batch.batch_id} does not verify with "
-                              f"the registered key of {batch.participant_id}")
-            return
-        problem = privacy_problem(batch.privacy, entry.privacy)
-        exclusions: list[ExclusionReason | None]
-        if problem is not None:
-            exclusions = ["privacy_mismatch"] * len(batch.answered)
-            if exclusions:
-                self._dead_letter(record, "privacy_mismatch", problem)
-        else:
-            spec = own_spec(entry, batch.task)
-            exclusions = screen_rows(batch.outputs.to_numpy(), entry.privacy,
-                                     spec.num_classes if spec is not None else None)
-            bad = [(i, why) for i, why in enumerate(exclusions) if why is not None]
-            if bad:
-                self._dead_letter(record, "implausible_answer", "; ".join(
-                    f"row {i} ({batch.answered[i]}): {why}" for i, why in bad[:20]))
         for why in exclusions:
             if why is not None:
                 self._metrics.excluded.labels(why).inc()
@@ -372,12 +246,13 @@ class AggregatorService(Service):
         assert self._consumer is not None
         tp = TopicPartition(self.topics.responses, partition)
         lso = self._consumer.last_stable_offset(tp)
-        return lso is not None and self._positions.get(tp, 0) >= lso
+        return lso is not None and self._tx.positions.get(tp, 0) >= lso
 
     async def _emit_ready(self, now: int) -> None:
         settled = self.join.take_settled()
         batched = soft_vote_in_batches(
-            [oq for oq in settled if self._strategy(oq) == "soft_vote"], self._noise_std)
+            [oq for oq in settled if self._strategy(oq) == "soft_vote"], self._noise_std,
+            (self.settings.aggregator.incentive_method,))
         for oq in settled:
             self._emit(oq, now, batched.get(oq.query.query_id))
         for oq in self.join.take_due(now):
@@ -390,38 +265,15 @@ class AggregatorService(Service):
                 continue
             self._emit(oq, now)
         for pid, partition in self.join.late_after_result:
-            self._window(partition, now).add_late(pid)
+            self._history.window(partition, now).add_late(pid)
             self._metrics.late.inc()
             self._metrics.outcome(pid, "late")
         self.join.late_after_result.clear()
-        cfg = self.settings.aggregator
-        for partition, window in list(self._windows.items()):
-            if window.results >= cfg.window_results or (
-                    window.results and now - window.opened_at_ms >= cfg.window_seconds * 1000):
-                self._close_window(partition, window, now)
+        for incentive in self._history.close_due(now):
+            self._tx.send(self.topics.incentives, None, incentive.participant_id, incentive)
         self.join.expire(now)
         self._metrics.open.set(len(self.join.open))
         self._metrics.duplicates_now(self.join.duplicates)
-
-    def _window(self, partition: int, now: int) -> IncentiveWindow:
-        window = self._windows.get(partition)
-        if window is None:
-            window = self._windows[partition] = IncentiveWindow(
-                partition, 0, now, self.settings.aggregator.incentive_method)
-        return window
-
-    def _close_window(self, partition: int, window: IncentiveWindow, now: int) -> None:
-        cfg = self.settings.aggregator
-        running = self._rewards.setdefault(partition, {})
-        for incentive in window.close(budget=cfg.reward_budget):
-            self._send(self.topics.incentives, None, incentive.participant_id, incentive)
-            running[incentive.participant_id] = (running.get(incentive.participant_id, 0.0)
-                                                 + incentive.reward)
-        spectral = window.spectral()
-        if spectral is not None:
-            self._spectral[partition] = spectral
-        self._windows[partition] = IncentiveWindow(partition, window.seq + 1, now,
-                                                   cfg.incentive_method)
 
     def _strategy(self, oq: OpenQuery) -> str:
         """The query's strategy, or the configured one when it names none (a query naming
@@ -430,9 +282,8 @@ class AggregatorService(Service):
 
     def _emit(self, oq: OpenQuery, now: int, batched: Batched | None = None) -> None:
         strategy = self._strategy(oq)
-        window = self._window(oq.partition, now)
-        weights = {"reward_weighted": self._rewards, "spectral": self._spectral}.get(
-            strategy, {}).get(oq.partition)
+        window = self._history.window(oq.partition, now)
+        weights = self._history.weights(oq.partition, strategy)
         # Copies of another participant's answer are left out (and counted): see copycat.py.
         copied = ([] if batched is not None and batched.no_copies
                   else screen_copies(oq, self._noise_std))
@@ -443,8 +294,8 @@ class AggregatorService(Service):
         result, ids, outputs = build_result(oq, strategy=strategy, completed_at_ms=now,
                                             window=window.ref, weights=weights,
                                             batched=batched, copied=copied)
-        window.add(result, ids, outputs,
-                   batched if batched is not None and outputs is batched.outputs else None)
+        self._history.add(oq.partition, now, result, ids, outputs,
+                          batched if batched is not None and outputs is batched.outputs else None)
         self.join.close(oq, now)
         self._publish_result(result, oq.partition, now)
         log.debug("result", query_id=result.query_id, status=result.status,
@@ -453,7 +304,7 @@ class AggregatorService(Service):
     def _publish_result(self, result: Result, partition: int, now: int) -> None:
         # Results go to the query's partition number: a restarted owner of that partition
         # finds what it already emitted on the same partition of fi.results.
-        self._send(self.topics.results, partition, result.query_id, result)
+        self._tx.send(self.topics.results, partition, result.query_id, result)
         self.emitted += 1
         self._metrics.results.labels(result.status).inc()
         self._metrics.count(result)
@@ -466,7 +317,7 @@ class AggregatorService(Service):
 
     def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
         """Into the same transaction as the offsets that move past the bad record."""
-        self._outbox.append(_Out(self.topics.dlq, None, record.key or b"", record.value or b"",
+        self._tx.outbox.append(Out(self.topics.dlq, None, record.key or b"", record.value or b"",
                                  dead_letter_headers(record, reason, detail, self.group_id)))
         self._metrics.dlq.labels(reason).inc()
         # Queries are keyed by their id; responses by their participant's.
@@ -475,109 +326,13 @@ class AggregatorService(Service):
         log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
                     partition=record.partition, offset=record.offset, **about)
 
-    def _send(self, topic: str, partition: int | None, key: str, event: Event) -> None:
-        self._outbox.append(_Out(topic, partition, key.encode(), encode(event),
-                                 headers(type(event))))
-
-    def _commit_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
-        """Input offsets to commit, never past a record an open query still needs.
-
-        Every owned queries partition is committed in every transaction, with metadata that
-        lets the next owner resume exactly: where in fi.results to look for results it
-        must not emit again, and the running incentive window.
-        """
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for tp, position in self._positions.items():
-            if tp.partition not in self._owned:
-                continue  # not (yet) resumed: its committed resume state stays as it is
-            if tp.topic == self.topics.queries:
-                oldest = self.join.oldest_query_offset(tp.partition)
-            else:
-                oldest = self.join.oldest_response_offset(tp.partition)
-            target = position if oldest is None else min(oldest, position)
-            if tp.topic == self.topics.queries:
-                offsets[tp] = OffsetAndMetadata(target, self._resume_state(tp.partition))
-            elif self._committed.get(tp) != target:
-                offsets[tp] = OffsetAndMetadata(target, "")
-        return offsets
-
     def _resume_state(self, partition: int) -> str:
+        """The commit metadata of the partition's queries offset: where in fi.results a
+        new owner looks for results already emitted, and the partition's history."""
         mark = self.join.oldest_results_mark(partition)
-        scan_from = self._results_next.get(partition, 0) if mark is None else mark
-        window = self._windows.get(partition)
-        return orjson.dumps({
-            "results_from": scan_from,
-            "window": window.to_state() if window is not None else None,
-            "rewards": self._rewards.get(partition),
-            "spectral": self._spectral.get(partition),
-        }).decode()
-
-    def _begin_commit(self, *, force: bool = False) -> asyncio.Task[None] | None:
-        """Start one transaction: everything emitted so far plus the input offsets, as of
-        now (the caller holds the lock and no transaction is in flight).
-
-        With nothing to emit, offsets alone wait up to `OFFSETS_ONLY_INTERVAL_S`: a
-        transaction costs round trips, and a later commit only means a restart re-reads a
-        little more (what it re-reads is deduplicated against fi.results).
-
-        Nothing is committed while this member is not one (it lost its partitions; the
-        rebalance that follows discards what it holds), nor in a generation the coordinator
-        already refused.
-        """
-        assert self._inflight is None or self._inflight.done()
-        assert self._consumer is not None
-        member = membership(self._consumer)
-        if member is None or member.generation_id == self._fenced_generation:
-            return None
-        if not self._outbox and not force and (
-                time.monotonic() - self._last_commit < OFFSETS_ONLY_INTERVAL_S
-                or all(self._committed.get(tp) == pos for tp, pos in self._positions.items())):
-            return None
-        self._last_commit = time.monotonic()
-        offsets = self._commit_offsets()
-        if not offsets and not self._outbox:
-            return None
-        # Every owned queries partition is in `offsets`, so whatever is emitted travels with
-        # an offset commit: the coordinator's generation check covers all of it.
-        assert offsets or not self._outbox
-        outbox, self._outbox = self._outbox, []
-        self._inflight = asyncio.create_task(self._transact(outbox, offsets, member))
-        return self._inflight
-
-    async def _transact(self, outbox: list[_Out],
-                        offsets: dict[TopicPartition, OffsetAndMetadata],
-                        member: GroupMembership) -> None:
-        assert self._producer is not None
-        futures = []
-        try:
-            async with self._producer.transaction():
-                for out in outbox:
-                    futures.append(await self._producer.send(
-                        out.topic, out.value, key=out.key, partition=out.partition,
-                        headers=out.headers))
-                if offsets:
-                    await send_offsets_fenced(self._producer, offsets, member)
-        except GroupFenced as exc:
-            # A zombie: the group gave our partitions away while we were stalled. The
-            # transaction is aborted; the rebalance that follows discards the rest.
-            self._fenced_generation = member.generation_id
-            log.warning("aggregator_fenced", generation=member.generation_id,
-                        aborted=len(outbox), detail=str(exc))
-            return
-        for out, fut in zip(outbox, futures, strict=True):
-            if out.topic == self.topics.results and out.partition is not None:
-                meta = fut.result()
-                self._results_next[out.partition] = max(
-                    self._results_next.get(out.partition, 0), meta.offset + 1)
-        self._committed.update({tp: om.offset for tp, om in offsets.items()})
-
-    async def _commit_now(self) -> None:
-        """Under the lock: let the transaction in flight finish, then commit the rest."""
-        if self._inflight is not None:
-            await self._inflight
-        transaction = self._begin_commit(force=True)
-        if transaction is not None:
-            await transaction
+        scan_from = self._tx.results_next.get(partition, 0) if mark is None else mark
+        return orjson.dumps({"results_from": scan_from,
+                             **self._history.resume_state(partition)}).decode()
 
     # -- rebalances -----------------------------------------------------------------------------
 
@@ -588,22 +343,18 @@ class AggregatorService(Service):
         transaction) cannot commit: it discards what it holds, which the new owner emits.
         """
         async with self._lock:
-            if self._producer is not None:
-                await self._commit_now()
-            if self._outbox:  # nothing could be committed: the partitions were lost
-                log.warning("aggregator_partitions_lost", discarded=len(self._outbox),
+            if self._producer is not None and self._consumer is not None:
+                await self._tx.commit_now(self._consumer, self._producer)
+            if self._tx.outbox:  # nothing could be committed: the partitions were lost
+                log.warning("aggregator_partitions_lost", discarded=len(self._tx.outbox),
                             partitions=sorted({tp.partition for tp in revoked}))
-                self._outbox.clear()
+                self._tx.outbox.clear()
             for partition in {tp.partition for tp in revoked}:
                 self.join.drop_partition(partition)
-                self._windows.pop(partition, None)
-                self._rewards.pop(partition, None)
-                self._spectral.pop(partition, None)
+                self._history.drop(partition)
                 self._owned.discard(partition)
                 self._replay.pop(partition, None)
-            for tp in revoked:
-                self._positions.pop(tp, None)
-                self._committed.pop(tp, None)
+            self._tx.forget(revoked)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Resume each partition from its commit metadata and the results log.
@@ -625,9 +376,9 @@ class AggregatorService(Service):
                 meta = committed.get(tp)
                 # Known from the start, so every later transaction carries this partition's
                 # resume state even before a new record of it is read.
-                self._positions[tp] = meta.offset if meta is not None else starts[tp]
-                self._committed[tp] = self._positions[tp]
-                self._consumer.seek(tp, self._positions[tp])
+                position = meta.offset if meta is not None else starts[tp]
+                self._tx.positions[tp] = self._tx.committed[tp] = position
+                self._consumer.seek(tp, position)
                 if tp.topic == self.topics.queries:
                     state = orjson.loads(meta.metadata) if meta and meta.metadata else {}
                     await self._resume(tp.partition, state)
@@ -636,44 +387,10 @@ class AggregatorService(Service):
 
     async def _resume(self, partition: int, state: dict[str, Any]) -> None:
         window = state.get("window")
-        if window is not None:
-            self._windows[partition] = IncentiveWindow.from_state(window)
-        for name, store in (("rewards", self._rewards), ("spectral", self._spectral)):
-            if state.get(name):
-                store[partition] = state[name]
-        reader = make_consumer(self.settings, group_id=None)
-        await reader.start()
-        try:
-            records, end = await read_range(reader, TopicPartition(self.topics.results, partition),
-                                            start=int(state.get("results_from", 0)))
-        finally:
-            await reader.stop()
-        emitted: set[str] = set()
-        for record in records:
-            if record.key:
-                emitted.add(record.key.decode())
+        self._history.resume(partition, state)
+        emitted, end = await emitted_since(self.settings, self.topics.results, partition,
+                                           int(state.get("results_from", 0)))
         self.join.mark_emitted(partition, emitted)
-        self._results_next[partition] = end
+        self._tx.results_next[partition] = end
         log.info("aggregator_resumed", partition=partition, results_from=state.get("results_from"),
                  results_seen=len(emitted), window=window and window.get("seq"))
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """aiokafka logs a listener's error and carries on: with partitions assigned but not
-    resumed, or revoked but not committed, the aggregator would silently skip or redo work.
-    Such an error stops it instead (exit 1; a restart resumes from the log)."""
-
-    def __init__(self, service: AggregatorService) -> None:
-        self._service = service
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        try:
-            await self._service.on_revoked(revoked)
-        except Exception as exc:
-            self._service.fail(exc)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        try:
-            await self._service.on_assigned(assigned)
-        except Exception as exc:
-            self._service.fail(exc)

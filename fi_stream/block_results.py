@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fi_stream.aggregation import WEIGHTED_STRATEGIES, aggregate, to_simplex
+from fi_stream.aggregation import STRATEGIES, aggregate, takes_weights, to_simplex
 from fi_stream.block_state import ANSWERED, LATE, NONE, Codes, Mask, OpenBlock
 from schemas import Result, Tensor, WindowRef
 from schemas.blocks import (
@@ -99,7 +99,7 @@ def settle(ob: OpenBlock, rows: Mask, *, strategy: str,
     unheard = ((roles == NONE) & expected[:, None]) | (roles == LATE) | (roles >= EXCLUDED_BASE)
     status = status_codes(k, ob.block.quorum, unheard.sum(axis=0).astype(np.int64))
     w_col = None
-    if strategy in WEIGHTED_STRATEGIES and weights:
+    if weights and takes_weights(strategy):
         w_col = np.array([_weight(weights.get(pid, 0.0)) for pid in pids], np.float64)
     width = ob.width[idx]
     vec, pred, conf = _aggregate_by_width(stacks, usable, width, strategy, w_col)
@@ -155,7 +155,8 @@ def aggregate_masked(x: F64, usable: Mask, strategy: str, w_col: F64 | None
                      ) -> tuple[F64, npt.NDArray[np.int64], F64]:
     """Per query q: `aggregate(x[usable[:, q], q], strategy, weights=...)` for a [P, Q, C]
     stack (participants by id) and its [P, Q] mask; every query has ≥ 1 usable row."""
-    if strategy == "soft_vote" or (strategy in WEIGHTED_STRATEGIES and w_col is None):
+    if strategy == "soft_vote" or (w_col is None and strategy in STRATEGIES
+                                    and takes_weights(strategy)):
         k = usable.sum(axis=0)
         total = np.where(usable[:, :, None], x, -0.0).sum(axis=0)
         vec: F64 = total / k[:, None]

@@ -1,5 +1,6 @@
 """Names a setting may take, importable without numpy or pydantic: the CLI lists them in
-`--help`, the settings check against them when they load."""
+`--help`. Strategies and incentive methods are checked against their registries
+(`fi_stream.strategies`, `fi_stream.incentives`) when settings load."""
 
 from __future__ import annotations
 
@@ -11,21 +12,8 @@ BEHAVIOURS = ("honest", "random", "constant", "uniform", "lazy", "copycat", "col
 
 
 def strategy_names() -> list[str]:
-    """Aggregation strategies a setting or a query may name (the registry's keys)."""
-    from fi_stream.aggregation import STRATEGIES  # numpy: imported only when asked
+    """Aggregation strategies a setting or a query may name (the registry's names)."""
+    from fi_stream.strategies import known_strategies  # numpy: imported only when asked
 
-    return sorted(STRATEGIES)
+    return known_strategies()
 
-
-def incentive_method_names() -> list[str]:
-    """Label-free incentive methods the aggregator can run."""
-    from fi_stream.incentives import INCENTIVE_METHODS
-
-    return sorted(INCENTIVE_METHODS)
-
-
-def check_name(what: str, value: str, known: list[str]) -> str:
-    """`value` if it is one of `known`, else a ValueError that lists them."""
-    if value not in known:
-        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(known)}")
-    return value

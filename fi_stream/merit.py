@@ -1,9 +1,10 @@
 """Merit-based incentives for a window, once labels have arrived on fi.feedback.
 
 Pure: the results of the window (in fi.results order), the outputs they included, the
-labels and the window's label-free rewards in; Incentive events out. The Shapley values
-are exact for up to 12 participants (one ensemble evaluation per coalition) and Monte
-Carlo above, seeded from the window so that a replay gets the same numbers.
+labels and the window's label-free rewards in; Incentive events out. The scores come
+from the label-based method `METHOD` of the registry (`fi_stream.incentives.shapley`:
+exact up to MAX_EXACT_SHAPLEY participants, Monte Carlo above), seeded from the window
+so that a replay gets the same numbers.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from typing import Any
 import numpy as np
 
 from fi_stream.incentives import (
-    ensemble_accuracy_value,
-    shapley_exact,
-    shapley_monte_carlo,
+    get_labeled,
     skill_fairness,
     spearman,
     split_rewards,
@@ -26,7 +25,7 @@ from fi_stream.incentives import (
 from fi_stream.validation import label_problem
 from schemas import Incentive, IncentiveCounts, Window
 
-EXACT_MAX = 12
+#: The label-based method the merit service runs (`fi_stream.incentives.registry`).
 METHOD = "shapley"
 
 
@@ -82,14 +81,9 @@ def merit_incentives(window: Window, queries: Sequence[LabeledQuery],
                           | set(label_free_rewards))
     if not queries or not participants:
         return []
-    value = ensemble_accuracy_value([(q.participant_ids, q.outputs) for q in queries],
-                                    [q.label for q in queries])
-    errors: dict[str, float] = {}
-    if len(participants) <= EXACT_MAX:
-        phi = shapley_exact(participants, value)
-    else:
-        rng = np.random.default_rng([window.partition, window.seq])
-        phi, errors = shapley_monte_carlo(participants, value, permutations, rng)
+    phi, errors = get_labeled(METHOD).scores(
+        participants, [(q.participant_ids, q.outputs) for q in queries],
+        [q.label for q in queries], (window.partition, window.seq), permutations)
     rewards = split_rewards(phi, budget)
     fairness = _finite(skill_fairness(phi, label_free_rewards))
     rho = _finite(spearman(dict(label_free_rewards), phi))

@@ -16,7 +16,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from fi_stream.choices import check_name, incentive_method_names, strategy_names
 from fi_stream.errors import ConfigError
 
 
@@ -115,7 +114,7 @@ class AggregatorSettings(_Group):
     window_results: int = Field(default=200, ge=1)
     window_seconds: float = Field(default=10.0, gt=0)
     reward_budget: float = Field(default=100.0, ge=0)
-    #: A label-free method of fi_stream.incentives (INCENTIVE_METHODS). The default pays
+    #: A label-free method of the fi_stream.incentives registry. The default pays
     #: random, constant, uniform and colluding answers about nothing (README: incentives).
     incentive_method: str = "correlated_agreement"
     pending_response_ttl_ms: int = Field(default=60_000, ge=0)
@@ -128,12 +127,17 @@ class AggregatorSettings(_Group):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
-        return check_name("strategy", value, strategy_names())
+        # Imported when a value is checked: the registry loads numpy, settings alone do not.
+        from fi_stream.strategies import check_strategy
+
+        return check_strategy(value)
 
     @field_validator("incentive_method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        return check_name("incentive method", value, incentive_method_names())
+        from fi_stream.incentives import check_method
+
+        return check_method(value)
 
 
 class RetrySettings(_Group):

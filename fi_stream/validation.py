@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from fi_stream.aggregation import STRATEGIES
+from fi_stream.strategies import STRATEGIES
 from schemas import (
     MAX_LABEL,
     ExclusionReason,
@@ -162,8 +162,9 @@ def shape_problem(shape: tuple[int, ...], dtype: str, spec: TaskSpec) -> str | N
 
 
 def strategy_problem(strategy: str | None, known: Collection[str] = STRATEGIES) -> str | None:
-    """A query may name only a strategy the aggregator runs. An unknown name is rejected,
-    never replaced by the default: the client asked for a rule it would not get."""
+    """A query may name only a strategy the aggregator runs (`known`: the registry). An
+    unknown name is rejected, never replaced by the default: the client asked for a rule
+    it would not get."""
     if strategy is None or strategy in known:
         return None
     return (f"unknown_strategy: the query names strategy {strategy[:64]!r}; "

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from consumers.aggregator import AggregatorService, _Out
+from consumers.aggregator import AggregatorService
+from consumers.aggregator_commit import Out
 from fi_stream.clock import now_ms
 from fi_stream.kafka.fencing import GroupFenced
 from fi_stream.settings import Settings
@@ -89,7 +90,7 @@ def _service(producer: FakeProducer) -> AggregatorService:
     service = AggregatorService(Settings())
     service._producer = producer  # type: ignore[assignment]
     service._consumer = FakeConsumer()  # type: ignore[assignment]
-    service._positions[TopicPartition(service.topics.queries, 0)] = 0
+    service._tx.positions[TopicPartition(service.topics.queries, 0)] = 0
     service._owned.add(0)
     # One participant serves "digits" (a query nobody serves is settled at once).
     service.registry.participants["p1"] = Participant(
@@ -100,7 +101,7 @@ def _service(producer: FakeProducer) -> AggregatorService:
 
 def _results(service: AggregatorService, values: Iterator[bytes]) -> None:
     for value in values:
-        service._outbox.append(_Out(service.topics.results, 0, b"q", value, []))
+        service._tx.outbox.append(Out(service.topics.results, 0, b"q", value, []))
 
 
 async def test_transactions_run_one_at_a_time_with_what_was_emitted_before_each() -> None:
@@ -124,8 +125,8 @@ async def test_transactions_run_one_at_a_time_with_what_was_emitted_before_each(
 
     assert producer.most_open == 1
     assert [t.values for t in producer.committed] == [[b"a", b"b"], [b"c", b"d"]]
-    assert service._outbox == []
-    assert service._results_next == {0: 4}  # where a restarted owner starts looking
+    assert service._tx.outbox == []
+    assert service._tx.results_next == {0: 4}  # where a restarted owner starts looking
 
 
 async def test_a_failed_transaction_ends_the_committer() -> None:
@@ -168,12 +169,12 @@ async def test_a_fenced_member_commits_nothing_more_until_it_rejoins() -> None:
     assert fenced == [1], "no second transaction in the refused generation"
 
     await service.on_revoked({TopicPartition(service.topics.queries, 0)})
-    assert service._outbox == [] and service._owned == set()
+    assert service._tx.outbox == [] and service._owned == set()
 
     del producer.send_offsets_to_transaction  # the coordinator accepts generation 2
     assert service._consumer is not None
     service._consumer._coordinator.generation = 2
-    service._positions[TopicPartition(service.topics.queries, 0)] = 0  # as on_assigned does
+    service._tx.positions[TopicPartition(service.topics.queries, 0)] = 0  # as on_assigned does
     service._owned.add(0)
     _results(service, (b"c",))
     service._closing = True
@@ -215,4 +216,4 @@ async def test_records_fetched_again_after_the_resume_seek_are_read_once() -> No
 
     assert service.join.duplicates == 0
     assert sorted(service.join.open) == ["q0", "q1"]
-    assert service._positions[tp] == 2
+    assert service._tx.positions[tp] == 2

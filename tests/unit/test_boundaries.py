@@ -82,8 +82,8 @@ def test_batched_scores_are_used_only_for_loo_agreement() -> None:
     with_batch.add(result, ids, outputs, batched)
     plain = IncentiveWindow(partition=0, seq=0, opened_at_ms=0, method="equal_split")
     plain.add(result, ids, outputs)
-    assert with_batch.scores == plain.scores
-    assert with_batch.scores == pytest.approx({"p1": 1 / 3, "p2": 1 / 3, "p3": 1 / 3})
+    assert with_batch.state == plain.state
+    assert with_batch.state == pytest.approx({"p1": 1 / 3, "p2": 1 / 3, "p3": 1 / 3})
 
 
 # -- merit: ρ and F are the label-free rewards against merit -----------------------------------

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.aggregator import _Metrics
+from consumers.aggregator_metrics import AggregatorMetrics
 from fi_stream.metrics import ConsumerLag, lag
 from schemas import (
     CopiedAnswer,
@@ -52,7 +52,7 @@ def test_consumer_lag_per_partition_and_gone_when_unassigned() -> None:
 
 def test_aggregator_counts_each_participants_outcome_and_names_counters_total() -> None:
     registry = CollectorRegistry()
-    m = _Metrics(registry)
+    m = AggregatorMetrics(registry)
     result = Result(
         query_id="q", task="digits", status="partial", strategy="soft_vote", quorum=1,
         created_at_ms=0, deadline_ms=1, completed_at_ms=1, window=WindowRef(partition=0, seq=0),

@@ -11,6 +11,7 @@ from fi_stream.aggregation import aggregate
 from fi_stream.incentives import split_rewards, window_scores
 from fi_stream.join import Answer, JoinTable, OpenQuery
 from fi_stream.results import IncentiveWindow, build_result, soft_vote_in_batches, status_of
+from fi_stream.strategies import stateful_strategies
 from schemas import WindowRef, encode
 
 from .test_join import EXPECTED, batch, query
@@ -69,25 +70,28 @@ def test_window_tallies_equal_a_recomputation_and_survive_a_restart() -> None:
     assert all(i.window.results == 20 and i.window.seq == 3 for i in incentives)
 
 
-def test_window_state_holds_every_field_but_the_in_memory_confidences() -> None:
+def test_window_state_holds_every_field_and_the_method_state_under_its_key() -> None:
     window = IncentiveWindow(2, 5, 7, "loo_cosine")
     result, ids, _ = build_result(_joined(), strategy="soft_vote", completed_at_ms=1,
                                   window=window.ref)
     window.add(result, ids, np.random.default_rng(0).random((3, 10)))
     state = orjson.loads(orjson.dumps(window.to_state()))
-    assert set(state) == {f.name for f in fields(IncentiveWindow)} - {"confidences"}
+    assert set(state) == {f.name for f in fields(IncentiveWindow) if f.init} - {"state"} | {
+        "scores"}  # loo_cosine's state_key: the layout earlier versions wrote
     again = IncentiveWindow.from_state(state)
-    assert again.to_state() == state and again.confidences == []
+    assert again.to_state() == state
 
 
 def test_spectral_weights_of_a_window() -> None:
-    window = IncentiveWindow(0, 0, 0, "loo_agreement")
+    spectral = stateful_strategies()["spectral"].from_state(None)
     rng = np.random.default_rng(1)
     for _ in range(10):
-        result, ids, _ = build_result(_joined(), strategy="soft_vote", completed_at_ms=1,
-                                      window=window.ref)
-        window.add(result, ids, rng.random((3, 10)))
-    weights = window.spectral()
+        _, ids, _ = build_result(_joined(), strategy="soft_vote", completed_at_ms=1,
+                                 window=WindowRef(partition=0, seq=0))
+        spectral.observe(ids, rng.random((3, 10)))
+    assert spectral.weights() is None  # until the window closes
+    spectral.close_window({})
+    weights = spectral.weights()
     assert weights is not None and set(weights) == {"p1", "p2", "p3"}
     assert abs(sum(weights.values()) - 1) < 1e-12
 
@@ -123,4 +127,3 @@ def test_the_batched_soft_vote_emits_byte_for_byte_what_the_per_query_path_does(
             emitted[path].append(encode(result))
     assert emitted["batched"] == emitted["per query"]
     assert windows["batched"].to_state() == windows["per query"].to_state()
-    assert windows["batched"].confidences == windows["per query"].confidences

@@ -124,11 +124,11 @@ def test_batched_votes_and_the_copy_screen() -> None:
     own, peer = loo_votes_batch(x.reshape(3, 3, 2))
     for j, q_ in enumerate(queries):
         b = far[q_.query.query_id]
-        assert b.own is not None and b.peer is not None and b.no_copies is True
-        assert b.own.tolist() == own[j].tolist() and b.peer.tolist() == peer[j].tolist()
-        assert b.scores.tolist() == (own[j] == peer[j]).astype(float).tolist()
+        assert b.no_copies is True
+        assert b.pre["correlated_agreement"] == (own[j].tolist(), peer[j].tolist())
+        assert b.pre["loo_agreement"] == (own[j] == peer[j]).astype(float).tolist()
     solo = far["solo"]
-    assert solo.own is None and solo.peer is None and solo.scores.tolist() == [0.0]
+    assert solo.pre.get("correlated_agreement") is None and solo.pre["loo_agreement"] == [0.0]
     unscreened = soft_vote_in_batches(queries)
     assert not any(b.no_copies for b in unscreened.values())
 
@@ -172,4 +172,4 @@ def test_a_tallied_window_scores_what_a_recomputation_does_batched_or_not() -> N
         per_query.append((ids, outputs))
     want = window_scores(per_query, "correlated_agreement")
     assert plain.current_scores() == fast.current_scores() == want
-    assert plain.tallies == fast.tallies and plain.scores == {}
+    assert plain.state == fast.state and "scores" not in plain.to_state()
