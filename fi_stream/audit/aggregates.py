@@ -1,12 +1,15 @@
 """Each result's aggregate, prediction and confidence, recomputed bit for bit over exactly
-the rows it lists: in batches of equal shape (soft vote and loo_agreement at once, checked
-against the reference functions on a sample), and through `aggregate` itself, the arbiter,
-for any result the batch does not vouch for."""
+the rows it lists: in batches of equal shape (`fi_stream.batched.stack_maths`: the soft vote
+and the batched part of each incentive method the log uses, checked against the per-query
+functions on a sample), and through `aggregate` itself, the arbiter, for any result the
+batch does not vouch for."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -14,9 +17,9 @@ import numpy.typing as npt
 from fi_stream.aggregation import STRATEGIES, aggregate, soft_vote_batch
 from fi_stream.audit.context import AuditContext, Checked
 from fi_stream.audit.rows import F64
+from fi_stream.batched import stack_maths
 from fi_stream.copycat import suspicious
-from fi_stream.incentives import loo_agreement_batch
-from fi_stream.results import batch_matches
+from fi_stream.incentives import METHODS
 from schemas import Result
 
 
@@ -29,9 +32,10 @@ class _Batch:
     vector: F64
     prediction: npt.NDArray[np.intp]
     confidence: F64
-    agree: F64
+    #: Per incentive method with a batched path (and whose check passed): per-query rows.
+    pre: dict[str, Sequence[Any]]
     close: npt.NDArray[np.bool_]
-    #: The batched maths equals the reference functions on the first finite sample.
+    #: The batched soft vote equals the reference function on the first finite sample.
     trusted: bool
 
 
@@ -61,17 +65,26 @@ def _batched(ctx: AuditContext, members: list[Checked], k: int, width: int) -> _
                       count=len(members) * k)
     x = ctx.rows.matrices[width][idx].reshape(len(members), k, width)
     finite: npt.NDArray[np.bool_] = np.asarray(np.isfinite(x).all(axis=(1, 2)))
-    with np.errstate(all="ignore"):
-        vector, prediction, confidence = soft_vote_batch(x)
-        agree = loo_agreement_batch(x)
     stds = np.array([[ctx.registry.noise_std(p) for p in c.ids] for c in members])
     with np.errstate(all="ignore"):
         close = suspicious(np.where(np.isfinite(x), x, 0.0), stds)
     first = int(np.argmax(finite))
-    trusted = bool(finite[first]) and batch_matches(
-        x[first], vector[first], int(prediction[first]), float(confidence[first]),
-        agree[first])
-    return _Batch(x, finite, vector, prediction, confidence, agree, close, trusted)
+    maths = None
+    if finite[first]:
+        with np.errstate(all="ignore"):
+            maths = stack_maths(x, members[first].ids, _methods(ctx), check=first)
+    if maths is None:
+        with np.errstate(all="ignore"):
+            vector, prediction, confidence = soft_vote_batch(x)
+        return _Batch(x, finite, vector, prediction, confidence, {}, close, False)
+    return _Batch(x, finite, maths.vector, maths.prediction, maths.confidence, maths.pre,
+                  close, True)
+
+
+def _methods(ctx: AuditContext) -> list[str]:
+    """The label-free incentive methods the log's incentives name (their batched parts are
+    computed with the soft vote, once per stack; label-based ones come from merit)."""
+    return sorted({i.event.method for i in ctx.log.incentives} & METHODS.keys())
 
 
 def _check(ctx: AuditContext, c: Checked, b: _Batch, i: int) -> None:
@@ -83,7 +96,7 @@ def _check(ctx: AuditContext, c: Checked, b: _Batch, i: int) -> None:
     c.rows = b.x[i]
     c.close_pair = bool(b.close[i])
     if b.trusted:
-        c.agree = b.agree[i]
+        c.pre = {name: rows[i] for name, rows in b.pre.items()}
         if _equals_soft_vote(c.result, b, i):
             return
     reference(ctx, c)

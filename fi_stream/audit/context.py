@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fi_stream.audit.findings import Findings
 from fi_stream.audit.log import AuditLog, Logged
@@ -30,7 +31,9 @@ class Checked:
     #: Every listed row resolved (and, once gathered, finite).
     usable: bool = True
     rows: F64 | None = None  # (k, C) float64, gathered for usable results with answers
-    agree: F64 | None = None  # per-row loo_agreement scores, when computed in a batch
+    #: Per incentive method, what its `add_batch` computed for this result's rows (when
+    #: computed in a batch); `IncentiveWindow.add` takes it.
+    pre: dict[str, Any] = field(default_factory=dict)
     close_pair: bool = True  # some pair of its rows is within the noise (copycat.suspicious)
 
     @property

@@ -124,8 +124,7 @@ def _verify(ctx: AuditContext, key: WindowKey, results: list[Checked], recorded:
             budgets: list[float], method: str) -> dict[str, float]:
     """Compare the recorded incentives with a replay; returns the replayed scores."""
     extra = [i.event.participant_id for i in recorded]
-    if method == "loo_agreement" and all(c.agree is not None or c.rows is None
-                                         for c in results):
+    if all(method in c.pre or c.rows is None for c in results):
         fast, scores = replay_batched(key, results, extra, budgets, method)
         if all(not incentive_differs(i.event, fast[i.event.budget][i.event.participant_id])
                for i in recorded):
@@ -153,21 +152,16 @@ def _count_extra(window: IncentiveWindow, extra: Iterable[str]) -> None:
 
 def replay_batched(key: WindowKey, results: Sequence[Checked], extra: Iterable[str],
                    budgets: Iterable[float], method: str) -> tuple[Replayed, dict[str, float]]:
-    """`IncentiveWindow` over the window's results, from per-row scores computed in batches.
-
-    The window counts (outputs None: counts only, the one per-participant tally) and closes
-    as always; the scores are the same sums in the same order. Used only to accept recorded
-    incentives that equal it, everything else goes to IncentiveWindow itself."""
+    """`IncentiveWindow` over the window's results, fed what the method's `add_batch`
+    computed for each (`Checked.pre`): the same window, the same sums in the same order.
+    Used only to accept recorded incentives that equal it; everything else goes to the
+    per-query replay."""
     window = IncentiveWindow(key.partition, key.seq, 0, method)
-    scores: dict[str, float] = {}
     for c in results:
-        window.add(c.result, c.ids, None)
-        if c.rows is not None and c.agree is not None:
-            for pid, s in zip(c.ids, c.agree.tolist(), strict=True):
-                scores[pid] = scores.get(pid, 0.0) + s
+        window.add(c.result, c.ids, c.rows, batched=c)
     _count_extra(window, extra)
-    window.scores = dict(scores)
-    return {b: {i.participant_id: i for i in window.close(budget=b)} for b in budgets}, scores
+    return ({b: {i.participant_id: i for i in window.close(budget=b)} for b in budgets},
+            window.current_scores())
 
 
 def _seen_incentives(ctx: AuditContext, key: WindowKey, recorded: Recorded,

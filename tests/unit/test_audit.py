@@ -12,6 +12,7 @@ import pytest
 
 import fi_stream.audit as audit_mod
 import fi_stream.audit.aggregates as aggregates_mod
+import fi_stream.batched as batched_mod
 from consumers.auditor import Bound
 from fi_stream.aggregation import aggregate, soft_vote_batch
 from fi_stream.audit import (
@@ -25,7 +26,7 @@ from fi_stream.audit import (
 )
 from fi_stream.audit.page import render_html
 from fi_stream.errors import ConfigError
-from fi_stream.incentives import loo_agreement, loo_agreement_batch
+from fi_stream.incentives import get_method, loo_agreement, loo_agreement_batch
 from fi_stream.privacy import Mechanism, PrivacyBudget, epsilon, epsilon_spent, max_answers
 from fi_stream.settings import TopicNames
 from fi_stream.signing import sign_batch
@@ -111,8 +112,11 @@ def test_the_reference_decides_when_the_batched_maths_would_not_agree(
         vector, prediction, confidence = soft(x)
         return vector + 1e-9, prediction, confidence
 
+    monkeypatch.setattr(batched_mod, "soft_vote_batch", off)
     monkeypatch.setattr(aggregates_mod, "soft_vote_batch", off)
-    monkeypatch.setattr(aggregates_mod, "loo_agreement_batch", lambda x: 1 - loo(x))
+    monkeypatch.setattr(get_method("loo_agreement"), "add_batch",
+                        lambda x: (1 - loo(x)).tolist())
+    assert {i.event.method for i in log.incentives} == {"loo_agreement"}
     report = audit(log)
     assert report.ok, [d.line() for d in report.discrepancies]
     assert report.counts["windows_verified"] == report.counts["windows_closed"]

@@ -11,6 +11,7 @@ reason; the fast path is only allowed to be faster.
 from __future__ import annotations
 
 import base64
+import copy
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ ODD = st.sampled_from([
     None, True, False, 0, 1, -1, 2, 2**63, -(2**63), 1.0, 1.5, -0.0, "", "x", "q-1\n", " q",
     "a" * 128, "a" * 129, "é", [], [1], {}, {"a": 1}, "1", "<f4", "|u1", "<f8", "AAAA",
     "AAAAAAAAAAAAAAAAAAAAAA==", "not base64!", [2, 2], [4], [-1, -4], [2.0, 2.0], [True, 2],
-])
+]).map(copy.deepcopy)  # a fresh {} each draw: a shared one could end up inside itself
 
 
 @st.composite
