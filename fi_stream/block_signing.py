@@ -4,8 +4,8 @@ is needed to sign or verify, in any language. Same keys and libraries as fi_stre
 
 Why a digest: Ed25519 passes over its message with SHA-512 twice to sign (nonce, then
 challenge) and once to verify. One SHA-256 pass (on the CPU's SHA extensions) and Ed25519
-over its 32 bytes signed a 1,024-row block (82 KB) 3× faster and verified it 2.3× faster
-(benchmarks/wire/signing.json); for a block of one the cost is the same."""
+over its 32 bytes signed a 1,024-row block (82 KB) about 3× faster and verified it about
+2× faster (benchmarks/wire/signing.json); for a block of one the cost is the same."""
 
 from __future__ import annotations
 
