@@ -320,11 +320,15 @@ def clip_rows(x: torch.Tensor, clip_norm: float) -> torch.Tensor:
     if x32.numel() == 0:
         return x32.clone()
     rows = x32.reshape(x32.shape[0], -1) if x32.ndim > 1 else x32.reshape(1, -1)
-    peak = rows.abs().amax(dim=1, keepdim=True).clamp_min(_TINY)
-    unit = rows / peak
+    peak = rows.abs().amax(dim=1, keepdim=True).clamp_min_(_TINY)
+    unit = rows / peak  # fresh: scaled in place below, `rows` (maybe x itself) is not touched
     unit_norm: torch.Tensor = torch.linalg.vector_norm(unit, ord=2, dim=1, keepdim=True)
-    inside = peak * unit_norm <= clip_norm  # an overflow to inf correctly says "outside"
-    clipped = unit * (clip_norm / unit_norm.clamp_min(_TINY))
+    inside = peak.mul_(unit_norm) <= clip_norm  # an overflow to inf correctly says "outside"
+    if x32.device.type == "cpu" and bool(inside.all()):
+        # Nothing to clip (a softmax row under C >= 1 always): skip the scale and the select
+        # (~25 µs of 55 at [1024, 10]). CPU only, where asking costs no device sync.
+        return x32.clone()
+    clipped = unit.mul_(unit_norm.clamp_min_(_TINY).reciprocal_().mul_(clip_norm))
     return torch.where(inside, rows, clipped).reshape(x32.shape)
 
 
@@ -340,7 +344,8 @@ def privatize(x: torch.Tensor, mechanism: Mechanism,
         return clipped
     noise = torch.randn(clipped.shape, generator=generator, device=clipped.device,
                         dtype=torch.float32)
-    return clipped + noise * mechanism.noise_std
+    # In place on the fresh noise (clipped may alias x): noise·σC + clipped, one buffer.
+    return noise.mul_(mechanism.noise_std).add_(clipped)
 
 
 def release(model_output: torch.Tensor, mechanism: Mechanism,
@@ -352,6 +357,20 @@ def release(model_output: torch.Tensor, mechanism: Mechanism,
     The participant's engine and `fi-stream experiment privacy` both call this, so the
     frontier is measured on exactly what participants release.
     """
-    bounded = (torch.softmax(model_output.float(), dim=-1) if mechanism.name == "gaussian"
+    bounded = (softmax_rows(model_output.float()) if mechanism.name == "gaussian"
                else model_output.float())
     return privatize(bounded, mechanism, generator)
+
+
+#: Below this many classes torch's CPU softmax over the last dim leaves its vectorized
+#: kernel (16 float32 lanes of AVX-512): [1024, 10] took 159 µs, the same softmax over
+#: dim 0 of the transposed view 19 µs; at 16 classes and more the last-dim kernel wins.
+_SHORT_ROW = 16
+
+
+def softmax_rows(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim, the same function as torch.softmax(x, -1) (values equal
+    to a few ulp), taken on the transposed view for short rows on the CPU (_SHORT_ROW)."""
+    if x.device.type == "cpu" and x.ndim == 2 and x.shape[1] < _SHORT_ROW:
+        return torch.softmax(x.t(), dim=0).t().contiguous()
+    return torch.softmax(x, dim=-1)

@@ -4,6 +4,7 @@ what this file reads), never to build or parse here."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -80,7 +81,8 @@ def test_response_block_by_hand_decodes_and_verifies() -> None:
                          "details": [{"row": 1, "detail": "over budget"}]},
                      [("outputs", "<f4", [2, 10], outputs), ("status", "|u1", [2], [0, 1])],
                      signature_space=True)
-    raw = unsigned[:-64] + key.sign(unsigned[:-64])  # over every byte before the signature
+    # Ed25519 over the SHA-256 digest of every byte before the signature
+    raw = unsigned[:-64] + key.sign(hashlib.sha256(unsigned[:-64]).digest())
     block = decode_response_block(raw)
     assert block.reason(1) == "budget_exhausted" and block.details == {1: "over budget"}
     assert block.outputs.tolist()[0] == [0.5] * 10
@@ -113,3 +115,29 @@ def test_codec_made_blocks_read_by_hand() -> None:
     assert values["status"] == [0, 2] and values["outputs"] == [1.0, 2.0, 0.0, 0.0]
     assert header["privacy"] == {"clip_norm": 1.0, "noise_multiplier": 0.0,
                                  "mechanism": "gaussian"}
+
+
+def test_a_codec_signed_block_verifies_by_hand_and_only_over_the_digest() -> None:
+    """The engine's signature checks out with hashlib and Ed25519 alone, as the document
+    says (message = SHA-256 of bytes [0, E)); a signature over the raw bytes does not."""
+    from cryptography.exceptions import InvalidSignature
+
+    from fi_stream.block_signing import sign_response_block, verify_response_block
+    from fi_stream.signing import public_key_bytes
+    from schemas import Privacy
+    from schemas.blocks import ResponseBlock, decode_response_block, encode_response_block
+
+    key = Ed25519PrivateKey.generate()
+    response = ResponseBlock("p1", "x", "t", "v", Privacy(clip_norm=1, noise_multiplier=0),
+                             1, 0, "b9", ["q1"], np.array([[0.25, 0.75]], "<f4"),
+                             np.array([0], np.uint8))
+    raw = sign_response_block(encode_response_block(response), key)
+    body, signature = raw[:-64], raw[-64:]
+    key.public_key().verify(signature, hashlib.sha256(body).digest())  # raises if wrong
+    try:
+        key.public_key().verify(signature, body)
+        raise AssertionError("the signature must be over the digest, not the raw bytes")
+    except InvalidSignature:
+        pass
+    undigested = decode_response_block(body + key.sign(body))
+    assert not verify_response_block(undigested, public_key_bytes(key))
