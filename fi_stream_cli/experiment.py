@@ -1,4 +1,5 @@
-"""`fi-stream experiment privacy`: the privacy–utility frontier as JSON, a table and a plot."""
+"""`fi-stream experiment privacy`: the privacy–utility frontier as JSON, a table and a plot;
+`fi-stream experiment incentives`: every incentive scheme against strategic participants."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-experiment_app = typer.Typer(no_args_is_help=True, help="Measurements behind the README.")
+experiment_app = typer.Typer(no_args_is_help=True, help="Experiments (JSON out).")
 console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(experiment_app, name="experiment")
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -112,3 +117,32 @@ def draw(out: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+@experiment_app.command("incentives")
+def experiment_incentives(
+    json_out: Annotated[Path, typer.Option("--json", help="Write the rows here.")],
+    plot_out: Annotated[Path | None, typer.Option("--plot", help="PNG of the shares.")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1.")] = 3,
+) -> None:
+    """Every incentive scheme against strategic participants (5 honest + 7 strategic),
+    at α = 0.3 and 1; prints the scheme × behaviour table of reward shares."""
+    import orjson
+
+    from fi_stream_cli.incentive_experiment import plot, run, table
+
+    result = run(seeds=tuple(range(seeds)))
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2
+                                      | orjson.OPT_NON_STR_KEYS))
+    for alpha in result["setup"]["alphas"]:
+        print(f"\nα = {alpha:g} (mean reward share per participant over "
+              f"{seeds} seeds; copy detection on):\n")
+        print(table(result, alpha))
+    d = result["detection"]
+    print(f"\ncopies flagged: {d['copied_flagged']}/{d['copied']}; honest answers flagged: "
+          f"{d['honest_flagged']}/{d['honest']}; goals met by {result['default_scheme']} at "
+          f"α = 1: {result['goals']['met']}; {result['wall_s']} s")
+    if plot_out is not None:
+        plot(result, plot_out)
+        Console(stderr=True).print(f"plot: {plot_out}")
