@@ -91,24 +91,7 @@ def draw(out: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(alphas), figsize=(5.5 * len(alphas), 4.2), squeeze=False,
                              sharey=True)
     for ax, alpha in zip(axes[0], alphas, strict=True):
-        rows = [r for r in out["rows"] if r["alpha"] == alpha]
-        for key in sorted({(r["mechanism"], r["teachers"] or 0) for r in rows}):
-            line = sorted((r for r in rows if (r["mechanism"], r["teachers"] or 0) == key),
-                          key=lambda r: r["epsilon_per_1000"])
-            label = key[0] if not key[1] else f"{key[0]} (K = {key[1]})"
-            ax.errorbar([r["epsilon_per_1000"] for r in line],
-                        [r["federated_accuracy"] for r in line],
-                        yerr=[r["federated_accuracy_std"] for r in line], marker="o",
-                        capsize=3, label=f"federated, {label}")
-        best = max(r["best_solo_accuracy"] for r in rows)
-        ax.axhline(best, color="grey", linestyle="--",
-                   label=f"best solo, own model, no noise ({best:.2f})")
-        ax.axhline(rows[0]["chance"], color="black", linestyle=":", label="chance (0.10)")
-        ax.set_xscale("log")
-        ax.set_xlabel(f"ε per 1,000 answers per participant (δ = {out['delta']:g})")
-        ax.set_title(f"Dirichlet α = {alpha:g}")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
+        _panel(ax, [r for r in out["rows"] if r["alpha"] == alpha], alpha, out["delta"])
     axes[0][0].set_ylabel("federated accuracy (digits test split)")
     axes[0][-1].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"fi-stream privacy–utility frontier: {out['participants']} participants, "
@@ -117,6 +100,27 @@ def draw(out: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _panel(ax: Any, rows: list[dict[str, Any]], alpha: float, delta: float) -> None:
+    """One α: a line per mechanism (and K), the best solo model and chance."""
+    for key in sorted({(r["mechanism"], r["teachers"] or 0) for r in rows}):
+        line = sorted((r for r in rows if (r["mechanism"], r["teachers"] or 0) == key),
+                      key=lambda r: r["epsilon_per_1000"])
+        label = key[0] if not key[1] else f"{key[0]} (K = {key[1]})"
+        ax.errorbar([r["epsilon_per_1000"] for r in line],
+                    [r["federated_accuracy"] for r in line],
+                    yerr=[r["federated_accuracy_std"] for r in line], marker="o",
+                    capsize=3, label=f"federated, {label}")
+    best = max(r["best_solo_accuracy"] for r in rows)
+    ax.axhline(best, color="grey", linestyle="--",
+               label=f"best solo, own model, no noise ({best:.2f})")
+    ax.axhline(rows[0]["chance"], color="black", linestyle=":", label="chance (0.10)")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"ε per 1,000 answers per participant (δ = {delta:g})")
+    ax.set_title(f"Dirichlet α = {alpha:g}")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
 
 
 @experiment_app.command("incentives")
