@@ -18,19 +18,19 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
+from consumers.enrolment import enrol
+from consumers.participant_metrics import ParticipantMetrics
 from fi_stream.batching import fetch_batching, query_record_bytes
 from fi_stream.behaviours import Behaviour, strategic_model
 from fi_stream.clock import now_ms
 from fi_stream.engine import InferenceEngine, Prepared, Signer, assemble, pick_device, prepare
-from fi_stream.errors import ConfigError
 from fi_stream.kafka import DeadLetterQueue, make_consumer, make_producer
 from fi_stream.kafka.dlq import key_text
 from fi_stream.kafka.reading import poll
 from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
 from fi_stream.ledger_sync import SharedBudget, floor_ledger
-from fi_stream.metrics import ConsumerLag
 from fi_stream.models import load_model
 from fi_stream.privacy import PrivacyBudget, choose_mechanism, max_answers, per_answer_epsilon
 from fi_stream.quota import QUOTA_FILE, SIGNATURE_HEADER, QuotaBook, verified_client
@@ -39,14 +39,7 @@ from fi_stream.reuse import AnswerCache, answer_batch
 from fi_stream.service import Service
 from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes
-from schemas import (
-    Budget,
-    Participant,
-    QueryView,
-    ResponseBatch,
-    encode,
-    headers,
-)
+from schemas import Budget, Participant, QueryView, ResponseBatch, headers
 
 log = structlog.get_logger(__name__)
 
@@ -76,30 +69,10 @@ class _Batch:
     acks: list[asyncio.Future[Any]]
 
 
-
-class _Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.queries = Counter("fi_participant_queries", "Queries seen", ["outcome"],
-                               registry=registry)
-        self.batch_size = Histogram("fi_participant_batch_size", "Queries per micro-batch",
-                                    buckets=(1, 4, 16, 64, 256, 1024, 4096), registry=registry)
-        self.device_seconds = Histogram("fi_participant_device_seconds",
-                                        "Forward+privatize time per batch", registry=registry)
-        self.decode_seconds = Histogram("fi_participant_decode_seconds",
-                                        "Decode+check time per batch", registry=registry)
-        self.encode_seconds = Histogram("fi_participant_encode_seconds",
-                                        "Encode+sign time per batch", registry=registry)
-        self.epsilon = Gauge("fi_participant_epsilon_spent", "Privacy spent (ε at δ)",
-                             registry=registry)
-        self.reused = Counter("fi_participant_reused_answers",
-                              "Answers replayed from the reuse cache (no privacy spent)",
-                              registry=registry)
-        self.lag = ConsumerLag(registry)
-
-
 class ParticipantService(Service):
-    name = "participant"
     """`async with ParticipantService(...)` runs until `stop()` (or SIGTERM via the CLI)."""
+
+    name = "participant"
 
     def __init__(self, settings: Settings, *, participant_id: str, model_dir: Path,
                  registry: CollectorRegistry | None = None, behaviour: Behaviour = "honest",
@@ -114,7 +87,7 @@ class ParticipantService(Service):
         self.topics = settings.topic_names
         self.group_id = f"{settings.kafka.topic_prefix}fi.participant.{participant_id}"
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
-        self._metrics = _Metrics(self.metrics_registry)
+        self._metrics = ParticipantMetrics(self.metrics_registry)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self.batches = 0
@@ -195,42 +168,8 @@ class ParticipantService(Service):
                           delta=self.ledger.budget.delta),
             registered_at_ms=now_ms(),
         )
-        if self.settings.operator_pubkey is None:
-            await self._producer.send_and_wait(
-                self.topics.registry, encode(entry), key=self.participant_id.encode(),
-                headers=headers(Participant),
-            )
-            return
-        await self._await_admission(entry)
-
-    async def _await_admission(self, mine: Participant) -> None:
-        """Block until the trusted registry holds this id with this key (the operator ran
-        `fi-stream admin admit`); log once what the operator must run."""
-        import base64
-
-        view = self._registry = RegistryView(self.settings)
-        await view.start()
-        # The view stays open: it also holds the admitted clients' keys (fi_stream.quota).
-        deadline = time.monotonic() + self.settings.participant.admission_timeout_s
-        hinted = False
-        while True:
-            admitted = view.participants.get(self.participant_id)
-            if admitted is not None and admitted.public_key == mine.public_key:
-                break
-            if not hinted:
-                log.warning("participant_not_admitted", admit=(
-                    f"fi-stream admin admit --id {self.participant_id} --pubkey "
-                    f"{base64.b64encode(mine.public_key).decode()} --tasks {self.spec.task}"
-                    + (f" --teachers {self.spec.teachers}" if self.spec.teachers else "")))
-                hinted = True
-            if time.monotonic() > deadline:
-                raise ConfigError(
-                    f"{self.participant_id} is not admitted with this key: ask the "
-                    f"operator to run `fi-stream admin admit --id {self.participant_id} "
-                    f"--pubkey {base64.b64encode(mine.public_key).decode()}`")
-            await asyncio.sleep(0.2)
-        self.admitted = admitted
-        _check_admitted(admitted, mine)
+        self.admitted, self._registry = await enrol(self.settings, self._producer, entry,
+                                                    teachers=self.spec.teachers)
 
     async def _close(self) -> None:
         """After the loop drained (batches in hand answered, acked, committed)."""
@@ -437,39 +376,6 @@ class ParticipantService(Service):
                         detail=str(exc), refused=self.commits_refused)
 
 
-def _check_admitted(admitted: Participant, mine: Participant) -> None:
-    """Run with what the operator admitted: the audit holds a participant to the privacy
-    parameters and budget of its trusted entry, so a looser local setting is an error."""
-    wrong = []
-    if admitted.privacy != mine.privacy:
-        wrong.append(f"privacy {admitted.privacy} (here {mine.privacy})")
-    a, m = admitted.budget, mine.budget
-    if a is not None and m is not None and (m.epsilon_max > a.epsilon_max or m.delta != a.delta):
-        wrong.append(f"budget ε_max={a.epsilon_max}, δ={a.delta} "
-                     f"(here ε_max={m.epsilon_max}, δ={m.delta})")
-    if wrong:
-        raise ConfigError(f"{mine.participant_id} was admitted with " + "; ".join(wrong)
-                          + ": set FI_PRIVACY__… to match, or ask the operator to re-admit")
-
-
-class NaiveParticipantService(ParticipantService):
-    """The baseline `fi-stream bench e2e` measures against (`participant.pipeline = "naive"`),
-    not for production: the loop a first consumer usually is — per query one forward
-    pass, one awaited produce, one offset commit."""
-
-    name = "participant-naive"
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        while not self._stopping.is_set():
-            for record in await self._next_batch():
-                batch = await self._prepare([record])
-                await self._publish(batch)
-                await asyncio.gather(*batch.acks)
-                await self._commit(
-                    {TopicPartition(record.topic, record.partition): record.offset + 1})
-
-
 def make_participant(settings: Settings, *, participant_id: str, model_dir: Path,
                      behaviour: Behaviour = "honest", collusion_secret: bytes = b"",
                      copy_from: str | None = None) -> ParticipantService:
@@ -480,7 +386,10 @@ def make_participant(settings: Settings, *, participant_id: str, model_dir: Path
 
         return CopycatParticipant(settings, participant_id=participant_id, model_dir=model_dir,
                                   copy_from=copy_from)
-    kind = (NaiveParticipantService if settings.participant.pipeline == "naive"
-            else ParticipantService)
+    kind: type[ParticipantService] = ParticipantService
+    if settings.participant.pipeline == "naive":  # the baseline of `fi-stream bench e2e`
+        from consumers.naive import NaiveParticipantService
+
+        kind = NaiveParticipantService
     return kind(settings, participant_id=participant_id, model_dir=model_dir,
                 behaviour=behaviour, collusion_secret=collusion_secret)

@@ -111,7 +111,6 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
     Asked only for queries that could otherwise be answered; no: `quota_exhausted`.
     """
     out = Prepared()
-    task = spec.task_spec()
     shape = tuple(spec.input_shape)
     chunks: list[bytes] = []
     for index, (partition, raw) in enumerate(items):
@@ -120,21 +119,9 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
         except DecodeError as exc:
             out.broken.append((index, exc))
             continue
-        too_far = (deadline_problem(q.created_at_ms, q.deadline_ms, max_deadline_ms)
-                   if max_deadline_ms is not None else None)
-        if q.task != spec.task:
-            out.decline(partition, q.query_id, "unsupported_task",
-                        f"this participant serves task {spec.task}, not {q.task}")
-        elif q.deadline_ms <= now_ms:
-            out.decline(partition, q.query_id, "expired")  # no privacy spent on it
-        elif too_far is not None:
-            out.decline(partition, q.query_id, "bad_input", too_far)
-        elif (unknown := strategy_problem(q.strategy)) is not None:
-            out.decline(partition, q.query_id, "bad_input", unknown)
-        elif q.shape != shape or q.dtype != "<f4":
-            out.decline(partition, q.query_id, "bad_input",
-                        f"bad_input: input {q.dtype} {list(q.shape)}, task {spec.task} takes "
-                        f"<f4 {list(shape)}")
+        declined = _decline_reason(q, spec, now_ms, max_deadline_ms)
+        if declined is not None:
+            out.decline(partition, q.query_id, *declined)
         elif quota is not None and not quota(index, q):
             out.decline(partition, q.query_id, "quota_exhausted",
                         f"client {q.client_id} used its share of this participant's budget")
@@ -142,19 +129,47 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
             out.answerable.append((partition, q.query_id))
             chunks.append(q.data)
     if chunks:
-        # bytearray: one copy that torch may write to (frombuffer over bytes is read-only)
-        inputs = np.frombuffer(bytearray(b"".join(chunks)), dtype=np.float32).reshape(
-            len(chunks), *shape)
-        problems = input_problems(inputs, task)
-        if any(p is not None for p in problems):
-            for (partition, qid), problem in zip(out.answerable, problems, strict=True):
-                if problem is not None:
-                    out.decline(partition, qid, "bad_input", problem)
-            keep = [p is None for p in problems]
-            out.answerable = [a for a, ok in zip(out.answerable, keep, strict=True) if ok]
-            inputs = inputs[keep]
-        out.inputs = inputs
+        _screen_inputs(out, chunks, shape, spec.task_spec())
     return out
+
+
+def _decline_reason(q: QueryView, spec: ModelSpec, now_ms: int, max_deadline_ms: int | None
+                    ) -> tuple[DeclineReason, str | None] | None:
+    """Why this participant must not answer `q` (before quotas and input values); None: it
+    may."""
+    shape = tuple(spec.input_shape)
+    if q.task != spec.task:
+        return "unsupported_task", f"this participant serves task {spec.task}, not {q.task}"
+    if q.deadline_ms <= now_ms:
+        return "expired", None  # no privacy spent on it
+    too_far = (deadline_problem(q.created_at_ms, q.deadline_ms, max_deadline_ms)
+               if max_deadline_ms is not None else None)
+    if too_far is not None:
+        return "bad_input", too_far
+    if (unknown := strategy_problem(q.strategy)) is not None:
+        return "bad_input", unknown
+    if q.shape != shape or q.dtype != "<f4":
+        return "bad_input", (f"bad_input: input {q.dtype} {list(q.shape)}, task {spec.task} "
+                             f"takes <f4 {list(shape)}")
+    return None
+
+
+def _screen_inputs(out: Prepared, chunks: list[bytes], shape: tuple[int, ...],
+                   task: TaskSpec) -> None:
+    """Stack the answerable queries' inputs (O(1) numpy calls) into `out.inputs`; decline
+    those whose values the task's spec does not allow."""
+    # bytearray: one copy that torch may write to (frombuffer over bytes is read-only)
+    inputs = np.frombuffer(bytearray(b"".join(chunks)), dtype=np.float32).reshape(
+        len(chunks), *shape)
+    problems = input_problems(inputs, task)
+    if any(p is not None for p in problems):
+        for (partition, qid), problem in zip(out.answerable, problems, strict=True):
+            if problem is not None:
+                out.decline(partition, qid, "bad_input", problem)
+        keep = [p is None for p in problems]
+        out.answerable = [a for a, ok in zip(out.answerable, keep, strict=True) if ok]
+        inputs = inputs[keep]
+    out.inputs = inputs
 
 
 def usable_outputs(outputs: np.ndarray[Any, Any], rows: int, num_classes: int) -> list[bool]:

@@ -95,7 +95,6 @@ class _Pending:
     decline: DeclineReason | None
     offset: int
     partition: int
-    seen_at_ms: int
 
 
 def results_mark(offset: int, replay_until: int, replay_from: int, results_next: int) -> int:
@@ -191,7 +190,7 @@ class JoinTable:
                 responders.add(pid)
                 self.late_after_result.append((pid, partition))
         else:
-            self._pending[qid].append(_Pending(pid, answer, decline, offset, partition, now_ms))
+            self._pending[qid].append(_Pending(pid, answer, decline, offset, partition))
             self._pending_order.append((now_ms, qid))
             self._response_offsets[partition].add(offset)
 

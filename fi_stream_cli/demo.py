@@ -188,61 +188,87 @@ def _accuracy(report: Report) -> float:
     return ok / max(1, len(report.results))
 
 
+@dataclass
+class _Rewards:
+    """The demo's incentives summed per participant, label-free and merit apart."""
+
+    label_free: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    merit: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    #: (partition, seq) of each merit window → (rank correlation, skill fairness).
+    comparisons: dict[tuple[int, int], tuple[float | None, float | None]] = field(
+        default_factory=dict)
+    windows: dict[str, int] = field(default_factory=dict)  # method -> windows
+
+    @classmethod
+    def of(cls, incentives: list[Incentive], label_free_method: str) -> _Rewards:
+        out = cls()
+        for inc in incentives:
+            (out.merit if inc.method == METHOD else out.label_free)[inc.participant_id] += \
+                inc.reward
+            if inc.method == METHOD:
+                out.comparisons[(inc.window.partition, inc.window.seq)] = (
+                    inc.rank_correlation, inc.skill_fairness)
+        out.windows = {m: len({(i.window.partition, i.window.seq) for i in incentives
+                               if (i.method == METHOD) == (m == METHOD)})
+                       for m in (label_free_method, METHOD)}
+        return out
+
+
 def _print_report(console: Console, report: Report, solo_clean: dict[str, float],
                   solo_noised: dict[str, float], incentives: list[Incentive],
                   settings: Settings, ids: list[str]) -> None:
-    label_free: dict[str, float] = defaultdict(float)
-    merit: dict[str, float] = defaultdict(float)
-    comparisons: dict[tuple[int, int], tuple[float | None, float | None]] = {}
-    for inc in incentives:
-        (merit if inc.method == METHOD else label_free)[inc.participant_id] += inc.reward
-        if inc.method == METHOD:
-            comparisons[(inc.window.partition, inc.window.seq)] = (inc.rank_correlation,
-                                                                   inc.skill_fairness)
-    windows = {m: len({(i.window.partition, i.window.seq) for i in incentives
-                       if (i.method == METHOD) == (m == METHOD)})
-               for m in (settings.aggregator.incentive_method, METHOD)}
-    budget = settings.aggregator.reward_budget
-    table = Table(title="fi-stream demo: digits, federated vs. solo")
-    table.add_column("participant")
-    table.add_column("solo accuracy (noised outputs)", justify="right")
-    table.add_column("solo accuracy (own model, no noise)", justify="right")
-    for method, name in ((settings.aggregator.incentive_method, "label-free"),
-                         (METHOD, "merit, Shapley")):
-        table.add_column(f"{name} reward ({method}), points of "
-                         f"{windows[method] * budget:g}", justify="right")
-    table.caption = (f"Rewards are points: each incentive window splits a budget of "
-                     f"{budget:g} among the participants; label-free: "
-                     f"{windows[settings.aggregator.incentive_method]} windows, merit: "
-                     f"{windows[METHOD]} windows. Accuracy: share of the "
-                     f"{len(report.results)} test queries predicted right.")
-    for pid in ids:
-        table.add_row(pid, f"{solo_noised.get(pid, 0.0):.3f}", f"{solo_clean[pid]:.3f}",
-                      f"{label_free.get(pid, 0.0):.2f}", f"{merit.get(pid, 0.0):.2f}")
-    lat = np.asarray(report.latencies_ms, dtype=np.float64)
-    statuses: dict[str, int] = defaultdict(int)
-    for r in report.results.values():
-        statuses[r.status] += 1
-    table.add_section()
-    table.add_row("[bold]federated[/]", f"[bold]{_accuracy(report):.3f}[/]", "", "", "")
-    console.print(table)
-    p = settings.privacy
-    by_status = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items(),
-                                                        key=lambda kv: -kv[1]))
-    console.print(
-        f"{len(report.results)} queries ({by_status}); end-to-end latency, query created → "
-        f"result received by the client: mean {lat.mean():.1f} ms, p50 "
-        f"{np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms; "
-        f"{len(report.results) / report.wall_s:.1f} queries/s; "
-        f"privacy budget: ε_max = {p.epsilon_max:g} at δ = {p.delta:g} per participant")
-    rhos = [r for r, _ in comparisons.values() if r is not None]
-    fairness = [f for _, f in comparisons.values() if f is not None]
-    if comparisons:
+    rewards = _Rewards.of(incentives, settings.aggregator.incentive_method)
+    console.print(_table(report, solo_clean, solo_noised, rewards, settings, ids))
+    console.print(_traffic(report, settings))
+    if rewards.comparisons:
+        rhos = [r for r, _ in rewards.comparisons.values() if r is not None]
+        fairness = [f for _, f in rewards.comparisons.values() if f is not None]
         console.print(
-            f"label-free vs merit over {len(comparisons)} windows: mean Spearman ρ = "
+            f"label-free vs merit over {len(rewards.comparisons)} windows: mean Spearman ρ = "
             f"{np.mean(rhos) if rhos else float('nan'):.3f}, mean skill fairness F = "
             f"{np.mean(fairness) if fairness else float('nan'):.3f}")
     best = max(solo_noised.values(), default=0.0)
     verdict = "above" if _accuracy(report) > best else "NOT above"
     console.print(f"federated accuracy {_accuracy(report):.3f} is {verdict} the best single "
                   f"participant's {best:.3f}")
+
+
+def _table(report: Report, solo_clean: dict[str, float], solo_noised: dict[str, float],
+           rewards: _Rewards, settings: Settings, ids: list[str]) -> Table:
+    """Per participant: solo accuracy (noised, clean) and rewards; then the federation's."""
+    budget, label_free = settings.aggregator.reward_budget, settings.aggregator.incentive_method
+    table = Table(title="fi-stream demo: digits, federated vs. solo")
+    table.add_column("participant")
+    table.add_column("solo accuracy (noised outputs)", justify="right")
+    table.add_column("solo accuracy (own model, no noise)", justify="right")
+    for method, name in ((label_free, "label-free"), (METHOD, "merit, Shapley")):
+        table.add_column(f"{name} reward ({method}), points of "
+                         f"{rewards.windows[method] * budget:g}", justify="right")
+    table.caption = (f"Rewards are points: each incentive window splits a budget of "
+                     f"{budget:g} among the participants; label-free: "
+                     f"{rewards.windows[label_free]} windows, merit: "
+                     f"{rewards.windows[METHOD]} windows. Accuracy: share of the "
+                     f"{len(report.results)} test queries predicted right.")
+    for pid in ids:
+        table.add_row(pid, f"{solo_noised.get(pid, 0.0):.3f}", f"{solo_clean[pid]:.3f}",
+                      f"{rewards.label_free.get(pid, 0.0):.2f}",
+                      f"{rewards.merit.get(pid, 0.0):.2f}")
+    table.add_section()
+    table.add_row("[bold]federated[/]", f"[bold]{_accuracy(report):.3f}[/]", "", "", "")
+    return table
+
+
+def _traffic(report: Report, settings: Settings) -> str:
+    """Queries by status, end-to-end latency, throughput and the privacy budget."""
+    lat = np.asarray(report.latencies_ms, dtype=np.float64)
+    statuses: dict[str, int] = defaultdict(int)
+    for r in report.results.values():
+        statuses[r.status] += 1
+    p = settings.privacy
+    by_status = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items(),
+                                                        key=lambda kv: -kv[1]))
+    return (f"{len(report.results)} queries ({by_status}); end-to-end latency, query created "
+            f"→ result received by the client: mean {lat.mean():.1f} ms, p50 "
+            f"{np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms; "
+            f"{len(report.results) / report.wall_s:.1f} queries/s; "
+            f"privacy budget: ε_max = {p.epsilon_max:g} at δ = {p.delta:g} per participant")

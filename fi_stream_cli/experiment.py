@@ -1,4 +1,5 @@
-"""`fi-stream experiment privacy`: the privacy–utility frontier as JSON, a table and a plot."""
+"""`fi-stream experiment privacy`: the privacy–utility frontier as JSON, a table and a plot;
+`fi-stream experiment incentives`: every incentive scheme against strategic participants."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-experiment_app = typer.Typer(no_args_is_help=True, help="Measurements behind the README.")
+experiment_app = typer.Typer(no_args_is_help=True, help="Experiments (JSON out).")
 console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(experiment_app, name="experiment")
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -86,24 +91,7 @@ def draw(out: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(alphas), figsize=(5.5 * len(alphas), 4.2), squeeze=False,
                              sharey=True)
     for ax, alpha in zip(axes[0], alphas, strict=True):
-        rows = [r for r in out["rows"] if r["alpha"] == alpha]
-        for key in sorted({(r["mechanism"], r["teachers"] or 0) for r in rows}):
-            line = sorted((r for r in rows if (r["mechanism"], r["teachers"] or 0) == key),
-                          key=lambda r: r["epsilon_per_1000"])
-            label = key[0] if not key[1] else f"{key[0]} (K = {key[1]})"
-            ax.errorbar([r["epsilon_per_1000"] for r in line],
-                        [r["federated_accuracy"] for r in line],
-                        yerr=[r["federated_accuracy_std"] for r in line], marker="o",
-                        capsize=3, label=f"federated, {label}")
-        best = max(r["best_solo_accuracy"] for r in rows)
-        ax.axhline(best, color="grey", linestyle="--",
-                   label=f"best solo, own model, no noise ({best:.2f})")
-        ax.axhline(rows[0]["chance"], color="black", linestyle=":", label="chance (0.10)")
-        ax.set_xscale("log")
-        ax.set_xlabel(f"ε per 1,000 answers per participant (δ = {out['delta']:g})")
-        ax.set_title(f"Dirichlet α = {alpha:g}")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
+        _panel(ax, [r for r in out["rows"] if r["alpha"] == alpha], alpha, out["delta"])
     axes[0][0].set_ylabel("federated accuracy (digits test split)")
     axes[0][-1].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"fi-stream privacy–utility frontier: {out['participants']} participants, "
@@ -112,3 +100,53 @@ def draw(out: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _panel(ax: Any, rows: list[dict[str, Any]], alpha: float, delta: float) -> None:
+    """One α: a line per mechanism (and K), the best solo model and chance."""
+    for key in sorted({(r["mechanism"], r["teachers"] or 0) for r in rows}):
+        line = sorted((r for r in rows if (r["mechanism"], r["teachers"] or 0) == key),
+                      key=lambda r: r["epsilon_per_1000"])
+        label = key[0] if not key[1] else f"{key[0]} (K = {key[1]})"
+        ax.errorbar([r["epsilon_per_1000"] for r in line],
+                    [r["federated_accuracy"] for r in line],
+                    yerr=[r["federated_accuracy_std"] for r in line], marker="o",
+                    capsize=3, label=f"federated, {label}")
+    best = max(r["best_solo_accuracy"] for r in rows)
+    ax.axhline(best, color="grey", linestyle="--",
+               label=f"best solo, own model, no noise ({best:.2f})")
+    ax.axhline(rows[0]["chance"], color="black", linestyle=":", label="chance (0.10)")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"ε per 1,000 answers per participant (δ = {delta:g})")
+    ax.set_title(f"Dirichlet α = {alpha:g}")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+
+
+@experiment_app.command("incentives")
+def experiment_incentives(
+    json_out: Annotated[Path, typer.Option("--json", help="Write the rows here.")],
+    plot_out: Annotated[Path | None, typer.Option("--plot", help="PNG of the shares.")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1.")] = 3,
+) -> None:
+    """Every incentive scheme against strategic participants (5 honest + 7 strategic),
+    at α = 0.3 and 1; prints the scheme × behaviour table of reward shares."""
+    import orjson
+
+    from fi_stream_cli.incentive_experiment import plot, run, table
+
+    result = run(seeds=tuple(range(seeds)))
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2
+                                      | orjson.OPT_NON_STR_KEYS))
+    for alpha in result["setup"]["alphas"]:
+        print(f"\nα = {alpha:g} (mean reward share per participant over "
+              f"{seeds} seeds; copy detection on):\n")
+        print(table(result, alpha))
+    d = result["detection"]
+    print(f"\ncopies flagged: {d['copied_flagged']}/{d['copied']}; honest answers flagged: "
+          f"{d['honest_flagged']}/{d['honest']}; goals met by {result['default_scheme']} at "
+          f"α = 1: {result['goals']['met']}; {result['wall_s']} s")
+    if plot_out is not None:
+        plot(result, plot_out)
+        Console(stderr=True).print(f"plot: {plot_out}")

@@ -220,20 +220,26 @@ def goals(rows: Sequence[Mapping[str, Any]], scheme: str, alpha: float = 1.0
                 and r["seed"] == seed and r["copy_detection"]]
         if not mine:
             continue
-        strategic = [r["reward_share"] for r in mine if r["behaviour"] in STRATEGIC]
-        honest = [r for r in mine if r["behaviour"] == "honest"]
-        skilled = [r["reward_share"] for r in honest if r["solo_accuracy"] >= CHANCE + 0.1]
-        honest_mean = float(np.mean([r["reward_share"] for r in honest]))
-        out["seeds"][seed] = {
-            "max_strategic_share": max(strategic), "min_skilled_honest_share": min(skilled),
-            "every_strategic_below_every_skilled_honest": max(strategic) < min(skilled),
-            "mean_strategic_share": float(np.mean(strategic)), "honest_mean_share": honest_mean,
-            "strategic_mean_at_most_half_honest": float(np.mean(strategic)) <= 0.5 * honest_mean,
-        }
+        out["seeds"][seed] = _seed_goals(mine)
     met = [s["every_strategic_below_every_skilled_honest"]
            and s["strategic_mean_at_most_half_honest"] for s in out["seeds"].values()]
     out["met"] = bool(met) and all(met)
     return out
+
+
+def _seed_goals(mine: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One seed's rows of the scheme: does every strategic participant earn less than every
+    skilled honest one, and the strategic mean at most half the honest mean?"""
+    strategic = [r["reward_share"] for r in mine if r["behaviour"] in STRATEGIC]
+    honest = [r for r in mine if r["behaviour"] == "honest"]
+    skilled = [r["reward_share"] for r in honest if r["solo_accuracy"] >= CHANCE + 0.1]
+    honest_mean = float(np.mean([r["reward_share"] for r in honest]))
+    return {
+        "max_strategic_share": max(strategic), "min_skilled_honest_share": min(skilled),
+        "every_strategic_below_every_skilled_honest": max(strategic) < min(skilled),
+        "mean_strategic_share": float(np.mean(strategic)), "honest_mean_share": honest_mean,
+        "strategic_mean_at_most_half_honest": float(np.mean(strategic)) <= 0.5 * honest_mean,
+    }
 
 
 def table(result: Mapping[str, Any], alpha: float, detect: bool = True) -> str:
@@ -243,14 +249,7 @@ def table(result: Mapping[str, Any], alpha: float, detect: bool = True) -> str:
     for r in result["rows"]:
         if r["alpha"] == alpha and r["copy_detection"] == detect:
             cells[(r["scheme"], r["behaviour"])].append(r["reward_share"])
-    rho: dict[str, list[float]] = defaultdict(list)
-    fair: dict[str, list[float]] = defaultdict(list)
-    for c in result["comparisons"]:
-        if c["alpha"] == alpha and c["copy_detection"] == detect:
-            if c["spearman"] is not None:
-                rho[c["scheme"]].append(c["spearman"])
-            if c["skill_fairness"] is not None:
-                fair[c["scheme"]].append(c["skill_fairness"])
+    rho, fair = _agreement_with_merit(result["comparisons"], alpha, detect)
     undetected: dict[str, list[float]] = defaultdict(list)
     for r in result["rows"]:
         if r["alpha"] == alpha and not r["copy_detection"] and r["behaviour"] == "copycat":
@@ -266,6 +265,20 @@ def table(result: Mapping[str, Any], alpha: float, detect: bool = True) -> str:
                      + f" | {np.mean(undetected[scheme]):.3f}"
                      + f" | {np.mean(rho[scheme]):.2f} | {np.mean(fair[scheme]):.2f} |")
     return "\n".join(lines)
+
+
+def _agreement_with_merit(comparisons: Sequence[Mapping[str, Any]], alpha: float,
+                          detect: bool) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per scheme, at `alpha`: its windows' Spearman ρ and skill fairness F vs. merit."""
+    rho: dict[str, list[float]] = defaultdict(list)
+    fair: dict[str, list[float]] = defaultdict(list)
+    for c in comparisons:
+        if c["alpha"] == alpha and c["copy_detection"] == detect:
+            if c["spearman"] is not None:
+                rho[c["scheme"]].append(c["spearman"])
+            if c["skill_fairness"] is not None:
+                fair[c["scheme"]].append(c["skill_fairness"])
+    return rho, fair
 
 
 def plot(result: Mapping[str, Any], out: Path) -> None:

@@ -1,2 +1,2 @@
-"""Services that write queries and labels: the async QueryClient and the feedback producer
-(the load generator is `fi-stream bench e2e`)."""
+"""Services that write queries and labels: the async QueryClient, the feedback producer, and
+the load generator of `fi-stream bench e2e` (`producers.load`)."""

@@ -30,12 +30,10 @@ from fi_stream.kafka.reading import partitions_of
 from fi_stream.quota import sign_query
 from fi_stream.settings import Settings
 from fi_stream.signing import load_private_key
+from fi_stream.timing import RESULT_GRACE_MS  # 3 × timing.grace_ms: see fi_stream.timing
 from schemas import DecodeError, Query, Result, Tensor, decode, encode, headers
 
 log = structlog.get_logger(__name__)
-
-#: How long after its deadline a result may take to arrive before the client gives up.
-RESULT_GRACE_MS = 15_000
 
 
 class ResultTimeoutError(FiStreamError, TimeoutError):

@@ -120,6 +120,29 @@ async def _existing_replication(admin: AIOKafkaAdminClient, names: list[str]
     return {n: Replication(factors.get(n, 0), isr.get(n, 1)) for n in names}
 
 
+def _check_partition_counts(specs: list[TopicSpec], counts: dict[str, int]) -> None:
+    """Fail unless every topic has its spec's partition count (the join is co-partitioned)."""
+    for s in specs:
+        if counts.get(s.name) != s.partitions:
+            raise KafkaSetupError(
+                f"topic {s.name} has {counts.get(s.name)} partitions, expected {s.partitions};"
+                " the co-partitioned join needs equal counts: delete it or change"
+                " FI_KAFKA__PARTITIONS"
+            )
+
+
+def _under_replicated(have: dict[str, Replication], wanted: Replication, brokers: int
+                      ) -> dict[str, Replication]:
+    """The existing topics replicated below `wanted`, each logged (they are not changed)."""
+    below = {name: r for name, r in have.items()
+             if r.factor < wanted.factor or r.min_insync < wanted.min_insync}
+    for name, r in sorted(below.items()):
+        log.warning("topic_under_replicated", topic=name, replication_factor=r.factor,
+                    min_insync_replicas=r.min_insync, wanted_factor=wanted.factor,
+                    wanted_min_insync=wanted.min_insync, brokers=brokers)
+    return below
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; fail if an existing co-partitioned topic has the wrong count.
 
@@ -154,22 +177,10 @@ async def prepare_topics(settings: Settings) -> TopicsReport:
                         **s.config, "min.insync.replicas": str(replication.min_insync)})
                     for s in missing
                 ])
-        counts = await _partition_counts(admin, [s.name for s in specs])
-        for s in specs:
-            if counts.get(s.name) != s.partitions:
-                raise KafkaSetupError(
-                    f"topic {s.name} has {counts.get(s.name)} partitions, expected {s.partitions};"
-                    " the co-partitioned join needs equal counts: delete it or change"
-                    " FI_KAFKA__PARTITIONS"
-                )
+        _check_partition_counts(specs, await _partition_counts(admin, [s.name for s in specs]))
         have = await _existing_replication(
             admin, [s.name for s in specs if s.name in existing])
-        below = {name: r for name, r in have.items()
-                 if r.factor < replication.factor or r.min_insync < replication.min_insync}
-        for name, r in sorted(below.items()):
-            log.warning("topic_under_replicated", topic=name, replication_factor=r.factor,
-                        min_insync_replicas=r.min_insync, wanted_factor=replication.factor,
-                        wanted_min_insync=replication.min_insync, brokers=brokers)
+        below = _under_replicated(have, replication, brokers)
         return TopicsReport([s.name for s in missing], replication, brokers, below)
     finally:
         await admin.close()

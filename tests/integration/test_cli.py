@@ -60,7 +60,9 @@ def test_every_command_is_listed_and_parses_help() -> None:
         "kafka up", "kafka down", "kafka status", "topics create", "keys generate",
         "participant train", "participant run", "participant budget", "aggregator run",
         "merit", "query", "demo", "bench engine", "bench emit", "bench e2e", "bench audit",
-        "audit", "replay"}
+        "audit", "replay", "status", "topics tail", "privacy epsilon",
+        # Both experiments: a second `experiment` group once hid `experiment privacy`.
+        "experiment privacy", "experiment incentives"}
     for command in commands:
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, (command, result.output)

@@ -136,3 +136,13 @@ def test_the_reported_disagreements_are_rejected_by_both(change: dict[str, Any])
 def test_the_usual_query_takes_the_fast_path() -> None:
     """Not a fallback in disguise: the common record is decoded without pydantic."""
     assert _fast_only(orjson.dumps(_valid())) is not None
+
+
+
+def test_the_fast_path_checks_exactly_the_fields_of_query_and_tensor() -> None:
+    """A field added to Query or Tensor needs its check in the fast path: until then every
+    record carrying it takes the slow path (safe, but a participant decodes far fewer)."""
+    from schemas import Tensor
+
+    assert frozenset(Query.model_fields) == codec._FAST_QUERY_FIELDS == frozenset(FIELDS)
+    assert frozenset(Tensor.model_fields) == codec._FAST_TENSOR_FIELDS

@@ -151,7 +151,7 @@ def test_a_participant_removed_before_it_answered_is_flagged() -> None:
 
 
 def test_a_participant_refuses_to_run_looser_than_admitted() -> None:
-    from consumers.participant import _check_admitted
+    from consumers.enrolment import check_admitted as _check_admitted
 
     admitted = entry()
     _check_admitted(admitted, admitted)

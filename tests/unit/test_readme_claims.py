@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 import consumers.participant as participant_mod
 from consumers.participant import INLINE_WORK_S, ParticipantService
+from consumers.participant_metrics import ParticipantMetrics
 from fi_stream.logging import configure_logging
 from fi_stream.metrics import serve_metrics
 from fi_stream.results import IncentiveWindow
@@ -108,7 +109,7 @@ def _service(work_s: float, device: str = "cpu", persist: bool = False) -> Parti
     s._work_s = work_s
     s._budget = None  # no ledger topic
     s.batches = s.answered = 0
-    s._metrics = participant_mod._Metrics(CollectorRegistry())
+    s._metrics = ParticipantMetrics(CollectorRegistry())
     return s
 
 

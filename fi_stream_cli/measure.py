@@ -1,0 +1,226 @@
+"""The timed steps of `fi-stream bench engine` and `bench emit`: each function builds what
+its step needs, then measures items per second with `rate`. The commands in
+`fi_stream_cli.bench` only handle arguments and write the JSON."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch, numpy and the engine are imported by the functions that use them
+    import numpy as np
+    import torch
+
+    from fi_stream.engine import Precision
+    from fi_stream.models import ModelSpec
+
+MODEL_NAMES = ("digits-mlp", "resnet18-c")
+
+
+def model_spec(name: str) -> ModelSpec:
+    from fi_stream.models import ModelSpec
+
+    if name == "digits-mlp":
+        return ModelSpec(architecture="digits-mlp", task="digits", version="bench",
+                         input_shape=(64,), num_classes=10)
+    return ModelSpec(architecture="resnet18-c", task="cifar", version="bench",
+                     input_shape=(3, 32, 32), num_classes=10)
+
+
+def rate(step: Callable[[], int], seconds: float, sync: Callable[[], None]) -> float:
+    """Items per second of `step` (which returns the items it did), after a warm-up."""
+    step()
+    step()
+    sync()
+    items, started = 0, time.perf_counter()
+    while True:
+        items += step()
+        if time.perf_counter() - started >= seconds:
+            break
+    sync()
+    return items / (time.perf_counter() - started)
+
+
+def records(spec: ModelSpec, n: int, rng: np.random.Generator) -> list[tuple[int, bytes]]:
+    import numpy as np
+
+    from schemas import Query, Tensor, encode
+
+    now = int(time.time() * 1000)
+    return [
+        (i % 4, encode(Query(query_id=f"q{i}", task=spec.task, created_at_ms=now,
+                             deadline_ms=now + 3_600_000,
+                             input=Tensor.from_numpy(rng.random(spec.input_shape,
+                                                                dtype=np.float32)))))
+        for i in range(n)
+    ]
+
+
+def engine_rates(spec: ModelSpec, dev: torch.device, prec: Precision, compile_model: bool,
+                 batch: int, seconds: float, inline_work_s: float) -> dict[str, Any]:
+    """Raw forward (ceiling) vs. the participant engine (encoded queries → encoded, signed
+    ResponseBatches, pipelined as in the service) vs. one query at a time."""
+    import numpy as np
+    import torch
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fi_stream.engine import InferenceEngine, Signer, assemble, prepare
+    from fi_stream.models import build
+    from fi_stream.privacy import Mechanism
+
+    torch.manual_seed(0)
+    module = build(spec)
+    if len(spec.input_shape) == 3:
+        module = module.to(memory_format=torch.channels_last)
+    engine = InferenceEngine(module, spec, Mechanism(clip_norm=1.0, noise_multiplier=0.3),
+                             dev, prec, compile_model)
+    signer = Signer(participant_id="bench", spec=spec, key=Ed25519PrivateKey.generate(),
+                    privacy=engine.mechanism.to_privacy())
+    items = records(spec, batch, np.random.default_rng(0))
+    sync = sync_of(dev)
+    x = torch.rand(batch, *spec.input_shape, device=dev)
+
+    def raw() -> int:
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16,
+                                                    enabled=prec == "bf16"):
+            engine.module(x)
+        return batch
+
+    def compute(prepared: Any) -> int:
+        n = len(prepared.answerable)
+        outputs = engine.infer(prepared.inputs)
+        assemble(prepared, range(n), outputs, signer, int(time.time() * 1000))
+        return n
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    in_flight: list[Any] = []
+    paths = {"inline": 0, "thread": 0}
+    last_work_s = [0.0]
+
+    def timed(prepared: Any) -> int:
+        began = time.thread_time()
+        n = compute(prepared)
+        last_work_s[0] = time.thread_time() - began
+        return n
+
+    def pipelined() -> int:
+        # The participant's rule (ParticipantService._publish): CPU work under
+        # INLINE_WORK_S a batch runs inline, after the decode; longer work, or a GPU, goes
+        # to the worker thread while the next batch is decoded. (The service also hands
+        # off a batch whose ledger write fsyncs; the bench has no ledger.)
+        prepared = prepare(items, spec, int(time.time() * 1000))
+        if dev.type == "cpu" and last_work_s[0] < inline_work_s and not in_flight:
+            paths["inline"] += 1
+            return timed(prepared)
+        paths["thread"] += 1
+        done = in_flight.pop().result() if in_flight else 0
+        in_flight.append(pool.submit(timed, prepared))
+        return done
+
+    naive_records = items[: min(batch, 2000)]
+
+    def naive() -> int:
+        for item in naive_records[:256]:
+            prepared = prepare([item], spec, int(time.time() * 1000))
+            assemble(prepared, [0], engine.infer(prepared.inputs), signer,
+                     int(time.time() * 1000))
+        return min(256, len(naive_records))
+
+    out = {"raw_items_per_s": rate(raw, seconds, sync),
+           "engine_items_per_s": rate(pipelined, seconds, sync),
+           "naive_items_per_s": rate(naive, seconds, sync)}
+    pool.shutdown()
+    out["engine_batches_inline"], out["engine_batches_thread"] = (
+        paths["inline"], paths["thread"])
+    out["engine_over_raw"] = out["engine_items_per_s"] / out["raw_items_per_s"]
+    out["engine_over_naive"] = out["engine_items_per_s"] / out["naive_items_per_s"]
+    return out
+
+
+def sync_of(dev: torch.device) -> Callable[[], None]:
+    import torch
+
+    return torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+
+def teacher_rates(spec: ModelSpec, counts: list[int], dev: torch.device, prec: Precision,
+                  compile_model: bool, batch: int, seconds: float
+                  ) -> dict[str, dict[str, float]]:
+    """Items/s of decode + engine + sign for each K, and the ratio to the first K (1)."""
+    import numpy as np
+    import torch
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fi_stream.engine import InferenceEngine, Signer, assemble, prepare
+    from fi_stream.models import build
+    from fi_stream.models.ensemble import TeacherEnsemble
+    from fi_stream.privacy import Mechanism
+
+    items = records(spec, batch, np.random.default_rng(0))
+    out: dict[str, dict[str, float]] = {}
+    for k in counts:
+        gen = torch.Generator().manual_seed(k)
+        if k == 1:
+            module: torch.nn.Module = build(spec, generator=gen)
+            mech = Mechanism(clip_norm=1.0, noise_multiplier=0.3)
+        else:
+            module = TeacherEnsemble.from_modules(
+                [build(spec, generator=gen) for _ in range(k)], spec.num_classes)
+            mech = Mechanism(name="teachers", noise_multiplier=0.3, teachers=k)
+        eng = InferenceEngine(module, spec, mech, dev, prec, compile_model)
+        signer = Signer(participant_id="bench", spec=spec, key=Ed25519PrivateKey.generate(),
+                        privacy=mech.to_privacy())
+
+        def step(eng: InferenceEngine = eng, signer: Signer = signer) -> int:
+            prepared = prepare(items, spec, int(time.time() * 1000))
+            n = len(prepared.answerable)
+            assemble(prepared, range(n), eng.infer(prepared.inputs), signer,
+                     int(time.time() * 1000))
+            return n
+
+        out[str(k)] = {"engine_items_per_s": rate(step, seconds, sync_of(dev))}
+    base = out[str(counts[0])]["engine_items_per_s"]
+    for row in out.values():
+        row["ratio_to_first"] = row["engine_items_per_s"] / base
+    return out
+
+
+def emit_rates(participants: int, batch: int, seconds: float) -> dict[str, float]:
+    """The aggregator's work per settled query, query by query vs. `soft_vote_in_batches`."""
+    import numpy as np
+
+    from fi_stream.join import Answer, OpenQuery
+    from fi_stream.results import IncentiveWindow, build_result, soft_vote_in_batches
+    from schemas import Query, Tensor, encode
+
+    rng = np.random.default_rng(0)
+    ids = [f"p{k + 1}" for k in range(participants)]
+    now = int(time.time() * 1000)
+    joins = []
+    for i in range(batch):
+        q = Query(query_id=f"q{i}", task="digits", created_at_ms=now, deadline_ms=now + 5000,
+                  input=Tensor.from_numpy(np.zeros(64, np.float32)))
+        oq = OpenQuery(q, 0, i, frozenset(ids))
+        for k, pid in enumerate(ids):
+            oq.answers[pid] = Answer(pid, rng.normal(0.1, 0.3, 10).astype(np.float32),
+                                     0, i, k, now)
+        joins.append(oq)
+
+    def emit(batched: bool) -> Callable[[], int]:
+        def step() -> int:
+            window = IncentiveWindow(0, 0, now, "loo_agreement")
+            pre = soft_vote_in_batches(joins) if batched else {}
+            for oq in joins:
+                b = pre.get(oq.query.query_id)
+                result, got, outputs = build_result(oq, strategy="soft_vote",
+                                                    completed_at_ms=now, window=window.ref,
+                                                    batched=b)
+                window.add(result, got, outputs, b)
+                encode(result)
+            return len(joins)
+        return step
+
+    return {"per_query_per_s": rate(emit(False), seconds, lambda: None),
+            "batched_per_s": rate(emit(True), seconds, lambda: None)}

@@ -1,0 +1,129 @@
+"""The load generator of `fi-stream bench e2e`: offer queries at a rate (open loop) or as fast
+as a cap on unanswered queries allows (closed loop), and measure what comes back.
+
+    stats = await drive(settings, rate=700, duration=10, warmup=5, deadline_ms=5_000,
+                        max_in_flight=1_000)
+
+Latency is query created → result received by this client; `join_ms` splits off the part
+until the aggregator completed the result. Only queries sent after the warm-up count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fi_stream.clock import now_ms
+from fi_stream.models import load_digits_split
+from fi_stream.settings import Settings
+from producers.query_client import QueryClient
+from schemas import Result
+
+#: The open-loop load generator wakes at most this often (about 3 queries per wake at 1,400/s).
+PACING_TICK_S = 0.002
+
+
+@dataclass
+class _Tally:
+    """What the measured queries' results said (queries of the warm-up are not counted)."""
+
+    latencies: list[float] = field(default_factory=list)
+    joins: list[float] = field(default_factory=list)  # query created -> result completed
+    created_at: list[int] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    missed: int = 0
+    on_time: int = 0
+
+    def add(self, result: Result, created: int) -> None:
+        self.latencies.append(now_ms() - created)
+        self.joins.append(result.completed_at_ms - created)
+        self.created_at.append(created)
+        self.statuses[result.status] = self.statuses.get(result.status, 0) + 1
+        late = result.status != "complete" or result.completed_at_ms > result.deadline_ms
+        self.missed += late
+        self.on_time += not late
+
+
+async def drive(settings: Settings, *, rate: float, duration: float, warmup: float,
+                deadline_ms: int, max_in_flight: int,
+                on_live: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Offer `rate` queries/s (0: as fast as `max_in_flight` allows) for `warmup` + `duration`
+    seconds; only queries sent after the warm-up count. `on_live` runs once the pipeline
+    answered its first query, before the load starts (the CLI settles its heap there)."""
+    xs = load_digits_split().x_test
+    tally = _Tally()
+    async with QueryClient(settings, client_id="bench", quorum=1) as client:
+        await client.infer(xs[0], deadline_ms=30_000)  # the pipeline is live
+        if on_live is not None:
+            on_live()
+        slots = asyncio.Semaphore(max_in_flight)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def track(fut: asyncio.Future[Result], created: int, measured: bool) -> None:
+            try:
+                result = await fut
+            finally:
+                slots.release()
+            if measured:
+                tally.add(result, created)
+
+        started = time.perf_counter()
+        sent = measured_sent = 0
+        while (elapsed := time.perf_counter() - started) < warmup + duration:
+            if rate > 0 and sent >= rate * elapsed:
+                # Whatever fell due meanwhile goes out in one burst: a wake-up per query
+                # would cost the load generator more than the queries themselves.
+                await asyncio.sleep(max(PACING_TICK_S, (sent + 1) / rate - elapsed))
+                continue
+            await slots.acquire()
+            measured = elapsed >= warmup
+            query, fut = await client.submit(xs[sent % len(xs)], deadline_ms=deadline_ms)
+            task = asyncio.create_task(track(fut, query.created_at_ms, measured))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+            measured_sent += measured
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - started - warmup
+    return _summary(tally, rate=rate, max_in_flight=max_in_flight, warmup=warmup,
+                    sent=measured_sent, wall=wall)
+
+
+def _summary(tally: _Tally, *, rate: float, max_in_flight: int, warmup: float, sent: int,
+             wall: float) -> dict[str, Any]:
+    lat = np.asarray(tally.latencies, dtype=np.float64)
+    joins = np.asarray(tally.joins, dtype=np.float64)
+    return {
+        "offered_rate": rate or None, "max_in_flight": max_in_flight,
+        "warmup_s": warmup, "sent": sent, "results": len(lat),
+        # Goodput: complete results within their deadline, per second.
+        "queries_per_s": tally.on_time / wall,
+        "results_per_s": len(lat) / wall,
+        "latency_ms": {"mean": float(lat.mean()), **percentiles(lat)},
+        # Where it goes: until the aggregator completes the result (participants + join),
+        # and from there until the client reads it (transaction commit + fetch).
+        "join_ms": percentiles(joins),
+        "delivery_ms": percentiles(lat - joins),
+        "deadline_miss_rate": tally.missed / max(1, len(lat)), "statuses": tally.statuses,
+        "per_second": per_second(np.asarray(tally.created_at), lat),
+    }
+
+
+def percentiles(values: np.ndarray[Any, Any]) -> dict[str, float]:
+    return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
+
+
+def per_second(created_ms: np.ndarray[Any, Any], latency_ms: np.ndarray[Any, Any]
+               ) -> list[dict[str, float]]:
+    """Latency by the second the query was created in: a tail made of a few slow seconds
+    (a stall) reads differently from one spread over the whole run (queueing)."""
+    if not len(created_ms):
+        return []
+    second = (created_ms - created_ms.min()) // 1000
+    return [{"second": int(s), "queries": int((second == s).sum()),
+             **percentiles(latency_ms[second == s])} for s in np.unique(second)]
