@@ -43,8 +43,6 @@ log = structlog.get_logger(__name__)
 
 Record = ConsumerRecord[bytes, bytes]
 
-#: Emit a due query even if the responses partition still lags, after this much grace.
-MAX_LAG_GRACE_MS = 5_000
 #: A fetch this large returns before `aggregator.fetch_wait_ms` (only under heavy load).
 AGGREGATOR_FETCH_MIN_BYTES = 1 << 20
 #: The broker aborts a transaction left open this long. A member frozen mid-transaction
@@ -258,7 +256,7 @@ class AggregatorService(Service):
         for oq in self.join.take_due(now):
             if oq.query.query_id not in self.join.open:
                 continue
-            if (now < oq.query.deadline_ms + MAX_LAG_GRACE_MS
+            if (now < oq.query.deadline_ms + self.settings.timing.lag_grace_ms
                     and not self._caught_up(oq.partition)):
                 # Responses written before the deadline may still be unread: look again soon.
                 self.join.defer(oq, now + 20)

@@ -242,20 +242,10 @@ class MeritService(Service):
                 continue
             await self._emit(key, pending, labeled)
 
-    async def _emit(self, key: WindowKey, pending: _Pending, labeled: list[Result]) -> None:
-        assert self._lookup is not None and self._producer is not None
-        assert pending.window is not None
-        refs = {(a.partition, a.offset) for r in labeled for a in r.included}
-        records = await fetch_records(self._lookup, self.topics.responses, refs)
-        batches: dict[tuple[int, int], ResponseBatch] = {}
-        for ref, rec in records.items():
-            try:
-                batches[ref] = decode(rec.value, ResponseBatch)
-            except DecodeError as exc:  # the aggregator verified it; the log says otherwise
-                log.warning("merit_bad_record", topic=rec.topic, offset=rec.offset,
-                            error=str(exc))
-        labels = self._labels.get(key[0], {})
-        index = RowIndex(batches)
+    def _labeled_queries(self, labeled: list[Result], index: RowIndex,
+                         labels: dict[str, tuple[int, Record]]) -> list[LabeledQuery]:
+        """The labelled results whose rows resolve, with a label in range (others are
+        dead-lettered as label_out_of_range)."""
         queries = []
         for r in labeled:
             rows = index.rows(r.included)
@@ -268,6 +258,22 @@ class MeritService(Service):
                 continue
             queries.append(LabeledQuery(participant_ids=[a.participant_id for a in r.included],
                                         outputs=rows, label=label))
+        return queries
+
+    async def _emit(self, key: WindowKey, pending: _Pending, labeled: list[Result]) -> None:
+        assert self._lookup is not None and self._producer is not None
+        assert pending.window is not None
+        refs = {(a.partition, a.offset) for r in labeled for a in r.included}
+        records = await fetch_records(self._lookup, self.topics.responses, refs)
+        batches: dict[tuple[int, int], ResponseBatch] = {}
+        for ref, rec in records.items():
+            try:
+                batches[ref] = decode(rec.value, ResponseBatch)
+            except DecodeError as exc:  # the aggregator verified it; the log says otherwise
+                log.warning("merit_bad_record", topic=rec.topic, offset=rec.offset,
+                            error=str(exc))
+        queries = self._labeled_queries(labeled, RowIndex(batches),
+                                        self._labels.get(key[0], {}))
         incentives = merit_incentives(
             pending.window, queries, pending.rewards,
             budget=self.settings.aggregator.reward_budget,
@@ -288,6 +294,7 @@ class MeritService(Service):
         self._done.add(key)
         self._progress.set()
         del self._pending[key]
+        labels = self._labels.get(key[0], {})
         for r in pending.results:
             labels.pop(r.query_id, None)
         log.info("merit_window", partition=key[0], seq=key[1], labeled=len(queries),

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fi_stream.errors import ConfigError
+from fi_stream.timing import TimingSettings
 
 
 class _Group(BaseModel):
@@ -180,6 +181,7 @@ class Settings(BaseSettings):
     participant: ParticipantSettings = ParticipantSettings()
     aggregator: AggregatorSettings = AggregatorSettings()
     retry: RetrySettings = RetrySettings()
+    timing: TimingSettings = TimingSettings()
     security: SecuritySettings = SecuritySettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool | None = None

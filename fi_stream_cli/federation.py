@@ -49,7 +49,7 @@ def service_env(settings: Settings) -> dict[str, str]:
     """The environment that hands `settings` to a child process (FI_… variables)."""
     env = dict(os.environ, FI_LOG_JSON="true",
                FI_KAFKA__BOOTSTRAP=bootstrap_servers(settings))
-    for group in ("kafka", "privacy", "participant", "aggregator", "retry", "security"):
+    for group in ("kafka", "privacy", "participant", "aggregator", "retry", "timing", "security"):
         for key, value in getattr(settings, group).model_dump(mode="json").items():
             if value is not None and key != "bootstrap":
                 env[f"FI_{group.upper()}__{key.upper()}"] = str(value)

@@ -30,7 +30,6 @@ from fi_stream.kafka.reading import partitions_of
 from fi_stream.quota import sign_query
 from fi_stream.settings import Settings
 from fi_stream.signing import load_private_key
-from fi_stream.timing import RESULT_GRACE_MS  # 3 × timing.grace_ms: see fi_stream.timing
 from schemas import DecodeError, Query, Result, Tensor, decode, encode, headers
 
 log = structlog.get_logger(__name__)
@@ -161,13 +160,14 @@ class QueryClient:
         return result
 
     async def _await(self, query: Query, fut: asyncio.Future[Result]) -> Result:
-        wait_s = (query.deadline_ms - now_ms() + RESULT_GRACE_MS) / 1000
+        grace_ms = self.settings.timing.result_grace_ms  # fi_stream.timing: 3 G
+        wait_s = (query.deadline_ms - now_ms() + grace_ms) / 1000
         try:
             return await asyncio.wait_for(fut, timeout=max(wait_s, 0.1))
         except TimeoutError:
             self._waiters.pop(query.query_id, None)
             raise ResultTimeoutError(
-                f"no result for {query.query_id} within {RESULT_GRACE_MS} ms after its deadline;"
+                f"no result for {query.query_id} within {grace_ms} ms after its deadline;"
                 " is an aggregator running (`fi-stream aggregator run`)?") from None
 
     async def stream(self, inputs: Iterable[np.ndarray[Any, Any]], *,

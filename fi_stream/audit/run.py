@@ -15,11 +15,13 @@ from fi_stream.audit.report import AuditReport
 from fi_stream.audit.results import check_results
 from fi_stream.audit.signatures import check_signatures
 from fi_stream.signing import verify_batch
+from fi_stream.timing import AUDIT_GRACE_MS
 from schemas import Result
 
 #: Results may lag their deadline by this much (the aggregator waits for lagging
 #: partitions up to 5 s) before a query without one counts as missing.
-DEFAULT_GRACE_MS = 10_000
+#: 2 × timing.grace_ms (fi_stream.timing): how far past its deadline a result may lag.
+DEFAULT_GRACE_MS = AUDIT_GRACE_MS
 
 #: Topics whose records are the system's own output: one that does not decode is a finding.
 _OUTPUT_TOPICS = frozenset({"results", "incentives"})

@@ -26,11 +26,11 @@ def test_aggregator_then_audit_then_client_for_any_grace(grace_ms: int) -> None:
 
 def test_the_defaults_are_the_five_ten_and_fifteen_seconds_the_services_used() -> None:
     assert (MAX_LAG_GRACE_MS, AUDIT_GRACE_MS, RESULT_GRACE_MS) == (5_000, 10_000, 15_000)
-    from consumers.aggregator import MAX_LAG_GRACE_MS as aggregator_grace
     from fi_stream.audit import DEFAULT_GRACE_MS as audit_grace
-    from producers.query_client import RESULT_GRACE_MS as client_grace
+    from fi_stream.settings import Settings
 
-    assert (aggregator_grace, audit_grace, client_grace) == (
+    timing = Settings().timing
+    assert (timing.lag_grace_ms, audit_grace, timing.result_grace_ms) == (
         MAX_LAG_GRACE_MS, AUDIT_GRACE_MS, RESULT_GRACE_MS)
 
 
