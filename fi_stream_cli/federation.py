@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -18,13 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from torch import nn
 
 from fi_stream.admission import participant_entry, publish, settings_privacy
-from fi_stream.kafka import bootstrap_servers, ensure_topics, make_admin
+from fi_stream.kafka import ensure_topics, make_admin
 from fi_stream.kafka.groups import describe_groups
 from fi_stream.kafka.local_broker import LocalKafka
 from fi_stream.models import save_model, train_participant
 from fi_stream.models.store import load_spec
 from fi_stream.models.train import train_teachers
 from fi_stream.registry import RegistryView
+from fi_stream.service_env import service_env
 from fi_stream.settings import Settings, load_settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes
 from fi_stream_cli.status import participant_group
@@ -43,17 +43,6 @@ def fresh_settings(base: Settings, prefix: str, **groups: dict[str, Any]) -> Set
     for name, update in groups.items():
         values[name] = {**getattr(base, name).model_dump(exclude_unset=True), **update}
     return load_settings(None, **values)
-
-
-def service_env(settings: Settings) -> dict[str, str]:
-    """The environment that hands `settings` to a child process (FI_… variables)."""
-    env = dict(os.environ, FI_LOG_JSON="true",
-               FI_KAFKA__BOOTSTRAP=bootstrap_servers(settings))
-    for group in ("kafka", "privacy", "participant", "aggregator", "retry", "timing", "security"):
-        for key, value in getattr(settings, group).model_dump(mode="json").items():
-            if value is not None and key != "bootstrap":
-                env[f"FI_{group.upper()}__{key.upper()}"] = str(value)
-    return env
 
 
 @contextlib.asynccontextmanager

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from fi_stream.service_env import service_env
 from fi_stream.settings import load_settings
-from fi_stream_cli.federation import service_env
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import pytest
 
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_producer
+from fi_stream.service_env import service_env
 from fi_stream.settings import Settings
-from fi_stream_cli.federation import service_env
 from schemas import Query, ResponseBatch, Tensor, decode, encode, headers
 from tests.integration.harness import read_topic, registered
 

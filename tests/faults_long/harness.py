@@ -27,8 +27,8 @@ from aiokafka.errors import KafkaError
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer, make_producer
 from fi_stream.kafka.reading import partitions_of
+from fi_stream.service_env import service_env
 from fi_stream.settings import Settings
-from fi_stream_cli.federation import service_env
 from schemas import Query, Result, Tensor, decode, encode, headers
 
 #: The services' retry bounds in these tests: a shorter maximum backoff than the default

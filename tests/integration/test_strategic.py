@@ -20,12 +20,11 @@ from consumers.auditor import Auditor
 from consumers.copycat import CopycatParticipant
 from consumers.participant import make_participant
 from fi_stream.copycat import flag_copies
-from fi_stream.incentives import DEFAULT_METHOD
+from fi_stream.incentives import DEFAULT_METHOD, split_rewards, window_scores
 from fi_stream.kafka import ensure_topics
 from fi_stream.models import load_digits_split
 from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE
-from fi_stream_cli.incentive_experiment import score
 from producers.query_client import QueryClient
 from schemas import Incentive, ResponseBatch, Result, decode
 
@@ -118,7 +117,8 @@ async def test_copycat_is_caught_and_strategic_answers_earn_least(
                      for r in members]
         live = {i.participant_id: i.reward / i.budget for i in incentives
                 if (i.window.partition, i.window.seq) == key}
-        offline = score(per_query, DEFAULT_METHOD, [0] * len(per_query), sorted(live))
+        scores = window_scores(per_query, DEFAULT_METHOD)
+        offline = split_rewards({p: scores.get(p, 0.0) for p in sorted(live)}, 1.0)
         assert offline == pytest.approx(live, abs=1e-12)
 
     report = await Auditor(settings, merit=False).run()

@@ -21,11 +21,10 @@ import structlog
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from fi_stream.service_env import service_env
 from fi_stream.settings import Settings
-from fi_stream_cli.federation import service_env
 from fi_stream_cli.main import app
-
-from .harness import federation
+from tests.integration.harness import federation
 
 runner = CliRunner()
 
