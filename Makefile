@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/python .ci/structure.py
 
 typecheck: install
-	$(BIN)/mypy fi_stream schemas
+	$(BIN)/mypy fi_stream schemas consumers producers fi_stream_cli
 
 schemas: install
 	$(BIN)/python -m schemas.generate --check

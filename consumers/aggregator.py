@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 import structlog
@@ -41,7 +41,7 @@ from schemas import DecodeError, Query, ResponseBatch, Result, ResultStatus, dec
 
 log = structlog.get_logger(__name__)
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 #: A fetch this large returns before `aggregator.fetch_wait_ms` (only under heavy load).
 AGGREGATOR_FETCH_MIN_BYTES = 1 << 20

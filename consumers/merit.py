@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -46,7 +47,7 @@ from schemas import (
 log = structlog.get_logger(__name__)
 
 WindowKey = tuple[int, int]  # (partition, seq)
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 SourceRef = tuple[str, int, int]  # (topic, partition, offset)
 
 

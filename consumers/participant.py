@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import structlog
@@ -43,7 +43,7 @@ from schemas import Budget, Participant, QueryView, ResponseBatch, headers
 
 log = structlog.get_logger(__name__)
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 #: Acked offsets are committed at most this often (and at stop): a commit is a round trip

@@ -197,7 +197,7 @@ def bench_e2e(
                 out["naive_max"] = await run(
                     "naive", {"pipeline": "naive", "max_batch": 1, "max_wait_ms": 0}, 0,
                     naive_in_flight)
-                top = out.get("batched_max", out.get("batched"))
+                top = out["batched_max"] if "batched_max" in out else out["batched"]
                 out["throughput_ratio"] = (top["queries_per_s"]
                                            / max(out["naive_max"]["queries_per_s"], 1e-9))
             if control:

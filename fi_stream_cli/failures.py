@@ -22,7 +22,7 @@ from fi_stream.errors import FiStreamError
 try:  # typer ≥ 0.20 vendors click as typer._click
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover - older typer on the real click
-    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[assignment]
 
 DEBUG_HINT = "run with --log-level DEBUG for the traceback"
 

@@ -8,8 +8,9 @@ use them: `fi-stream --help` and `fi-stream status` would otherwise pay ~3 s of 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,7 +26,10 @@ app = CliApp(no_args_is_help=True, add_completion=True,
 
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="TOML settings file (see docs/config.example.toml).")]
-LogLevel = choices("LogLevel", LOG_LEVELS)
+if TYPE_CHECKING:  # an Enum built at run time: a StrEnum to mypy
+    LogLevel = StrEnum
+else:
+    LogLevel = choices("LogLevel", LOG_LEVELS)
 
 
 def _version(value: bool) -> None:

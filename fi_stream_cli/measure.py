@@ -124,6 +124,7 @@ def engine_rates(spec: ModelSpec, dev: torch.device, prec: Precision, compile_mo
     def naive() -> int:
         for item in naive_records[:256]:
             prepared = prepare([item], spec, int(time.time() * 1000))
+            assert prepared.inputs is not None  # the bench's items are all answerable
             assemble(prepared, [0], engine.infer(prepared.inputs), signer,
                      int(time.time() * 1000))
         return min(256, len(naive_records))
@@ -176,6 +177,7 @@ def teacher_rates(spec: ModelSpec, counts: list[int], dev: torch.device, prec: P
         def step(eng: InferenceEngine = eng, signer: Signer = signer) -> int:
             prepared = prepare(items, spec, int(time.time() * 1000))
             n = len(prepared.answerable)
+            assert prepared.inputs is not None  # the bench's items are all answerable
             assemble(prepared, range(n), eng.infer(prepared.inputs), signer,
                      int(time.time() * 1000))
             return n

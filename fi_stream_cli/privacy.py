@@ -34,7 +34,7 @@ def privacy_epsilon(
     if mechanism not in MECHANISMS:
         raise typer.BadParameter(f"--mechanism must be one of {', '.join(MECHANISMS)}")
     try:
-        m = Mechanism(name=mechanism, noise_multiplier=sigma, teachers=teachers,  # type: ignore[arg-type]
+        m = Mechanism(name=mechanism, noise_multiplier=sigma, teachers=teachers,
                       clip_norm=clip_norm)
         eps = epsilon_spent(answers, m, delta)
     except PrivacyError as exc:

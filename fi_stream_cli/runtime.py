@@ -37,7 +37,7 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         import uvloop
     except ImportError:
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def run_async(main: Callable[[], Awaitable[T]], *, kafka: Settings | None = None) -> T:

@@ -72,8 +72,8 @@ async def snapshot(settings: Settings, *, recent: int = 200,
             committed = await admin.list_consumer_group_offsets(group, partitions=qtps)
             if not committed:
                 return None
-            return sum(ends[tp] - max(0, committed[tp].offset) if tp in committed else ends[tp]
-                       for tp in qtps)
+            return int(sum(ends[tp] - max(0, committed[tp].offset) if tp in committed
+                           else ends[tp] for tp in qtps))
 
         pids = sorted(registry.participants)
         groups = [participant_group(settings, p) for p in pids] + [aggregator_group(settings)]
