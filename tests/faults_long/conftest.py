@@ -15,6 +15,7 @@ import pytest
 from fi_stream.kafka.local_broker import LocalKafka
 from fi_stream.kafka.local_cluster import LocalCluster
 from fi_stream.settings import Settings, load_settings
+from tests.conftest import PIPELINE_PRIVACY
 from tests.fault.conftest import children  # noqa: F401 — the fault suite's process reaper
 
 BROKER_PORT = 39200
@@ -22,8 +23,12 @@ CLUSTER_PORT = 39300
 
 
 def fault_settings(bootstrap: str, **kafka: object) -> Settings:
+    """The scenarios share the session's trained participants and their ledgers: with the
+    default budget the first scenarios spend it and later ones see every query declined
+    (all `insufficient`), so they get the pipeline tests' budget (tests/conftest.py)."""
     return load_settings(None, kafka={"bootstrap": bootstrap, "partitions": 2,
-                                      "topic_prefix": f"f-{uuid.uuid4().hex[:8]}.", **kafka})
+                                      "topic_prefix": f"f-{uuid.uuid4().hex[:8]}.", **kafka},
+                         privacy=dict(PIPELINE_PRIVACY))
 
 
 @pytest.fixture
