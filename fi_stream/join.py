@@ -9,13 +9,14 @@ committed: never past a record that an open query still needs after a restart.
 from __future__ import annotations
 
 import heapq
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from fi_stream.block_state import MinTracker
 from schemas import DeclineReason, ExclusionReason, Query, ResponseBatch
 
 #: What `JoinTable.add_query` did with a query record.
@@ -63,29 +64,6 @@ class OpenQuery:
         return self.answers.keys() | self.declines.keys() | self.late | self.excluded.keys()
 
 
-class _MinTracker:
-    """Multiset of offsets with O(log n) min: a heap with lazy deletion."""
-
-    def __init__(self) -> None:
-        self._heap: list[int] = []
-        self._live: Counter[int] = Counter()
-
-    def add(self, offset: int) -> None:
-        if self._live[offset] == 0:
-            heapq.heappush(self._heap, offset)
-        self._live[offset] += 1
-
-    def remove(self, offset: int) -> None:
-        self._live[offset] -= 1
-        if self._live[offset] <= 0:
-            del self._live[offset]
-
-    def min(self) -> int | None:
-        while self._heap and self._heap[0] not in self._live:
-            heapq.heappop(self._heap)
-        return self._heap[0] if self._heap else None
-
-
 @dataclass(frozen=True, slots=True)
 class _Pending:
     """A response for a query this aggregator has not read yet (the topics race)."""
@@ -123,8 +101,8 @@ class JoinTable:
         self._done_partition: dict[str, int] = {}
         self._deadlines: list[tuple[int, str]] = []
         self._settled: list[str] = []
-        self._query_offsets: dict[int, _MinTracker] = defaultdict(_MinTracker)
-        self._response_offsets: dict[int, _MinTracker] = defaultdict(_MinTracker)
+        self._query_offsets: dict[int, MinTracker] = defaultdict(MinTracker)
+        self._response_offsets: dict[int, MinTracker] = defaultdict(MinTracker)
         #: partition → query offset → the fi.results offset from which a restarted owner
         #: must look for that query's result.
         self._marks: dict[int, dict[int, int]] = defaultdict(dict)
