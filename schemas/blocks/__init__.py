@@ -1,5 +1,6 @@
-"""Blocks: one Kafka record carries N ≥ 1 queries (or a participant's answers to them, or
-their results) as a small prefix, a JSON header and aligned raw little-endian buffers.
+"""Blocks: one Kafka record carries N ≥ 1 queries (or a participant's answers to the rows of
+some query blocks, or their results) as a small prefix, a JSON header and aligned raw
+little-endian buffers. Query ids are derived (`query_id(block_id, row)`), never listed.
 docs/wire-format.md is the contract; this package is one implementation of it."""
 
 from schemas.blocks.codec import (
@@ -11,7 +12,7 @@ from schemas.blocks.codec import (
     encode_response_block,
     query_block,
 )
-from schemas.blocks.frame import CONTENT_TYPE, MAGIC, SIGNATURE_SIZE, block_headers
+from schemas.blocks.frame import CONTENT_TYPE, MAGIC, SIGNATURE_SIZE, block_headers, block_kind
 from schemas.blocks.headers import (
     ALIGN,
     ALL_BLOCK_HEADERS,
@@ -26,7 +27,10 @@ from schemas.blocks.headers import (
     QueryBlockHeader,
     ResponseBlockHeader,
     ResultBlockHeader,
+    Span,
     TensorRef,
+    query_id,
+    split_query_id,
 )
 from schemas.blocks.result import ResultBlock, decode_result_block, encode_result_block
 
@@ -50,8 +54,10 @@ __all__ = [
     "ResponseBlockHeader",
     "ResultBlock",
     "ResultBlockHeader",
+    "Span",
     "TensorRef",
     "block_headers",
+    "block_kind",
     "decode_query_block",
     "decode_response_block",
     "decode_result_block",
@@ -59,4 +65,6 @@ __all__ = [
     "encode_response_block",
     "encode_result_block",
     "query_block",
+    "query_id",
+    "split_query_id",
 ]

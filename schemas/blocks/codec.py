@@ -11,21 +11,26 @@ import numpy as np
 import orjson
 
 from schemas.blocks.frame import SIGNATURE_SIZE, Array, layout, pack, unpack
-from schemas.blocks.headers import DECLINE_CODES, QueryBlockHeader, ResponseBlockHeader
+from schemas.blocks.headers import (
+    DECLINE_CODES,
+    QueryBlockHeader,
+    ResponseBlockHeader,
+    query_id,
+)
 from schemas.codec import DecodeError
 from schemas.events import Privacy
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class QueryBlock:
-    """N ≥ 1 queries of one task: row n of `inputs` is query `query_ids[n]`'s input.
+    """N ≥ 1 queries of one task: row n of `inputs` is query `query_id(block_id, n)`'s
+    input (ids are derived, never listed: `query_ids`).
 
     `inputs` is as it travels (|u1, <f2 or <f4); `model_inputs()` gives the float32 the
     model takes. A single query is a block of one."""
 
     block_id: str
     task: str
-    query_ids: list[str]
     created_at_ms: Array
     deadline_ms: Array
     inputs: Array
@@ -35,7 +40,12 @@ class QueryBlock:
     client_id: str = "anonymous"
 
     def __len__(self) -> int:
-        return len(self.query_ids)
+        return int(self.inputs.shape[0])
+
+    @property
+    def query_ids(self) -> list[str]:
+        """Row n's query id, `f"{block_id}.{n}"` (derived; one list built per call)."""
+        return [query_id(self.block_id, n) for n in range(len(self))]
 
     def model_inputs(self) -> Array:
         """The inputs as a fresh, writable float32 array (raw × input_scale for |u1).
@@ -47,15 +57,17 @@ class QueryBlock:
         return out
 
 
-def query_block(block_id: str, task: str, query_ids: list[str], inputs: Array, *,
+def query_block(block_id: str, task: str, inputs: Array, *,
                 created_at_ms: int | Array, deadline_ms: int | Array,
                 input_scale: float | None = None, quorum: int = 1,
                 strategy: str | None = None, client_id: str = "anonymous") -> QueryBlock:
-    """A QueryBlock with the per-query times broadcast from scalars where given."""
-    n = len(query_ids)
-    return QueryBlock(block_id, task, list(query_ids),
+    """A QueryBlock of `inputs` (one row per query) with the per-query times broadcast
+    from scalars where given."""
+    inputs = np.asarray(inputs)
+    n = int(inputs.shape[0]) if inputs.ndim else 0
+    return QueryBlock(block_id, task,
                       _per_query(created_at_ms, n), _per_query(deadline_ms, n),
-                      np.asarray(inputs), input_scale, quorum, strategy, client_id)
+                      inputs, input_scale, quorum, strategy, client_id)
 
 
 def _per_query(value: int | Array, n: int) -> Array:
@@ -77,7 +89,7 @@ def encode_query_block(block: QueryBlock) -> bytes:
     header: dict[str, Any] = {
         "schema_version": 1, "block_id": block.block_id, "task": block.task,
         "client_id": block.client_id, "quorum": block.quorum, "strategy": block.strategy,
-        "query_ids": block.query_ids, "input_scale": block.input_scale, **refs,
+        "input_scale": block.input_scale, **refs,
     }
     return bytes(pack(QueryBlockHeader.KIND, orjson.dumps(header), arrays, refs, end))
 
@@ -85,17 +97,19 @@ def encode_query_block(block: QueryBlock) -> bytes:
 def decode_query_block(raw: bytes | None) -> QueryBlock:
     """The block in `raw`; a `DecodeError` naming what is wrong for anything else."""
     header, views, _ = unpack(raw, QueryBlockHeader)
-    return QueryBlock(header.block_id, header.task, header.query_ids,
-                      views["created_at_ms"], views["deadline_ms"], views["input"],
-                      header.input_scale, header.quorum, header.strategy, header.client_id)
+    return QueryBlock(header.block_id, header.task, views["created_at_ms"],
+                      views["deadline_ms"], views["input"], header.input_scale, header.quorum,
+                      header.strategy, header.client_id)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ResponseBlock:
-    """One participant's answer to one query block, row for row.
+    """One participant's answers to every row of one or more query blocks of one query
+    partition, row for row: `spans` [(block_id, rows)] in record order, record row r
+    answers the row of the span covering it (`span_rows()`).
 
-    `status[n]` is 0 when `outputs[n]` answers query n, else the index of its decline
-    reason in DECLINE_CODES (and `outputs[n]` is zero). `details`: row → why, for some
+    `status[r]` is 0 when `outputs[r]` answers, else the index of its decline reason in
+    DECLINE_CODES (and `outputs[r]` is zero). `details`: record row → why, for some
     declined rows. `signature` covers every byte of the record before it (`signed`)."""
 
     participant_id: str
@@ -105,8 +119,7 @@ class ResponseBlock:
     privacy: Privacy
     produced_at_ms: int
     query_partition: int
-    query_block_id: str
-    query_ids: list[str]
+    spans: list[tuple[str, int]]
     outputs: Array
     status: Array
     details: dict[int, str] = field(default_factory=dict)
@@ -115,7 +128,20 @@ class ResponseBlock:
     signed: bytes = b""
 
     def __len__(self) -> int:
-        return len(self.query_ids)
+        return int(self.status.shape[0])
+
+    @property
+    def query_ids(self) -> list[str]:
+        """Record row r's query id, in record order (derived from the spans)."""
+        return [query_id(b, n) for b, rows in self.spans for n in range(rows)]
+
+    def span_rows(self) -> list[tuple[str, int, int]]:
+        """(block_id, start, stop): the record rows [start, stop) answering block_id."""
+        out, start = [], 0
+        for block_id, rows in self.spans:
+            out.append((block_id, start, start + rows))
+            start += rows
+        return out
 
     def answered(self) -> Array:
         """Boolean mask of the answered rows."""
@@ -123,7 +149,7 @@ class ResponseBlock:
         return mask
 
     def reason(self, row: int) -> str:
-        """The decline reason name of `row` ("answered" when it is answered)."""
+        """The decline reason name of record row `row` ("answered" when it is answered)."""
         return DECLINE_CODES[int(self.status[row])]
 
 
@@ -132,13 +158,15 @@ def encode_response_block(block: ResponseBlock) -> bytes:
     record still to be signed: fi_stream.block_signing.sign_response_block)."""
     outputs = np.ascontiguousarray(block.outputs, dtype="<f4")
     status = np.ascontiguousarray(block.status, dtype="|u1")
+    if sum(rows for _, rows in block.spans) != status.shape[0]:
+        raise ValueError("the spans must cover the record's rows exactly")
     refs, end = layout({"outputs": outputs, "status": status})
     header = {
         "schema_version": 1, "participant_id": block.participant_id,
         "batch_id": block.batch_id, "task": block.task, "model_version": block.model_version,
         "privacy": block.privacy.model_dump(exclude_none=True),
         "produced_at_ms": block.produced_at_ms, "query_partition": block.query_partition,
-        "query_block_id": block.query_block_id, "query_ids": block.query_ids,
+        "blocks": [{"block_id": b, "rows": rows} for b, rows in block.spans],
         "details": [{"row": r, "detail": d} for r, d in sorted(block.details.items())],
         **refs,
     }
@@ -158,15 +186,16 @@ def decode_response_block(raw: bytes | None) -> ResponseBlock:
     header, views, end = unpack(raw, ResponseBlockHeader)
     assert raw is not None  # unpack rejects None
     outputs, status = views["outputs"], views["status"]
+    details = {d.row: d.detail for d in header.details}
     try:
-        _check_rows(outputs, status, {d.row: d.detail for d in header.details})
+        _check_rows(outputs, status, details)
     except ValueError as exc:
         raise DecodeError("invalid", f"{ResponseBlockHeader.SCHEMA}: {exc}") from None
     view = memoryview(raw)
     return ResponseBlock(
         header.participant_id, header.batch_id, header.task, header.model_version,
-        header.privacy, header.produced_at_ms, header.query_partition, header.query_block_id,
-        header.query_ids, outputs, status, {d.row: d.detail for d in header.details},
+        header.privacy, header.produced_at_ms, header.query_partition,
+        [(s.block_id, s.rows) for s in header.blocks], outputs, status, details,
         bytes(view[end:]), bytes(view[:end]))
 
 

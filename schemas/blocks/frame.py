@@ -72,6 +72,24 @@ def pack(kind: int, header: bytes, arrays: dict[str, Array],
     return out
 
 
+def block_kind(raw: bytes | None) -> int:
+    """1 query block, 2 response block, 3 result block, read from the prefix alone (what a
+    reader of a mixed stream dispatches on); a `DecodeError` when `raw` is not a block."""
+    if raw is None:
+        raise DecodeError("malformed", "record has no value (tombstone)")
+    if len(raw) < PREFIX_SIZE:
+        raise DecodeError("malformed", f"{len(raw)} B is shorter than the 12-byte prefix")
+    magic, version, kind, _, _ = PREFIX.unpack_from(raw)
+    if magic != MAGIC:
+        raise DecodeError("malformed", f"not a block: magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if version != SCHEMA_VERSION:
+        raise DecodeError("unsupported_version", f"block frame version {version} is not"
+                          f" understood; this build reads version {SCHEMA_VERSION}")
+    if kind not in (1, 2, 3):
+        raise DecodeError("invalid", f"unknown block kind {kind}")
+    return int(kind)
+
+
 def unpack(raw: bytes | None, cls: type[H]) -> tuple[H, dict[str, Array], int]:
     """The validated header, a read-only view per buffer, and where the data ends (the
     signature's offset for a response block)."""

@@ -25,6 +25,10 @@ MAX_BLOCK = 65_536
 MAX_RANK = 8
 
 BlockId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+#: A query block's id: short enough that every derived query id `f"{block_id}.{row}"`
+#: (row < MAX_BLOCK: at most 5 digits) is a valid event id (≤ 128 characters).
+QueryBlockId = Annotated[str, Field(min_length=1, max_length=122,
+                                        pattern=r"^[A-Za-z0-9_.:\-]+$")]
 Millis = Annotated[int, Field(ge=0, lt=2**63)]
 
 #: Row status codes of a response block's `status` buffer (|u1): 0 answered, else declined.
@@ -34,7 +38,10 @@ DECLINE_CODES: tuple[str, ...] = ("answered", "budget_exhausted", "expired", "ba
 RESULT_CODES: tuple[str, ...] = ("complete", "partial", "insufficient", "rejected")
 #: Cell codes of a result block's `roles` buffer [N, P] (|u1): what participant p did for
 #: query n. 10+k: declined for DECLINE_CODES[k]; 20+k: excluded for EXCLUSION_CODES[k].
-ROLE_CODES: dict[int, str] = {0: "missing", 1: "included", 2: "late", 3: "copied"}
+#: 4: the participant is not named in that query's Result at all (another query of the block
+#: named it).
+ROLE_CODES: dict[int, str] = {0: "missing", 1: "included", 2: "late", 3: "copied",
+                              4: "unlisted"}
 EXCLUSION_CODES: tuple[str, ...] = ("non_finite", "wrong_width", "implausible_norm",
                                     "privacy_mismatch")
 DECLINED_BASE = 10
@@ -80,23 +87,41 @@ def _rows(ref: TensorRef, n: int, what: str, rank: int | None = None,
         raise ValueError(f"{what} must be one of {', '.join(dtypes)}; got {ref.dtype}")
 
 
-def _unique(ids: list[str], what: str) -> None:
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{what} repeats an id")
+def _count(ref: TensorRef, what: str) -> int:
+    """N, the rows of a block, from its first buffer: 1..MAX_BLOCK."""
+    n = ref.shape[0] if ref.shape else 0
+    if not 1 <= n <= MAX_BLOCK:
+        raise ValueError(f"{what} must have 1..{MAX_BLOCK} rows; got shape {ref.shape}")
+    return n
+
+
+def query_id(block_id: str, row: int) -> str:
+    """The id of row `row` of query block `block_id`: derived, never listed on the wire."""
+    return f"{block_id}.{row}"
+
+
+def split_query_id(qid: str) -> tuple[str, int]:
+    """(block id, row) of a derived query id; ValueError when `qid` is not of that form
+    (the row is the canonical decimal after the last "." and the block id is not empty)."""
+    block_id, dot, row = qid.rpartition(".")
+    if not dot or not block_id or not row.isascii() or not row.isdigit() or (
+            len(row) > 1 and row[0] == "0"):
+        raise ValueError(f"{qid!r} is not a block query id (block_id.row)")
+    return block_id, int(row)
 
 
 class QueryBlockHeader(BlockHeader):
-    """N ≥ 1 queries of one task from one client; row n of `input` is query_ids[n]'s."""
+    """N ≥ 1 queries of one task from one client; row n of `input` is query
+    `query_id(block_id, n)`'s. N is the buffers' first dimension (no per-row id list)."""
 
     SCHEMA: ClassVar[str] = "fi.query_block"
     KIND: ClassVar[int] = 1
     BUFFERS: ClassVar[tuple[str, ...]] = ("created_at_ms", "deadline_ms", "input")
-    block_id: BlockId
+    block_id: QueryBlockId
     task: BlockId
     client_id: str = Field(default="anonymous", min_length=1, max_length=128)
     quorum: int = Field(default=1, ge=1, le=MAX_BLOCK)
     strategy: str | None = Field(default=None, max_length=64)
-    query_ids: list[BlockId] = Field(min_length=1, max_length=MAX_BLOCK)
     #: <i8 [N] buffers: epoch milliseconds (binary: 1024 JSON integers cost ~50 µs to check).
     created_at_ms: TensorRef
     deadline_ms: TensorRef
@@ -106,8 +131,7 @@ class QueryBlockHeader(BlockHeader):
 
     @model_validator(mode="after")
     def _per_query(self) -> QueryBlockHeader:
-        n = len(self.query_ids)
-        _unique(self.query_ids, "query_ids")
+        n = _count(self.created_at_ms, "created_at_ms")
         _rows(self.created_at_ms, n, "created_at_ms", 1, ("<i8",))
         _rows(self.deadline_ms, n, "deadline_ms", 1, ("<i8",))
         _rows(self.input, n, "input", dtypes=("<f4", "<f2", "|u1"))
@@ -120,13 +144,22 @@ class RowDetail(_Frozen):
     """What exactly is wrong with one declined row (a decline's optional `detail`)."""
 
     row: int = Field(ge=0, lt=MAX_BLOCK)
-    detail: str = Field(min_length=1, max_length=500)
+    detail: str = Field(max_length=500)
+
+
+class Span(_Frozen):
+    """`rows` consecutive record rows answering rows 0..rows-1 of query block `block_id`."""
+
+    block_id: QueryBlockId
+    rows: int = Field(ge=1, le=MAX_BLOCK)
 
 
 class ResponseBlockHeader(BlockHeader):
-    """One participant's answer to one query block: row n answers query_ids[n], either with
-    outputs[n] (status 0) or with a decline (status DECLINE_CODES[k], outputs[n] all zero).
-    Signed: the record ends with a 64-byte Ed25519 signature over every byte before it."""
+    """One participant's answers to every row of one or more query blocks of one query
+    partition (one micro-batch): the spans in record order, record row r answers the row
+    of the span covering r, either with outputs[r] (status 0) or with a decline (status
+    DECLINE_CODES[k], outputs[r] all zero). Signed: the record ends with a 64-byte Ed25519
+    signature over every byte before it."""
 
     SCHEMA: ClassVar[str] = "fi.response_block"
     KIND: ClassVar[int] = 2
@@ -138,16 +171,20 @@ class ResponseBlockHeader(BlockHeader):
     privacy: Privacy
     produced_at_ms: Millis
     query_partition: int = Field(ge=0, lt=2**31)
-    query_block_id: BlockId
-    query_ids: list[BlockId] = Field(min_length=1, max_length=MAX_BLOCK)
+    #: The query blocks answered, in record order; ΣN = rows ≤ MAX_BLOCK.
+    blocks: list[Span] = Field(min_length=1, max_length=MAX_BLOCK)
+    #: Record rows (not block rows) of some declined rows, with why.
     details: list[RowDetail] = Field(default_factory=list, max_length=MAX_BLOCK)
     outputs: TensorRef
     status: TensorRef
 
     @model_validator(mode="after")
     def _per_query(self) -> ResponseBlockHeader:
-        n = len(self.query_ids)
-        _unique(self.query_ids, "query_ids")
+        n = sum(s.rows for s in self.blocks)
+        if n > MAX_BLOCK:
+            raise ValueError(f"a record answers at most {MAX_BLOCK} rows; got {n}")
+        if len({s.block_id for s in self.blocks}) != len(self.blocks):
+            raise ValueError("blocks repeats a block id")
         _rows(self.outputs, n, "outputs", rank=2, dtypes=("<f4",))
         _rows(self.status, n, "status", rank=1, dtypes=("|u1",))
         rows = [d.row for d in self.details]
@@ -157,22 +194,20 @@ class ResponseBlockHeader(BlockHeader):
 
 
 class ResponseRef(_Frozen):
-    """Where participant `participants[participant]`'s response block lies in fi.responses;
-    its row for a query is the query's `rows` entry."""
+    """Where a response record some answer of the block came from lies in fi.responses."""
 
-    participant: int = Field(ge=0, lt=MAX_BLOCK)
     partition: int = Field(ge=0, lt=2**31)
     offset: int = Field(ge=0, lt=2**63)
 
 
 class RowText(_Frozen):
     row: int = Field(ge=0, lt=MAX_BLOCK)
-    text: str = Field(min_length=1, max_length=500)
+    text: str = Field(max_length=1000)
 
 
 class RowCopy(_Frozen):
-    """Participant `participant`'s answer to query `row` was left out as a copy of
-    participant `copy_of`'s (indices into `participants`)."""
+    """Participant `participant`'s answer to result row `row` was left out as a copy of
+    participant `copy_of`'s (indices into `participants`); in the Result's order."""
 
     row: int = Field(ge=0, lt=MAX_BLOCK)
     participant: int = Field(ge=0, lt=MAX_BLOCK)
@@ -180,23 +215,24 @@ class RowCopy(_Frozen):
 
 
 class ResultBlockHeader(BlockHeader):
-    """The results of N queries of one query block (all of them, or those due together)."""
+    """The results of N rows of one query block (all of them, or those settled together):
+    result row n is query `query_id(block_id, rows[n])`."""
 
     SCHEMA: ClassVar[str] = "fi.result_block"
     KIND: ClassVar[int] = 3
     BUFFERS: ClassVar[tuple[str, ...]] = (
-        "rows", "status", "aggregate", "prediction", "confidence", "roles", "created_at_ms",
-        "deadline_ms", "completed_at_ms", "weights")
-    block_id: BlockId
+        "rows", "status", "aggregate", "prediction", "confidence", "roles", "response",
+        "index", "created_at_ms", "deadline_ms", "completed_at_ms", "weights")
+    block_id: QueryBlockId
     task: BlockId
     strategy: str = Field(max_length=64)
     quorum: int = Field(ge=1, le=MAX_BLOCK)
     window: WindowRef
-    query_ids: list[BlockId] = Field(min_length=1, max_length=MAX_BLOCK)
-    #: Expected participants, sorted: the columns of `roles` and `weights`.
+    #: Participants named by any row, sorted: the columns of the [N, P] buffers.
     participants: list[BlockId] = Field(max_length=MAX_BLOCK)
+    #: The distinct response records the answers came from (`response` indexes them).
     responses: list[ResponseRef] = Field(default_factory=list, max_length=MAX_BLOCK)
-    #: Why a `rejected` (or unserved `insufficient`) row is what it is.
+    #: A row's Result.reason (why `rejected`, or an unserved `insufficient`).
     reasons: list[RowText] = Field(default_factory=list, max_length=MAX_BLOCK)
     copies: list[RowCopy] = Field(default_factory=list, max_length=MAX_BLOCK)
     rows: TensorRef
@@ -205,6 +241,8 @@ class ResultBlockHeader(BlockHeader):
     prediction: TensorRef
     confidence: TensorRef
     roles: TensorRef
+    response: TensorRef
+    index: TensorRef
     weights: TensorRef | None = None
     created_at_ms: TensorRef
     deadline_ms: TensorRef
@@ -212,29 +250,30 @@ class ResultBlockHeader(BlockHeader):
 
     @model_validator(mode="after")
     def _per_query(self) -> ResultBlockHeader:
-        n, p = len(self.query_ids), len(self.participants)
-        _unique(self.query_ids, "query_ids")
+        n, p = _count(self.rows, "rows"), len(self.participants)
         if self.participants != sorted(set(self.participants)):
             raise ValueError("participants must be distinct and sorted")
-        for name, rank, dtypes in (("rows", 1, ("<i4",)), ("status", 1, ("|u1",)),
-                                   ("aggregate", 2, ("<f8",)), ("prediction", 1, ("<i8",)),
-                                   ("confidence", 1, ("<f8",)), ("roles", 2, ("|u1",)),
-                                   ("created_at_ms", 1, ("<i8",)),
-                                   ("deadline_ms", 1, ("<i8",)),
-                                   ("completed_at_ms", 1, ("<i8",))):
+        for name, rank, dtypes in _RESULT_BUFFERS:
             _rows(getattr(self, name), n, name, rank, dtypes)
-        if self.roles.shape[1] != p:
-            raise ValueError(f"roles must be [{n}, {p}], one column per participant")
+        for name in ("roles", "response", "index"):
+            if getattr(self, name).shape[1] != p:
+                raise ValueError(f"{name} must be [{n}, {p}], one column per participant")
         if self.weights is not None and (self.weights.shape, self.weights.dtype) != (
                 (n, p), "<f8"):
             raise ValueError(f"weights must be <f8 [{n}, {p}]")
-        if any(r.participant >= p for r in self.responses) or any(
-                c.participant >= p or c.copy_of >= p or c.row >= n for c in self.copies):
-            raise ValueError(f"responses and copies must name participants below {p}"
-                             f" and rows below {n}")
-        if any(r.row >= n for r in self.reasons):
-            raise ValueError(f"reasons must name rows below {n}")
+        if any(c.participant >= p or c.copy_of >= p or c.row >= n for c in self.copies):
+            raise ValueError(f"copies must name participants below {p} and rows below {n}")
+        reasons = [r.row for r in self.reasons]
+        if reasons != sorted(set(reasons)) or (reasons and reasons[-1] >= n):
+            raise ValueError(f"reasons must name distinct rows below {n}, in order")
         return self
+
+
+_RESULT_BUFFERS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
+    ("rows", 1, ("<i4",)), ("status", 1, ("|u1",)), ("aggregate", 2, ("<f8",)),
+    ("prediction", 1, ("<i8",)), ("confidence", 1, ("<f8",)), ("roles", 2, ("|u1",)),
+    ("response", 2, ("<i4",)), ("index", 2, ("<i4",)), ("created_at_ms", 1, ("<i8",)),
+    ("deadline_ms", 1, ("<i8",)), ("completed_at_ms", 1, ("<i8",)))
 
 
 ALL_BLOCK_HEADERS: tuple[type[BlockHeader], ...] = (

@@ -1,6 +1,7 @@
-"""The result block: the results of N queries of one query block, per-query arrays plus a
-participants × queries `roles` matrix, instead of N Result records (schemas.events.Result
-carries the same information per query; docs/wire-format.md maps one onto the other)."""
+"""The result block: the results of N rows of one query block, per-row arrays plus
+participants × rows matrices (`roles`, `response`, `index`, `weights`), instead of N Result
+records. schemas.events.Result carries the same information per query and is the
+in-memory view (schemas.blocks.convert maps one onto the other, exactly)."""
 
 from __future__ import annotations
 
@@ -11,35 +12,36 @@ import numpy as np
 import orjson
 
 from schemas.blocks.frame import Array, layout, pack, unpack
-from schemas.blocks.headers import RESULT_CODES, ResultBlockHeader
+from schemas.blocks.headers import RESULT_CODES, ResultBlockHeader, query_id
+from schemas.codec import DecodeError
 from schemas.events import WindowRef
 
 #: Buffers in the order they are laid out (weights last, when present).
 _BUFFERS: tuple[tuple[str, str], ...] = (
     ("rows", "<i4"), ("status", "|u1"), ("aggregate", "<f8"), ("prediction", "<i8"),
-    ("confidence", "<f8"), ("roles", "|u1"), ("created_at_ms", "<i8"), ("deadline_ms", "<i8"),
-    ("completed_at_ms", "<i8"))
+    ("confidence", "<f8"), ("roles", "|u1"), ("response", "<i4"), ("index", "<i4"),
+    ("created_at_ms", "<i8"), ("deadline_ms", "<i8"), ("completed_at_ms", "<i8"))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ResultBlock:
-    """Row n is the result of query `query_ids[n]`, row `rows[n]` of query block `block_id`
-    (and of every response block to it).
+    """Result row n is the result of query `query_id(block_id, rows[n])` (`query_ids`).
 
-    `status[n]`: index into RESULT_CODES. A row without an aggregate (insufficient,
-    rejected) has `aggregate[n]` all NaN, `prediction[n]` -1, `confidence[n]` NaN.
-    `roles[n, p]`: what `participants[p]` did for query n (headers.ROLE_CODES, 10 + decline
-    code, 20 + exclusion code). `weights[n, p]`: a weighted strategy's weight of an
-    included answer (NaN elsewhere), None for an unweighted strategy.
-    `responses`: participant index → (partition, offset) of its response block used.
-    `reasons`: row → text; `copies`: (row, participant, copy_of) participant indices."""
+    `status[n]`: index into RESULT_CODES. A row without an aggregate has `aggregate[n]`
+    all NaN, `prediction[n]` -1, `confidence[n]` NaN. `roles[n, p]`: what `participants[p]`
+    did for query n (headers.ROLE_CODES, 10 + decline code, 20 + exclusion code).
+    `response[n, p]`: index into `responses` [(partition, offset)] of the record the
+    answer (included, excluded or copied) came from, -1 none; `index[n, p]`: the answer's
+    index among that record's answered rows, -1 none. `weights[n, p]`: a weighted
+    strategy's weight of an included answer (NaN elsewhere), None for no weights at all.
+    `reasons`: row → text; `copies`: (row, participant, copy_of) participant indices,
+    in the Results' order."""
 
     block_id: str
     task: str
     strategy: str
     quorum: int
     window: WindowRef
-    query_ids: list[str]
     participants: list[str]
     rows: Array
     status: Array
@@ -47,16 +49,23 @@ class ResultBlock:
     prediction: Array
     confidence: Array
     roles: Array
+    response: Array
+    index: Array
     created_at_ms: Array
     deadline_ms: Array
     completed_at_ms: Array
     weights: Array | None = None
-    responses: dict[int, tuple[int, int]] = field(default_factory=dict)
+    responses: list[tuple[int, int]] = field(default_factory=list)
     reasons: dict[int, str] = field(default_factory=dict)
     copies: list[tuple[int, int, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.query_ids)
+        return int(self.rows.shape[0])
+
+    @property
+    def query_ids(self) -> list[str]:
+        """Result row n's query id (derived from block_id and `rows`)."""
+        return [query_id(self.block_id, int(r)) for r in self.rows.tolist()]
 
     def status_name(self, row: int) -> str:
         return RESULT_CODES[int(self.status[row])]
@@ -71,10 +80,8 @@ def encode_result_block(block: ResultBlock) -> bytes:
     header: dict[str, Any] = {
         "schema_version": 1, "block_id": block.block_id, "task": block.task,
         "strategy": block.strategy, "quorum": block.quorum,
-        "window": block.window.model_dump(), "query_ids": block.query_ids,
-        "participants": block.participants,
-        "responses": [{"participant": p, "partition": part, "offset": off}
-                      for p, (part, off) in sorted(block.responses.items())],
+        "window": block.window.model_dump(), "participants": block.participants,
+        "responses": [{"partition": part, "offset": off} for part, off in block.responses],
         "reasons": [{"row": r, "text": t} for r, t in sorted(block.reasons.items())],
         "copies": [{"row": r, "participant": p, "copy_of": c} for r, p, c in block.copies],
         **refs,
@@ -83,11 +90,24 @@ def encode_result_block(block: ResultBlock) -> bytes:
 
 
 def decode_result_block(raw: bytes | None) -> ResultBlock:
+    """The block in `raw`; a `DecodeError` naming what is wrong for anything else (rows
+    distinct and ≥ 0, `response` within `responses`: O(1) numpy calls)."""
     h, v, _ = unpack(raw, ResultBlockHeader)
+    rows, response, index = v["rows"], v["response"], v["index"]
+    problem = None
+    if rows.size and (int(rows.min()) < 0 or np.unique(rows).size != rows.size):
+        problem = "rows must be distinct and ≥ 0"
+    elif response.size and not (int(response.min()) >= -1
+                                and int(response.max()) < len(h.responses)):
+        problem = f"response must be -1..{len(h.responses) - 1}"
+    elif index.size and int(index.min()) < -1:
+        problem = "index must be ≥ -1"
+    if problem:
+        raise DecodeError("invalid", f"{ResultBlockHeader.SCHEMA}: {problem}")
     return ResultBlock(
-        h.block_id, h.task, h.strategy, h.quorum, h.window, h.query_ids, h.participants,
-        v["rows"], v["status"], v["aggregate"], v["prediction"], v["confidence"], v["roles"],
-        v["created_at_ms"], v["deadline_ms"], v["completed_at_ms"], v.get("weights"),
-        {r.participant: (r.partition, r.offset) for r in h.responses},
+        h.block_id, h.task, h.strategy, h.quorum, h.window, h.participants,
+        rows, v["status"], v["aggregate"], v["prediction"], v["confidence"], v["roles"],
+        response, index, v["created_at_ms"], v["deadline_ms"], v["completed_at_ms"],
+        v.get("weights"), [(r.partition, r.offset) for r in h.responses],
         {r.row: r.text for r in h.reasons},
         [(c.row, c.participant, c.copy_of) for c in h.copies])
