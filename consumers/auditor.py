@@ -28,7 +28,7 @@ import gc
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar
+from typing import TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -43,55 +43,28 @@ from fi_stream.audit import (
     AuditReport,
     Bound,
     DeadLetter,
-    Logged,
     ReplayReport,
-    Tombstone,
     TopicKind,
-    Undecodable,
+    add_record,
     audit,
     replay,
 )
+from fi_stream.audit import dead_letter as _dead_letter
 from fi_stream.clock import now_ms
 from fi_stream.errors import KafkaSetupError
 from fi_stream.kafka import bootstrap_servers, make_consumer
 from fi_stream.kafka.reading import partitions_of
-from fi_stream.operator import CLIENT_KEY_PREFIX
 from fi_stream.settings import Settings
-from schemas import (
-    Client,
-    DecodeError,
-    Event,
-    Feedback,
-    Incentive,
-    Participant,
-    Query,
-    ResponseBatch,
-    Result,
-    decode,
-)
 
 log = structlog.get_logger(__name__)
 
-E = TypeVar("E", bound=Event)
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
 __all__ = ["TIME_RANGED", "Auditor", "Bound", "dead_letter"]
 
-_EVENTS: dict[TopicKind, type[Event]] = {
-    "queries": Query, "responses": ResponseBatch, "results": Result,
-    "incentives": Incentive, "feedback": Feedback, "registry": Participant,
-}
-
 def dead_letter(record: Record) -> DeadLetter:
-    h = {k: v.decode(errors="replace") for k, v in record.headers}
-    return DeadLetter(
-        partition=record.partition, offset=record.offset, error=h.get("error", "?"),
-        source_topic=h.get("source-topic"),
-        source_partition=int(h["source-partition"]) if h.get("source-partition", "").isdigit()
-        else None,
-        source_offset=int(h["source-offset"]) if h.get("source-offset", "").isdigit() else None,
-        consumer=h.get("consumer"),
-    )
+    """A fi.dlq record by its headers (fi_stream.audit.dead_letter)."""
+    return _dead_letter(record.partition, record.offset, record.headers)
 
 
 @dataclass(slots=True)
@@ -107,8 +80,9 @@ class Auditor:
     """`report = await Auditor(settings).run()`; `async with` works too.
 
     `run()` reads, audits (on a worker thread: the maths is CPU work) and fills the
-    report's throughput: events read (every record of every topic) per second of wall
-    time, reading and checking included.
+    report's throughput: events read (every record of every topic; a block is one) and
+    queries (rows of the query blocks read) per second of wall time, reading and checking
+    included.
     """
 
     def __init__(self, settings: Settings, *, start: Bound | None = None,
@@ -182,7 +156,7 @@ class Auditor:
             tps = await partitions_of(consumer, topic)
             ranges, found = await self._ranges(consumer, kind, tps)
             sink = self._sink(kind, out)
-            out.records[kind] = 0
+            out.records.setdefault(kind, 0)
             await _read_ranges(consumer, ranges, sink)
             return found
         finally:
@@ -224,54 +198,15 @@ class Auditor:
                 out[tp] = explicit
         return out
 
-    def _sink(self, kind: TopicKind, out: AuditLog) -> Callable[[list[Record]], None]:
-        records = out.records
-        if kind == "dlq":
-            def sink_dlq(batch: list[Record]) -> None:
-                records[kind] += len(batch)
-                out.dlq.extend(dead_letter(r) for r in batch)
-            return sink_dlq
-        if kind == "registry":
-            return self._registry_sink(out)
-        cls = _EVENTS[kind]
-        target: list[Any] = getattr(out, kind)
-        bad = out.undecodable
-
-        def sink(batch: list[Record]) -> None:
-            records[kind] += len(batch)
-            for r in batch:
-                try:
-                    event = decode(r.value, cls)
-                except DecodeError as exc:
-                    bad.append(Undecodable(kind, r.partition, r.offset, exc.reason, exc.detail))
-                    continue
-                target.append(Logged(event, r.partition, r.offset, r.timestamp))
-        return sink
-
     @staticmethod
-    def _registry_sink(out: AuditLog) -> Callable[[list[Record]], None]:
-        """Participants, clients (keys ``client/…``) and tombstones: with an operator key
-        the audit judges each of them (a bare tombstone is an unsigned removal)."""
+    def _sink(kind: TopicKind, out: AuditLog) -> Callable[[list[Record]], None]:
+        """Each record through `add_record`: blocks to per-query views (queries, results)
+        or kept with their signed bytes (responses), JSON events decoded, anything that
+        does not decode counted as undecodable."""
         def sink(batch: list[Record]) -> None:
-            out.records["registry"] += len(batch)
             for r in batch:
-                key = r.key.decode(errors="replace") if r.key else ""
-                if r.value is None:
-                    out.tombstones.append(Tombstone(key, r.partition, r.offset))
-                    continue
-                cls: type[Participant | Client] = (
-                    Client if key.startswith(CLIENT_KEY_PREFIX) else Participant)
-                try:
-                    event = decode(r.value, cls)
-                except DecodeError as exc:
-                    out.undecodable.append(Undecodable("registry", r.partition, r.offset,
-                                                       exc.reason, exc.detail))
-                    continue
-                logged = Logged(event, r.partition, r.offset, r.timestamp)
-                if isinstance(event, Client):
-                    out.clients.append(logged)  # type: ignore[arg-type]
-                else:
-                    out.registry.append(logged)  # type: ignore[arg-type]
+                add_record(out, kind, r.partition, r.offset, r.value, key=r.key,
+                           timestamp_ms=r.timestamp, headers=r.headers)
         return sink
 
     # -- auditing ----------------------------------------------------------------------------
@@ -285,10 +220,12 @@ class Auditor:
                                              merit=self.merit)
         seconds = time.perf_counter() - started
         events = audit_log.total_records
+        queries = len(audit_log.queries)  # a block of N queries is one event (record)
         report.throughput = {
-            "events": events, "read_s": round(read_s, 4),
+            "events": events, "queries": queries, "read_s": round(read_s, 4),
             "check_s": round(seconds - read_s, 4), "seconds": round(seconds, 4),
             "events_per_s": round(events / seconds, 1) if seconds > 0 else 0.0,
+            "queries_per_s": round(queries / seconds, 1) if seconds > 0 else 0.0,
         }
         log.info("audit_done", ok=report.ok, discrepancies=len(report.discrepancies),
                  **report.throughput)

@@ -22,7 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from fi_stream.audit.rows import RowIndex
+from fi_stream.audit.log import Logged
+from fi_stream.audit.rows import RowIndex, response_views
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer, make_producer
 from fi_stream.kafka.dlq import dead_letter_headers, key_text
@@ -36,13 +37,14 @@ from schemas import (
     DecodeError,
     Feedback,
     Incentive,
-    ResponseBatch,
     Result,
     Window,
     decode,
     encode,
     headers,
 )
+from schemas.blocks import ResponseBlock, decode_response_block, decode_result_block
+from schemas.blocks.convert import results_of
 
 log = structlog.get_logger(__name__)
 
@@ -152,10 +154,7 @@ class MeritService(Service):
             for record in records:
                 try:
                     if tp.topic == self.topics.results:
-                        result = decode(record.value, Result)
-                        key = (result.window.partition, result.window.seq)
-                        if key not in self._done:
-                            self._pending[key].results.append(result)
+                        self._on_results(record)
                     elif tp.topic == self.topics.feedback:
                         self._on_feedback(decode(record.value, Feedback), record)
                     elif tp.topic == self.topics.dlq:
@@ -163,12 +162,28 @@ class MeritService(Service):
                     else:
                         self._on_incentive(decode(record.value, Incentive), record.timestamp)
                 except DecodeError as exc:
-                    log.warning("merit_bad_record", topic=tp.topic, offset=record.offset,
-                                error=str(exc), query_id=self._query_id(record))
-                    if tp.topic != self.topics.dlq:
-                        self._bad.append((record, exc.reason, exc.detail))
+                    self._bad_record(record, exc.reason, exc.detail)
+                except (ValueError, TypeError, KeyError, IndexError) as exc:
+                    # A block that decodes but does not convert to its results.
+                    self._bad_record(record, "invalid", f"{type(exc).__name__}: {exc}")
             if tp.topic == self.topics.feedback:
                 self._feedback_pos[tp.partition] = records[-1].offset + 1
+
+    def _bad_record(self, record: Record, reason: str, detail: str) -> None:
+        log.warning("merit_bad_record", topic=record.topic, offset=record.offset,
+                    error=f"{reason}: {detail}", key=self._key(record))
+        if record.topic != self.topics.dlq:
+            self._bad.append((record, reason, detail))
+
+    def _on_results(self, record: Record) -> None:
+        """A result block: its rows' results, to their window (one window per block)."""
+        results = results_of(decode_result_block(record.value))
+        if not results:
+            return
+        window = results[0].window
+        key = (window.partition, window.seq)
+        if key not in self._done:
+            self._pending[key].results.extend(results)
 
     def _on_feedback(self, fb: Feedback, record: Record) -> None:
         labels = self._labels[record.partition]
@@ -211,12 +226,12 @@ class MeritService(Service):
         for record, reason, detail in fresh:
             log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
                         partition=record.partition, offset=record.offset,
-                        query_id=self._query_id(record))
+                        key=self._key(record))
 
-    def _query_id(self, record: Record) -> str | None:
-        """Results and labels are keyed by their query's id (incentives by participant)."""
-        by_query = record.topic in (self.topics.results, self.topics.feedback)
-        return key_text(record) if by_query else None
+    @staticmethod
+    def _key(record: Record) -> str | None:
+        """Results and labels are keyed by their query block's id, incentives by participant."""
+        return key_text(record)
 
     def _on_incentive(self, incentive: Incentive, timestamp_ms: int) -> None:
         key = (incentive.window.partition, incentive.window.seq)
@@ -266,14 +281,14 @@ class MeritService(Service):
         assert pending.window is not None
         refs = {(a.partition, a.offset) for r in labeled for a in r.included}
         records = await fetch_records(self._lookup, self.topics.responses, refs)
-        batches: dict[tuple[int, int], ResponseBatch] = {}
-        for ref, rec in records.items():
+        blocks: list[Logged[ResponseBlock]] = []
+        for (partition, offset), rec in records.items():
             try:
-                batches[ref] = decode(rec.value, ResponseBatch)
+                blocks.append(Logged(decode_response_block(rec.value), partition, offset))
             except DecodeError as exc:  # the aggregator verified it; the log says otherwise
                 log.warning("merit_bad_record", topic=rec.topic, offset=rec.offset,
                             error=str(exc))
-        queries = self._labeled_queries(labeled, RowIndex(batches),
+        queries = self._labeled_queries(labeled, RowIndex(response_views(blocks)),
                                         self._labels.get(key[0], {}))
         incentives = merit_incentives(
             pending.window, queries, pending.rewards,

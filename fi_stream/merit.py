@@ -42,7 +42,8 @@ def window_labels(feedback: Iterable[tuple[int, int, str, int]], partition: int,
     (partition, offset, query_id, label) feedback records in log order.
 
     Merit and the auditor both use this one rule: only fi.feedback partition `partition`
-    (labels are keyed by query id, so they share the query's partition), only offsets
+    (a label is keyed by its query's block id, `schemas.blocks.split_query_id(qid)[0]`, so
+    it lands on the partition of that query block and of its results), only offsets
     below `horizon` (the `feedback_horizon` the incentive records), and the FIRST label of
     a query wins: a later, conflicting one changes nothing (merit dead-letters it).
     """

@@ -68,9 +68,10 @@ def _summary(report: AuditReport) -> None:
     console.print(
         f"audited {c.get('records', 0)} records{' (a slice of the log)' if report.partial else ''}"
         f": {c.get('queries', 0)} queries, {c.get('results', 0)} results, "
-        f"{c.get('responses', 0)} response batches, {c.get('incentives', 0)} incentives "
+        f"{c.get('responses', 0)} response blocks, {c.get('incentives', 0)} incentives "
         f"in {c.get('windows_closed', 0)} closed windows, {c.get('dlq', 0)} dead letters"
-        + (f"; {t['events_per_s']:,.0f} events/s" if t else ""))
+        + (f"; {t['events_per_s']:,.0f} records/s, {t.get('queries_per_s', 0):,.0f} queries/s"
+           if t else ""))
     for s in report.spend:
         eps = "n/a (no budget registered)" if s.epsilon is None else f"{s.epsilon:.4g}"
         console.print(f"  {s.participant_id}: {s.answers} answers, ε = {eps}"
@@ -220,6 +221,9 @@ def bench_audit(
         "events_per_s": best.throughput["events_per_s"],
         # With what --report / --merit add: Shapley merit vs label-free, ε series.
         "events_per_s_with_merit": best_merit.throughput["events_per_s"],
+        # Events are records: a block of N queries is one. Queries audited per second:
+        "queries_per_s": best.throughput["queries_per_s"],
+        "queries_per_s_with_merit": best_merit.throughput["queries_per_s"],
         "runs": [r.throughput for r in plain],
         "runs_with_merit": [r.throughput for r in with_merit], "machine": machine(),
         "command": "fi-stream bench audit " + " ".join(_argv(ctx)),

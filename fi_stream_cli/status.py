@@ -3,8 +3,12 @@
     participants   registered (fi.registry), live (its consumer group has members), lag on
                    fi.queries, ε spent of budget (from its ledger, where the model dir is here)
     aggregators    the aggregator group's members and its lag on fi.queries (≈ open queries)
-    results        the last RECENT results per partition, counted by status
+    results        the queries of the last RECENT result blocks per partition, by status
     dead letters   records held in fi.dlq
+
+fi.queries and fi.results carry blocks (issue 13): offsets count records, so lags and
+`queries_total` are in query BLOCKS (a block of one is one query); the recent results are
+counted per query, each result block decoded.
 
 Read-only: no consumer group is joined and nothing is committed.
 """
@@ -17,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka import TopicPartition
 
 from fi_stream.kafka import make_admin, make_consumer
@@ -24,7 +29,8 @@ from fi_stream.kafka.groups import describe_groups
 from fi_stream.kafka.reading import partitions_of
 from fi_stream.registry import RegistryView
 from fi_stream.settings import Settings
-from schemas import DecodeError, Result, decode
+from schemas import DecodeError
+from schemas.blocks import RESULT_CODES, decode_result_block
 
 
 def participant_group(settings: Settings, pid: str) -> str:
@@ -111,7 +117,8 @@ async def snapshot(settings: Settings, *, recent: int = 200,
 async def _recent_results(consumer: Any, tps: list[TopicPartition],
                           starts: dict[TopicPartition, int], ends: dict[TopicPartition, int],
                           recent: int) -> dict[str, int]:
-    """Statuses of the last `recent` results of each partition."""
+    """Statuses of the queries of the last `recent` result blocks of each partition (one
+    count per query: a block of N results adds N)."""
     want = {tp: max(starts[tp], ends[tp] - recent) for tp in tps}
     want = {tp: off for tp, off in want.items() if off < ends[tp]}
     counts: Counter[str] = Counter()
@@ -126,9 +133,13 @@ async def _recent_results(consumer: Any, tps: list[TopicPartition],
         for tp, records in got.items():
             for r in records:
                 try:
-                    counts[decode(r.value, Result).status] += 1
+                    block = decode_result_block(r.value)
                 except DecodeError:
                     counts["undecodable"] += 1
+                    continue
+                codes, n = np.unique(block.status, return_counts=True)
+                for code, k in zip(codes.tolist(), n.tolist(), strict=True):
+                    counts[RESULT_CODES[code] if code < len(RESULT_CODES) else "undecodable"] += k
             if records and records[-1].offset + 1 >= ends[tp]:
                 want.pop(tp, None)
     return dict(counts)
@@ -177,7 +188,7 @@ def render(doc: dict[str, Any]) -> Any:
     from rich.table import Table
 
     t = Table(title=f"participants ({doc['topic_prefix'] or 'no prefix'})", expand=False)
-    for col in ("id", "live", "lag (queries)", "ε counted / budget",
+    for col in ("id", "live", "lag (query blocks)", "ε counted / budget",
                 "answered + reserved (ledger)", "model"):
         t.add_column(col)
     for p in doc["participants"]:
@@ -194,7 +205,7 @@ def render(doc: dict[str, Any]) -> Any:
     res = ", ".join(f"{k} {v:,}" for k, v in sorted(doc["recent_results"].items())) or "none"
     summary = Table.grid(padding=(0, 2))
     summary.add_row("aggregators", f"{a['members']} member(s), group {a['state'].lower()}")
-    summary.add_row("open queries", "-" if a["open_queries"] is None
+    summary.add_row("open query blocks", "-" if a["open_queries"] is None
                     else f"{a['open_queries']:,} (of {doc['queries_total']:,} sent)")
     summary.add_row("recent results", res)
     summary.add_row("dead letters", f"{doc['dead_letters']:,}")

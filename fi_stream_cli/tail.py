@@ -1,18 +1,25 @@
 """`fi-stream topics tail TOPIC`: a topic's events, decoded with their schema.
 
-Tensors are summarised (dtype, shape, min/mean/max) and keys and signatures cut short, so
-one query or batch fits on a screen. A record that does not decode is shown with its
-DecodeError, never skipped: tail is a debugging tool. Read-only: no consumer group.
+fi.queries, fi.responses and fi.results carry blocks (schemas.blocks): each record is shown
+as its block, one document per record however many queries it carries (its fields, the
+derived query ids cut short, every buffer summarised), not as N views. Tensors and buffers
+are summarised (dtype, shape, min/mean/max) and keys and signatures cut short, so one
+record fits on a screen. A record that does not decode is shown with its DecodeError,
+never skipped: tail is a debugging tool. Read-only: no consumer group.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import numpy as np
 import orjson
+import pydantic
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
@@ -30,11 +37,27 @@ from schemas import (
     Tensor,
     decode,
 )
+from schemas.blocks import (
+    DECLINE_CODES,
+    RESULT_CODES,
+    QueryBlock,
+    ResponseBlock,
+    ResultBlock,
+    decode_query_block,
+    decode_response_block,
+    decode_result_block,
+)
+
+Block = QueryBlock | ResponseBlock | ResultBlock
 
 #: The event type of each topic (fi.dlq holds other topics' records as they were).
 EVENT_OF: dict[str, type[Event]] = {
     "queries": Query, "responses": ResponseBatch, "results": Result,
     "incentives": Incentive, "feedback": Feedback, "registry": Participant,
+}
+#: The topics whose records are blocks: by the view type `resolve_topic` names, the decoder.
+BLOCK_OF: dict[type[Event], Callable[[bytes | None], Block]] = {
+    Query: decode_query_block, ResponseBatch: decode_response_block, Result: decode_result_block,
 }
 #: Strings longer than this (keys, signatures) are cut, with their length.
 LONG = 44
@@ -64,6 +87,54 @@ def summarise_tensor(value: Mapping[str, Any]) -> str:
         return f"{value['dtype']} {shape}"
     return (f"{value['dtype']} {shape} min {float(array.min()):.4g} "
             f"mean {float(array.mean()):.4g} max {float(array.max()):.4g}")
+
+
+def summarise_array(array: np.ndarray[Any, Any]) -> str:
+    """`<f4 [2, 10] min 0.01 mean 0.1 max 0.93` for a block's buffer (NaN ignored)."""
+    shape = list(array.shape)
+    if array.size == 0 or array.dtype.kind not in "fiu":
+        return f"{array.dtype.str} {shape}"
+    x = array.astype(np.float64)
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return f"{array.dtype.str} {shape} no finite value"
+    nan = f" ({x.size - finite.size} not finite)" if finite.size < x.size else ""
+    return (f"{array.dtype.str} {shape} min {float(finite.min()):.4g} "
+            f"mean {float(finite.mean()):.4g} max {float(finite.max()):.4g}{nan}")
+
+
+def _field(value: Any) -> Any:
+    """One block field as plain JSON (buffers summarised, bytes as base64, cut short)."""
+    if isinstance(value, str):
+        return summarise(value)
+    if isinstance(value, np.ndarray):
+        return summarise_array(value)
+    if isinstance(value, bytes):
+        return summarise("base64:" + base64.b64encode(value).decode())
+    if isinstance(value, pydantic.BaseModel):
+        return summarise(value.model_dump(mode="json", exclude_none=True))
+    if isinstance(value, dict):
+        return {str(k): _field(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_field(v) for v in value]
+    return value
+
+
+def block_document(block: Block) -> dict[str, Any]:
+    """A block as a JSON-ready document: its fields, its query ids (cut short), buffers
+    summarised; codes counted by name (statuses of a response or result block)."""
+    doc: dict[str, Any] = {"block": type(block).__name__, "queries": len(block)}
+    for f in dataclasses.fields(block):
+        if f.name != "signed":  # the record's own bytes
+            doc[f.name] = _field(getattr(block, f.name))
+    ids = block.query_ids
+    doc["query_ids"] = _field(ids if len(ids) <= 4 else [*ids[:3], f"… ({len(ids)} ids)"])
+    codes = DECLINE_CODES if isinstance(block, ResponseBlock) else RESULT_CODES
+    if not isinstance(block, QueryBlock):
+        counted = Counter(codes[int(c)] if int(c) < len(codes) else str(int(c))
+                          for c in block.status.tolist())
+        doc["statuses"] = dict(sorted(counted.items()))
+    return doc
 
 
 def summarise(value: Any) -> Any:
@@ -104,6 +175,10 @@ def describe(record: ConsumerRecord[bytes, bytes], event_type: type[Event] | Non
         doc["value"] = value if len(value) <= DLQ_PREVIEW else value[:DLQ_PREVIEW] + "…"
         return doc
     try:
+        block_of = BLOCK_OF.get(event_type)
+        if block_of is not None:
+            doc["event"] = block_document(block_of(record.value))
+            return doc
         event = decode(record.value, event_type)
     except DecodeError as exc:
         doc["error"] = f"{exc.reason}: {exc.detail}"

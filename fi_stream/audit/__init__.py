@@ -36,7 +36,13 @@ What is checked (DESIGN §1, §4, §6), each finding a `Discrepancy` with a stab
 A *slice* of the log (``AuditLog.partial``) is audited as far as it allows: what needs a
 record outside the slice is counted as out of range instead of reported.
 
-The package, one module per job: `log` (what the reader hands in), `bounds` (which slice),
+The log is read as blocks (issue 13): `ingest.add_record` turns each record into what the
+checks use (per-query views of query and result blocks, response blocks as decoded, their
+signatures checked on the record bytes); a record that is not a valid block is counted as
+undecodable (a `malformed_record` finding on an output topic), never an exception.
+
+The package, one module per job: `log` (what the reader hands in), `ingest` (record → log),
+`bounds` (which slice),
 `findings` (kinds and discrepancies), `report` (the typed output), `page` (it as HTML),
 `rows` (a result's rows), `registry` (trusted keys), then one module per check: `results`,
 `aggregates`, `copies`, `signatures`, `incentives`, `merit`, `privacy`; `replay` recomputes
@@ -46,6 +52,7 @@ under another strategy and `run` puts the checks in order.
 from fi_stream.audit.bounds import TIME_RANGED, Bound
 from fi_stream.audit.context import Verify
 from fi_stream.audit.findings import KINDS, Discrepancy, Kind, WindowKey, ref
+from fi_stream.audit.ingest import add_record, dead_letter
 from fi_stream.audit.log import (
     TOPIC_KINDS,
     AuditLog,
@@ -66,5 +73,6 @@ __all__ = [
     "DEFAULT_GRACE_MS", "KEY_SKEW_MS", "KINDS", "TIME_RANGED", "TOPIC_KINDS", "AuditLog",
     "AuditReport", "Bound", "DeadLetter", "Discrepancy", "Kind", "Logged", "Position",
     "PrivacySpend", "ReplayReport", "RowIndex", "Tombstone", "TopicKind", "Undecodable",
-    "Verify", "WindowAudit", "WindowKey", "audit", "ref", "registered_keys", "replay",
+    "Verify", "WindowAudit", "WindowKey", "add_record", "audit", "dead_letter", "ref",
+    "registered_keys", "replay",
 ]

@@ -11,11 +11,13 @@ from typing import Any
 from fi_stream.audit.findings import Findings
 from fi_stream.audit.log import AuditLog, Logged
 from fi_stream.audit.registry import Registry
-from fi_stream.audit.rows import F64, RowIndex
+from fi_stream.audit.rows import F64, RowIndex, response_views
 from fi_stream.validation import own_spec, privacy_problem, screen_rows
 from schemas import Query, ResponseBatch, Result
+from schemas.blocks import ResponseBlock
 
-Verify = Callable[[ResponseBatch, bytes], bool]
+#: (block as decoded, public key) → does the record's signature verify?
+Verify = Callable[[ResponseBlock, bytes], bool]
 Key = tuple[int, int]  # (partition, offset) in fi.responses
 
 
@@ -57,8 +59,13 @@ class AuditContext:
         self.findings = Findings()
         self.counts = self.findings.counts
         self.registry = Registry(log, self.findings)
-        self.batches = {(r.partition, r.offset): r for r in log.responses}
-        self.rows = RowIndex({k: r.event for k, r in self.batches.items()})
+        self.blocks = {(r.partition, r.offset): r.event for r in log.responses}
+        #: The `ResponseBatch` view of each block (one that does not convert is left out:
+        #: whatever lists it finds no response there).
+        self.batches: dict[Key, ResponseBatch] = response_views(log.responses)
+        if len(self.batches) < len(self.blocks):
+            self.counts["responses_unconvertible"] = len(self.blocks) - len(self.batches)
+        self.rows = RowIndex(self.batches)
         #: fi.responses position → the results that list a row of it.
         self.listings: dict[Key, list[Listing]] = {}
         self.queries: dict[str, Logged[Query]] = {}
@@ -74,14 +81,14 @@ class AuditContext:
         self._screened: dict[Key, list[str | None]] = {}
 
     def genuine(self, key: Key) -> bool:
-        """Does the batch at `key` verify with a key its participant registered (with an
-        operator: the key valid when it was produced)? Each batch is verified once, ~65 µs,
-        however many checks ask."""
+        """Does the record at `key` verify with a key its participant registered (with an
+        operator: the key valid when it was produced)? Verified on the record's bytes
+        (fi_stream.block_signing), once however many checks ask."""
         known = self._genuine.get(key)
         if known is None:
-            batch = self.batches[key].event
-            keys = self.registry.valid_keys(batch.participant_id, batch.produced_at_ms) or []
-            known = self._genuine[key] = any(self.verify(batch, k) for k in keys)
+            block = self.blocks[key]
+            keys = self.registry.valid_keys(block.participant_id, block.produced_at_ms) or []
+            known = self._genuine[key] = any(self.verify(block, k) for k in keys)
         return known
 
     def screened(self, key: Key) -> list[str | None]:
@@ -89,7 +96,7 @@ class AuditContext:
         and published width: exactly the aggregator's verdict (None: plausible)."""
         rows = self._screened.get(key)
         if rows is None:
-            rows = self._screened[key] = self._screen(self.batches[key].event)
+            rows = self._screened[key] = self._screen(self.batches[key])
         return rows
 
     def _screen(self, batch: ResponseBatch) -> list[str | None]:

@@ -1,5 +1,6 @@
 """What the audit reads: every topic's events with their log positions, as the reader
-(consumers/auditor.py) decoded them. Plain data; nothing here does I/O."""
+(consumers/auditor.py) decoded them (fi_stream.audit.ingest.add_record: queries and results
+as per-query views of their blocks, response blocks as decoded). Plain data; no I/O."""
 
 from __future__ import annotations
 
@@ -8,16 +9,15 @@ from typing import Generic, Literal, NamedTuple, TypeVar
 
 from schemas import (
     Client,
-    Event,
     Feedback,
     Incentive,
     Participant,
     Query,
-    ResponseBatch,
     Result,
 )
+from schemas.blocks import ResponseBlock
 
-E = TypeVar("E", bound=Event)
+E = TypeVar("E")
 
 TopicKind = Literal["queries", "responses", "results", "incentives", "feedback", "registry",
                     "dlq"]
@@ -34,7 +34,8 @@ class Position(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Logged(Generic[E]):
-    """An event and where it lives: partition and offset of its topic, broker timestamp."""
+    """An event (or a response block) and where it lives: partition and offset of its
+    topic, broker timestamp. The views of one block's rows share its record's position."""
 
     event: E
     partition: int
@@ -84,7 +85,8 @@ class AuditLog:
     """What the reader found, per topic, in log order within each partition."""
 
     queries: list[Logged[Query]] = field(default_factory=list)
-    responses: list[Logged[ResponseBatch]] = field(default_factory=list)
+    #: Response blocks as decoded (`signed` kept: signatures are checked on the bytes).
+    responses: list[Logged[ResponseBlock]] = field(default_factory=list)
     results: list[Logged[Result]] = field(default_factory=list)
     incentives: list[Logged[Incentive]] = field(default_factory=list)
     feedback: list[Logged[Feedback]] = field(default_factory=list)

@@ -88,8 +88,7 @@ class _Frame:
     def legend(self, names: Sequence[str]) -> None:
         for i, name in enumerate(names[:16]):
             y = TOP + 8 + i * 16
-            self.parts.append(
-                f'<rect x="{W - RIGHT + 10}" y="{y - 8}" width="10" height="10" '
+            self.parts.append(f'<rect x="{W - RIGHT + 10}" y="{y - 8}" width="10" height="10" '
                 f'fill="{PALETTE[i % len(PALETTE)]}"/><text x="{W - RIGHT + 25}" y="{y + 1}">'
                 f'{escape(name)}</text>')
 
@@ -310,8 +309,9 @@ def render_html(report: AuditReport, *, title: str = "fi-stream audit",
 
 
 def _speed(t: Mapping[str, float]) -> str:
-    return (f'<p class="note">{t["events"]:.0f} events read and checked in {t["seconds"]:.2f} s:'
-            f' {t["events_per_s"]:,.0f} events/s.</p>') if t else ""
+    return (f'<p class="note">{t["events"]:.0f} records checked in {t["seconds"]:.2f} s: '
+            f'{t["events_per_s"]:,.0f}/s, {t.get("queries_per_s", 0):,.0f} queries/s.</p>'
+            if t else "")
 
 
 def _discrepancies(report: AuditReport, max_rows: int) -> str:

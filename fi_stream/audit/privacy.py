@@ -33,7 +33,9 @@ def check_privacy(ctx: AuditContext, samples: int) -> list[PrivacySpend]:
     per: dict[str, list[ResponseBatch]] = defaultdict(list)
     seen: set[tuple[str, str]] = set()
     for logged in ctx.log.responses:
-        b = logged.event
+        b = ctx.batches.get((logged.partition, logged.offset))
+        if b is None:
+            continue  # not a valid block: it published nothing
         if (b.participant_id, b.batch_id) in seen:
             continue  # a redelivered batch publishes nothing new
         if not ctx.genuine((logged.partition, logged.offset)):

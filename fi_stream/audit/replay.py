@@ -11,7 +11,7 @@ import numpy as np
 
 from fi_stream.aggregation import STRATEGIES, aggregate
 from fi_stream.audit.log import AuditLog
-from fi_stream.audit.rows import RowIndex
+from fi_stream.audit.rows import RowIndex, response_views
 from fi_stream.errors import ConfigError
 from schemas import Result
 
@@ -63,7 +63,7 @@ def replay(log: AuditLog, strategy: str) -> ReplayReport:
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown aggregation strategy {strategy!r}; "
                           f"use one of {', '.join(sorted(STRATEGIES))}")
-    rows = RowIndex({(r.partition, r.offset): r.event for r in log.responses})
+    rows = RowIndex(response_views(log.responses))
     labels = {f.event.query_id: f.event.label for f in log.feedback}
     report = ReplayReport(strategy=strategy)
     strategies: Counter[str] = Counter()

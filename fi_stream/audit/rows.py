@@ -5,14 +5,17 @@ the merit service (consumers/merit.py) all read rows through `RowIndex`."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from fi_stream.audit.log import Logged
 from schemas import ResponseBatch
+from schemas.blocks import ResponseBlock
+from schemas.blocks.convert import response_batch_of
 
 F64 = npt.NDArray[np.float64]
 
@@ -48,6 +51,20 @@ class BatchRows:
         """Is row `index` this participant's answer to this query?"""
         return (index < len(self.batch.answered) and self.batch.participant_id == participant_id
                 and self.batch.answered[index] == query_id)
+
+
+def response_views(blocks: Iterable[Logged[ResponseBlock]]
+                   ) -> dict[tuple[int, int], ResponseBatch]:
+    """The `ResponseBatch` view of each response block by its position (`answered`: the
+    ids of its status-0 rows in record order, so a result's `index` is a row of `outputs`).
+    A block that does not convert is left out: what lists it finds no response there."""
+    out: dict[tuple[int, int], ResponseBatch] = {}
+    for logged in blocks:
+        try:
+            out[(logged.partition, logged.offset)] = response_batch_of(logged.event)
+        except (ValueError, TypeError, KeyError, IndexError):
+            continue
+    return out
 
 
 class RowIndex:

@@ -14,7 +14,7 @@ from fi_stream.audit.privacy import check_privacy
 from fi_stream.audit.report import AuditReport
 from fi_stream.audit.results import check_results
 from fi_stream.audit.signatures import check_signatures
-from fi_stream.signing import verify_batch
+from fi_stream.block_signing import verify_response_block
 from fi_stream.timing import AUDIT_GRACE_MS
 from schemas import Result
 
@@ -27,7 +27,8 @@ DEFAULT_GRACE_MS = AUDIT_GRACE_MS
 _OUTPUT_TOPICS = frozenset({"results", "incentives"})
 
 
-def audit(log: AuditLog, *, grace_ms: int = DEFAULT_GRACE_MS, verify: Verify = verify_batch,
+def audit(log: AuditLog, *, grace_ms: int = DEFAULT_GRACE_MS,
+          verify: Verify = verify_response_block,
           merit: bool = True, epsilon_samples: int | None = None) -> AuditReport:
     """Check everything the log allows; see fi_stream.audit for what and how.
 

@@ -1,6 +1,7 @@
-"""Signatures: every batch a result lists verifies with a key registered for its
-participant (with an operator: the key valid when it was produced). Each batch is verified
-once (~65 µs of Ed25519), however many results list it."""
+"""Signatures: every response record a result lists verifies with a key registered for
+its participant (with an operator: the key valid when it was produced). The Ed25519
+signature is checked on the record's own bytes (fi_stream.block_signing), so a record
+altered anywhere after signing fails; each once, however many results list it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fi_stream.audit.findings import ref
 
 def check_signatures(ctx: AuditContext) -> None:
     for key, listings in ctx.listings.items():
-        batch = ctx.batches[key].event
+        batch = ctx.batches[key]
         pid = batch.participant_id
         keys = ctx.registry.valid_keys(pid, batch.produced_at_ms)
         ctx.counts["signatures_verified"] += 1
