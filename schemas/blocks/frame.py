@@ -135,11 +135,11 @@ def _validate(text: bytes, cls: type[H]) -> H:
 def _views(raw: bytes, start: int, header: BlockHeader) -> tuple[dict[str, Array], int]:
     views: dict[str, Array] = {}
     end = start
-    for offset, name, ref in sorted((ref.offset, name, ref)
-                                    for name, ref in header.tensors().items()):
+    # By offset, then size: an empty buffer may share its offset with the next one.
+    for offset, size, name, ref in sorted((ref.offset, nbytes(ref), name, ref)
+                                          for name, ref in header.tensors().items()):
         at = start + offset
         count = math.prod(ref.shape)
-        size = count * ITEMSIZE[ref.dtype]
         if at < end or at + size > len(raw):
             raise DecodeError("malformed", f"buffer {name} [{offset}, +{size}) overlaps"
                               " another or runs past the record's end")

@@ -12,7 +12,16 @@ import numpy as np
 import orjson
 
 from schemas.blocks.frame import Array, layout, pack, unpack
-from schemas.blocks.headers import RESULT_CODES, ResultBlockHeader, query_id
+from schemas.blocks.headers import (
+    DECLINE_CODES,
+    DECLINED_BASE,
+    EXCLUDED_BASE,
+    EXCLUSION_CODES,
+    RESULT_CODES,
+    ROLE_CODES,
+    ResultBlockHeader,
+    query_id,
+)
 from schemas.codec import DecodeError
 from schemas.events import WindowRef
 
@@ -21,6 +30,11 @@ _BUFFERS: tuple[tuple[str, str], ...] = (
     ("rows", "<i4"), ("status", "|u1"), ("aggregate", "<f8"), ("prediction", "<i8"),
     ("confidence", "<f8"), ("roles", "|u1"), ("response", "<i4"), ("index", "<i4"),
     ("created_at_ms", "<i8"), ("deadline_ms", "<i8"), ("completed_at_ms", "<i8"))
+#: Every valid `roles` cell, and those that name an answer (a `response` and an `index`).
+_ROLES = np.array([*ROLE_CODES, *(DECLINED_BASE + k for k in range(1, len(DECLINE_CODES))),
+                   *(EXCLUDED_BASE + k for k in range(len(EXCLUSION_CODES)))], dtype="|u1")
+_WITH_ANSWER = np.array([1, 3, *(EXCLUDED_BASE + k for k in range(len(EXCLUSION_CODES)))],
+                        dtype="|u1")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -93,17 +107,10 @@ def decode_result_block(raw: bytes | None) -> ResultBlock:
     """The block in `raw`; a `DecodeError` naming what is wrong for anything else (rows
     distinct and ≥ 0, `response` within `responses`: O(1) numpy calls)."""
     h, v, _ = unpack(raw, ResultBlockHeader)
-    rows, response, index = v["rows"], v["response"], v["index"]
-    problem = None
-    if rows.size and (int(rows.min()) < 0 or np.unique(rows).size != rows.size):
-        problem = "rows must be distinct and ≥ 0"
-    elif response.size and not (int(response.min()) >= -1
-                                and int(response.max()) < len(h.responses)):
-        problem = f"response must be -1..{len(h.responses) - 1}"
-    elif index.size and int(index.min()) < -1:
-        problem = "index must be ≥ -1"
+    problem = _problem(v, len(h.responses))
     if problem:
         raise DecodeError("invalid", f"{ResultBlockHeader.SCHEMA}: {problem}")
+    rows, response, index = v["rows"], v["response"], v["index"]
     return ResultBlock(
         h.block_id, h.task, h.strategy, h.quorum, h.window, h.participants,
         rows, v["status"], v["aggregate"], v["prediction"], v["confidence"], v["roles"],
@@ -111,3 +118,21 @@ def decode_result_block(raw: bytes | None) -> ResultBlock:
         v.get("weights"), [(r.partition, r.offset) for r in h.responses],
         {r.row: r.text for r in h.reasons},
         [(c.row, c.participant, c.copy_of) for c in h.copies])
+
+
+def _problem(v: dict[str, Array], responses: int) -> str | None:
+    """What is wrong with the buffers' values (a handful of numpy calls, no row loop)."""
+    rows, roles, response, index = v["rows"], v["roles"], v["response"], v["index"]
+    if int(rows.min()) < 0 or np.unique(rows).size != rows.size:
+        return "rows must be distinct and ≥ 0"
+    if int(v["status"].max()) >= len(RESULT_CODES):
+        return f"status codes are 0..{len(RESULT_CODES) - 1}"
+    if not np.isin(roles, _ROLES).all():
+        return "roles has an unknown code"
+    answer = np.isin(roles, _WITH_ANSWER)
+    if roles.size and not (
+            ((response >= 0) & (response < responses) & (index >= 0))[answer].all()
+            and (response[~answer] == -1).all() and (index[~answer] == -1).all()):
+        return (f"response (0..{responses - 1}) and index (≥ 0) are set exactly for the"
+                " cells that name an answer (included, copied, excluded), -1 elsewhere")
+    return None
