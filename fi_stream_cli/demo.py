@@ -28,7 +28,8 @@ from fi_stream.signing import public_key_bytes
 from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
 from producers.feedback import publish_labels
 from producers.query_client import QueryClient
-from schemas import Incentive, ResponseBatch, Result, decode
+from schemas import Incentive, Result, decode
+from schemas.blocks import decode_response_block
 
 
 @dataclass
@@ -155,16 +156,18 @@ async def _merit(settings: Settings, label_free: list[Incentive]) -> list[Incent
 
 
 async def _solo_accuracy(settings: Settings, labels: dict[str, int]) -> dict[str, float]:
-    """Each participant's accuracy on what the aggregator saw: its noised outputs."""
+    """Each participant's accuracy on what the aggregator saw: its noised outputs (the
+    answered rows of its response blocks)."""
     hits: dict[str, int] = defaultdict(int)
     seen: dict[str, int] = defaultdict(int)
     for value in await _read_all(settings, settings.topic_names.responses):
-        batch = decode(value, ResponseBatch)
-        preds = batch.outputs.to_numpy().argmax(axis=1)
-        for qid, pred in zip(batch.answered, preds, strict=True):
-            if qid in labels:
-                seen[batch.participant_id] += 1
-                hits[batch.participant_id] += int(pred == labels[qid])
+        block = decode_response_block(value)
+        preds = block.outputs.argmax(axis=1).tolist()
+        for qid, pred, status in zip(block.query_ids, preds, block.status.tolist(),
+                                     strict=True):
+            if status == 0 and qid in labels:
+                seen[block.participant_id] += 1
+                hits[block.participant_id] += int(pred == labels[qid])
     return {pid: hits[pid] / n for pid, n in seen.items()}
 
 

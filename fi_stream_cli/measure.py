@@ -43,25 +43,29 @@ def rate(step: Callable[[], int], seconds: float, sync: Callable[[], None]) -> f
     return items / (time.perf_counter() - started)
 
 
-def records(spec: ModelSpec, n: int, rng: np.random.Generator) -> list[tuple[int, bytes]]:
+def records(spec: ModelSpec, n: int, rng: np.random.Generator, block: int | None = None
+            ) -> list[tuple[int, bytes]]:
+    """(partition, encoded query block) items carrying `n` random queries in blocks of
+    `block` rows (default: one block of n), spread over 4 partitions."""
     import numpy as np
 
-    from schemas import Query, Tensor, encode
+    from schemas.blocks import encode_query_block, query_block
 
     now = int(time.time() * 1000)
+    size = block or n
     return [
-        (i % 4, encode(Query(query_id=f"q{i}", task=spec.task, created_at_ms=now,
-                             deadline_ms=now + 3_600_000,
-                             input=Tensor.from_numpy(rng.random(spec.input_shape,
-                                                                dtype=np.float32)))))
-        for i in range(n)
+        (k % 4, encode_query_block(query_block(
+            f"bench-{k}", spec.task,
+            rng.random((min(size, n - start), *spec.input_shape), dtype=np.float32),
+            created_at_ms=now, deadline_ms=now + 3_600_000)))
+        for k, start in enumerate(range(0, n, size))
     ]
 
 
 def engine_rates(spec: ModelSpec, dev: torch.device, prec: Precision, compile_model: bool,
                  batch: int, seconds: float, inline_work_s: float) -> dict[str, Any]:
-    """Raw forward (ceiling) vs. the participant engine (encoded queries → encoded, signed
-    ResponseBatches, pipelined as in the service) vs. one query at a time."""
+    """Raw forward (ceiling) vs. the participant engine (a query block of `batch` → signed
+    response block, pipelined as in the service) vs. one query (a block of one) at a time."""
     import numpy as np
     import torch
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -78,7 +82,7 @@ def engine_rates(spec: ModelSpec, dev: torch.device, prec: Precision, compile_mo
                              dev, prec, compile_model)
     signer = Signer(participant_id="bench", spec=spec, key=Ed25519PrivateKey.generate(),
                     privacy=engine.mechanism.to_privacy())
-    items = records(spec, batch, np.random.default_rng(0))
+    items = records(spec, batch, np.random.default_rng(0))  # one block of `batch` queries
     sync = sync_of(dev)
     x = torch.rand(batch, *spec.input_shape, device=dev)
 
@@ -119,15 +123,16 @@ def engine_rates(spec: ModelSpec, dev: torch.device, prec: Precision, compile_mo
         in_flight.append(pool.submit(timed, prepared))
         return done
 
-    naive_records = items[: min(batch, 2000)]
+    # One query per record (a block of one), one forward and one signed record each.
+    naive_records = records(spec, min(batch, 256), np.random.default_rng(1), block=1)
 
     def naive() -> int:
-        for item in naive_records[:256]:
+        for item in naive_records:
             prepared = prepare([item], spec, int(time.time() * 1000))
             assert prepared.inputs is not None  # the bench's items are all answerable
             assemble(prepared, [0], engine.infer(prepared.inputs), signer,
                      int(time.time() * 1000))
-        return min(256, len(naive_records))
+        return len(naive_records)
 
     out = {"raw_items_per_s": rate(raw, seconds, sync),
            "engine_items_per_s": rate(pipelined, seconds, sync),
@@ -190,37 +195,43 @@ def teacher_rates(spec: ModelSpec, counts: list[int], dev: torch.device, prec: P
 
 
 def emit_rates(participants: int, batch: int, seconds: float) -> dict[str, float]:
-    """The aggregator's work per settled query, query by query vs. `soft_vote_in_batches`."""
+    """The aggregator's work per settled query, query by query vs. `soft_vote_in_batches`
+    (the poll's queries are the rows of one query block; their results one result block)."""
     import numpy as np
 
     from fi_stream.join import Answer, OpenQuery
     from fi_stream.results import IncentiveWindow, build_result, soft_vote_in_batches
-    from schemas import Query, Tensor, encode
+    from schemas import Result
+    from schemas.blocks import encode_result_block, query_block
+    from schemas.blocks.convert import queries_of, result_block_of
 
     rng = np.random.default_rng(0)
     ids = [f"p{k + 1}" for k in range(participants)]
     now = int(time.time() * 1000)
     joins = []
-    for i in range(batch):
-        q = Query(query_id=f"q{i}", task="digits", created_at_ms=now, deadline_ms=now + 5000,
-                  input=Tensor.from_numpy(np.zeros(64, np.float32)))
-        oq = OpenQuery(q, 0, i, frozenset(ids))
+    block = query_block("emit", "digits", np.zeros((batch, 64), np.float32),
+                        created_at_ms=now, deadline_ms=now + 5000)
+    for i, q in enumerate(queries_of(block)):
+        oq = OpenQuery(q, 0, 0, frozenset(ids))
         for k, pid in enumerate(ids):
+            # participant k's response record (offset k) answers the block; row i is query i
             oq.answers[pid] = Answer(pid, rng.normal(0.1, 0.3, 10).astype(np.float32),
-                                     0, i, k, now)
+                                     0, k, i, now)
         joins.append(oq)
 
     def emit(batched: bool) -> Callable[[], int]:
         def step() -> int:
             window = IncentiveWindow(0, 0, now, "loo_agreement")
             pre = soft_vote_in_batches(joins) if batched else {}
+            results: list[Result] = []
             for oq in joins:
                 b = pre.get(oq.query.query_id)
                 result, got, outputs = build_result(oq, strategy="soft_vote",
                                                     completed_at_ms=now, window=window.ref,
                                                     batched=b)
                 window.add(result, got, outputs, b)
-                encode(result)
+                results.append(result)
+            encode_result_block(result_block_of(results))  # the poll's one result block
             return len(joins)
         return step
 
