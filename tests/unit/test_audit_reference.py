@@ -9,6 +9,11 @@ counted by hand, and Shapley values from the axioms. The log covers every strate
 query naming its own strategy, a decline, a late answer, an answer after its result, a
 partial and an insufficient result, and a merit window; the tamper tests change one
 recorded number and expect the audit to name it.
+
+The log is written as the wire carries it (issue 13): each query a query block of one
+(query id `B.0`), each answer a signed response block, each result a result block, every
+record encoded and read back through `fi_stream.audit.add_record` as the auditor reads it;
+so the reference also holds the block codecs and converters to bit-exactness.
 """
 
 from __future__ import annotations
@@ -23,23 +28,32 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fi_stream.audit import AuditLog, AuditReport, Logged, audit
-from fi_stream.signing import public_key_bytes, sign_batch
+from fi_stream.audit import AuditLog, AuditReport, Logged, TopicKind, add_record, audit
+from fi_stream.block_signing import sign_response_block
+from fi_stream.signing import public_key_bytes
 from schemas import (
     Budget,
-    Decline,
+    Event,
     Feedback,
     Incentive,
     IncentiveCounts,
     Participant,
     Privacy,
-    Query,
-    ResponseBatch,
     Result,
     Tensor,
     Window,
     WindowRef,
 )
+from schemas.blocks import (
+    DECLINE_CODES,
+    ResponseBlock,
+    encode_query_block,
+    encode_response_block,
+    encode_result_block,
+    query_block,
+    query_id,
+)
+from schemas.blocks.convert import result_block_of
 
 IDS = ("p1", "p2", "p3")
 C = 10  # classes
@@ -91,31 +105,60 @@ def loo_agreement(rows: list[list[Fraction]]) -> list[int]:
 
 # -- the hand-written log ----------------------------------------------------------------------
 
+def qid(block_id: str) -> str:
+    """The id of the one query of block `block_id`."""
+    return query_id(block_id, 0)
+
+
 @dataclass
 class HandLog:
     keys: dict[str, Ed25519PrivateKey] = field(
         default_factory=lambda: {p: Ed25519PrivateKey.generate() for p in IDS})
     log: AuditLog = field(default_factory=AuditLog)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def put(self, topic: str, partition: int, event: Any) -> Logged[Any]:
+    def raw(self, topic: TopicKind, partition: int, value: bytes, key: str = "") -> int:
+        """One record as written; read back as the auditor reads it. Its offset."""
+        offset = self.offsets.get((topic, partition), 0)
+        self.offsets[(topic, partition)] = offset + 1
+        add_record(self.log, topic, partition, offset, value, key=key.encode())
+        return offset
+
+    def put(self, topic: TopicKind, partition: int, event: Event) -> Logged[Any]:
+        """A `Result` as a result block of one, read back; another event as it is (the
+        JSON topics did not change, and JSON cannot carry the ε_max = ∞ registered here)."""
         items: list[Logged[Any]] = getattr(self.log, topic)
-        offset = sum(1 for i in items if i.partition == partition)
-        logged = Logged(event, partition, offset)
-        items.append(logged)
-        self.log.records[topic] = self.log.records.get(topic, 0) + 1
-        return logged
+        if isinstance(event, Result):
+            self.raw(topic, partition, encode_result_block(result_block_of([event])))
+        else:
+            offset = self.offsets.get((topic, partition), 0)
+            self.offsets[(topic, partition)] = offset + 1
+            items.append(Logged(event, partition, offset))
+            self.log.records[topic] = self.log.records.get(topic, 0) + 1
+        return items[-1]
+
+    def ask(self, partition: int, block_id: str, now: int, deadline: int, quorum: int = 1,
+            strategy: str | None = None) -> None:
+        block = query_block(block_id, "digits", np.zeros((1, 4), np.float32),
+                            created_at_ms=now, deadline_ms=deadline, quorum=quorum,
+                            strategy=strategy)
+        self.raw("queries", partition, encode_query_block(block), block_id)
 
     def answer(self, pid: str, partition: int, answers: dict[str, int],
-               produced_at: int, declined: tuple[str, ...] = ()) -> Logged[ResponseBatch]:
-        rows = np.zeros((len(answers), C), np.float32)
+               produced_at: int, declined: tuple[str, ...] = ()) -> tuple[int, int]:
+        """A signed response block: one row per block of `answers` (its class) and of
+        `declined`; where it lies."""
+        rows = np.zeros((len(answers) + len(declined), C), np.float32)
         for i, cls in enumerate(answers.values()):
             rows[i, cls] = 1.0
-        batch = ResponseBatch(
+        status = np.array([0] * len(answers)
+                          + [DECLINE_CODES.index("budget_exhausted")] * len(declined), "|u1")
+        block = ResponseBlock(
             participant_id=pid, batch_id=uuid.uuid4().hex, task="digits", model_version="h",
             privacy=PRIVACY, produced_at_ms=produced_at, query_partition=partition,
-            answered=list(answers), outputs=Tensor.from_numpy(rows),
-            declined=[Decline(query_id=q, reason="budget_exhausted") for q in declined])
-        return self.put("responses", partition, sign_batch(batch, self.keys[pid]))
+            spans=[(b, 1) for b in (*answers, *declined)], outputs=rows, status=status)
+        record = sign_response_block(encode_response_block(block), self.keys[pid])
+        return partition, self.raw("responses", partition, record, pid)
 
 
 @dataclass(frozen=True)
@@ -150,6 +193,7 @@ CASES = [
 
 def expected_result(case: Case, included: dict[str, tuple[int, int]], done_ms: int,
                     deadline: int) -> Result:
+    """The result of `case` (its block's one query), every number by hand."""
     ids = sorted(case.answers)
     rows = [onehot(case.answers[p]) for p in ids]
     w = [Fraction(x) for x in case.weights] if case.weights else None
@@ -159,7 +203,7 @@ def expected_result(case: Case, included: dict[str, tuple[int, int]], done_ms: i
     status = ("insufficient" if len(ids) < case.quorum
               else "complete" if not missing and not case.late else "partial")
     return Result(
-        query_id=case.qid, task="digits", status=status,
+        query_id=qid(case.qid), task="digits", status=status,
         aggregate=Tensor.from_numpy(np.array([float(x) for x in v])), prediction=pred,
         confidence=float(v[pred] / sum(v)),
         included=[{"participant_id": p, "partition": included[p][0], "offset": included[p][1],
@@ -178,15 +222,12 @@ def build() -> HandLog:
             participant_id=pid, public_key=public_key_bytes(h.keys[pid]), tasks=["digits"],
             model_version="h", privacy=PRIVACY, budget=Budget(epsilon_max=math.inf, delta=1e-5),
             registered_at_ms=T0))
-    x = Tensor.from_numpy(np.zeros(4, np.float32))
     scores = dict.fromkeys(IDS, 0)
     counts = {p: dict.fromkeys(("included", "late", "missing", "declined"), 0) for p in IDS}
     now = T0
     for case in CASES:
         deadline = now + 1000
-        h.put("queries", 0, Query(query_id=case.qid, task="digits", input=x,
-                                  created_at_ms=now, deadline_ms=deadline,
-                                  quorum=case.quorum, strategy=case.strategy))
+        h.ask(0, case.qid, now, deadline, case.quorum, case.strategy)
         refs = {}
         for pid, cls in case.answers.items():
             refs[pid] = h.answer(pid, 0, {case.qid: cls}, now + 10)
@@ -196,8 +237,7 @@ def build() -> HandLog:
             h.answer(pid, 0, {case.qid: 0}, deadline + 1)  # one ms too late
         done = now + 20 if set(case.answers) | set(case.declined) | set(case.late) == set(
             IDS) else deadline
-        h.put("results", 0, expected_result(
-            case, {p: (r.partition, r.offset) for p, r in refs.items()}, done, deadline))
+        h.put("results", 0, expected_result(case, refs, done, deadline))
         ids = sorted(case.answers)
         for p, s in zip(ids, loo_agreement([onehot(case.answers[p]) for p in ids]),
                         strict=True):
@@ -230,11 +270,11 @@ def build() -> HandLog:
             participant_id=pid, window=window, method="loo_agreement",
             score=float(scores[pid]), reward=float(100 * share), budget=100.0,
             counts=IncentiveCounts(**counts[pid])))
-    _merit_window(h, x, now + 100)
+    _merit_window(h, now + 100)
     return h
 
 
-def _merit_window(h: HandLog, x: Tensor, now: int) -> None:
+def _merit_window(h: HandLog, now: int) -> None:
     """Partition 1: two labeled queries; p1 right (class 0), p2 and p3 wrong (5, 7).
 
     By hand: v(S) = 1 when p1 ∈ S (with one other, the tie 0 vs 5 or 7 goes to class 0),
@@ -245,19 +285,16 @@ def _merit_window(h: HandLog, x: Tensor, now: int) -> None:
     """
     answers = {"p1": 0, "p2": 5, "p3": 7}
     results = []
-    for qid in ("m1", "m2"):
+    for block_id in ("m1", "m2"):
         deadline = now + 1000
-        h.put("queries", 1, Query(query_id=qid, task="digits", input=x, created_at_ms=now,
-                                  deadline_ms=deadline))
-        refs = {p: h.answer(p, 1, {qid: c}, now + 10) for p, c in answers.items()}
-        r = expected_result(Case(qid, "soft_vote", answers),
-                            {p: (g.partition, g.offset) for p, g in refs.items()}, now + 20,
-                            deadline)
+        h.ask(1, block_id, now, deadline)
+        refs = {p: h.answer(p, 1, {block_id: c}, now + 10) for p, c in answers.items()}
+        r = expected_result(Case(block_id, "soft_vote", answers), refs, now + 20, deadline)
         results.append(h.put("results", 1, r.model_copy(
             update={"window": WindowRef(partition=1, seq=0)})))
         now += 30
-    for qid in ("m1", "m2"):
-        h.put("feedback", 1, Feedback(query_id=qid, label=0, created_at_ms=now))
+    for block_id in ("m1", "m2"):
+        h.put("feedback", 1, Feedback(query_id=qid(block_id), label=0, created_at_ms=now))
     window = Window(partition=1, seq=0, results=2,
                     first_completed_at_ms=results[0].event.completed_at_ms,
                     last_completed_at_ms=results[1].event.completed_at_ms)
@@ -321,16 +358,18 @@ def test_a_missing_merit_incentive_is_flagged(hand: HandLog) -> None:
     assert "missing_incentive" in kinds(audit(hand.log))
 
 
-@pytest.mark.parametrize("qid", [c.qid for c in CASES])
-def test_a_changed_prediction_is_flagged_for_every_strategy(hand: HandLog, qid: str) -> None:
-    r = next(r.event for r in hand.log.results if r.event.query_id == qid)
-    _tamper(hand.log, "results", lambda e: e.query_id == qid,
+@pytest.mark.parametrize("block_id", [c.qid for c in CASES])
+def test_a_changed_prediction_is_flagged_for_every_strategy(hand: HandLog, block_id: str
+                                                            ) -> None:
+    r = next(r.event for r in hand.log.results if r.event.query_id == qid(block_id))
+    assert r.prediction is not None
+    _tamper(hand.log, "results", lambda e: e.query_id == qid(block_id),
             prediction=(r.prediction + 1) % C)
     assert "prediction_mismatch" in kinds(audit(hand.log))
 
 
 def test_a_result_with_a_late_answer_cannot_claim_to_be_complete(hand: HandLog) -> None:
-    _tamper(hand.log, "results", lambda e: e.query_id == "q10", status="complete")
+    _tamper(hand.log, "results", lambda e: e.query_id == qid("q10"), status="complete")
     assert kinds(audit(hand.log)) == {"status_mismatch"}
 
 
