@@ -1,10 +1,12 @@
 """The copycat: a strategic participant for experiments and tests only.
 
 It answers nothing itself. It reads fi.responses (which the secured cluster's ACLs should
-deny a participant; see the README's security section) and re-sends each answer another
+deny a participant; see the README's security section) and re-sends the answers another
 participant gave, under its own key, to the same partition, at once — well within the
-deadline. The rows are bit-for-bit the originals: the aggregator's copy detection
-(fi_stream.copycat) must flag every one of them.
+deadline: a response block of its own (signed by itself) with the spans of the query
+blocks it has not copied yet, every row of each as the original had it (answers and
+declines). The rows are bit-for-bit the originals: the aggregator's copy detection
+(fi_stream.copycat) must flag every answered one.
 """
 
 from __future__ import annotations
@@ -19,16 +21,24 @@ import structlog
 from aiokafka.structs import ConsumerRecord
 
 from consumers.participant import IDLE_POLL_MS, ParticipantService
+from fi_stream.block_signing import sign_response_block
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer
 from fi_stream.kafka.reading import partitions_of
 from fi_stream.settings import Settings
-from fi_stream.signing import sign_batch
-from schemas import DecodeError, ResponseBatch, Tensor, decode, encode, headers
+from schemas import DecodeError
+from schemas.blocks import (
+    ResponseBlock,
+    ResponseBlockHeader,
+    block_headers,
+    decode_response_block,
+    encode_response_block,
+)
 
 log = structlog.get_logger(__name__)
 
-#: Query ids remembered as copied (oldest forgotten first): one answer per query is enough.
+#: Query blocks (partition, block id) remembered as copied (oldest forgotten first): one
+#: answer per query is enough.
 REMEMBER = 100_000
 
 
@@ -41,7 +51,7 @@ class CopycatParticipant(ParticipantService):
                          behaviour="copycat")
         #: Whose answers to copy; None: the first answer seen to each query, from anyone.
         self.copy_from = copy_from
-        self._copied: OrderedDict[str, None] = OrderedDict()
+        self._copied: OrderedDict[tuple[int, str], None] = OrderedDict()
         self.copied = 0
 
     async def _run(self) -> None:
@@ -65,29 +75,44 @@ class CopycatParticipant(ParticipantService):
     async def _copy(self, record: ConsumerRecord[bytes, bytes]) -> None:
         assert self._producer is not None
         try:
-            batch = decode(record.value, ResponseBatch)
+            block = decode_response_block(record.value)
         except DecodeError:
             return
-        if batch.participant_id == self.participant_id or (
-                self.copy_from is not None and batch.participant_id != self.copy_from):
+        if block.participant_id == self.participant_id or (
+                self.copy_from is not None and block.participant_id != self.copy_from):
             return
-        picks = [i for i, q in enumerate(batch.answered) if q not in self._copied]
+        picks = [(b, start, stop) for b, start, stop in block.span_rows()
+                 if (block.query_partition, b) not in self._copied
+                 and bool((block.status[start:stop] == 0).any())]
         if not picks:
             return
-        rows: np.ndarray[Any, Any] = batch.outputs.to_numpy()[picks]
-        answered = [batch.answered[i] for i in picks]
-        for qid in answered:
-            self._copied[qid] = None
+        for b, _, _ in picks:
+            self._copied[(block.query_partition, b)] = None
         while len(self._copied) > REMEMBER:
             self._copied.popitem(last=False)
-        copy = ResponseBatch(
-            participant_id=self.participant_id, batch_id=uuid.uuid4().hex, task=batch.task,
-            model_version=self.spec.version, privacy=self._privacy, produced_at_ms=now_ms(),
-            query_partition=batch.query_partition, answered=answered,
-            outputs=Tensor.from_numpy(np.ascontiguousarray(rows)))
+        outputs, status, details = _rows_of(block, picks)
+        copy = ResponseBlock(
+            self.participant_id, uuid.uuid4().hex, block.task, self.spec.version,
+            self._privacy, now_ms(), block.query_partition,
+            [(b, stop - start) for b, start, stop in picks], outputs, status, details)
         await self._producer.send(
-            self.topics.responses, encode(sign_batch(copy, self._key)),
+            self.topics.responses, sign_response_block(encode_response_block(copy), self._key),
             key=self.participant_id.encode(), partition=record.partition,
-            headers=headers(ResponseBatch))
-        self.copied += len(answered)
-        self.answered += len(answered)
+            headers=block_headers(ResponseBlockHeader))
+        answered = int(np.count_nonzero(status == 0))
+        self.copied += answered
+        self.answered += answered
+
+
+def _rows_of(block: ResponseBlock, picks: list[tuple[str, int, int]]
+             ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], dict[int, str]]:
+    """The outputs, status and details (re-keyed) of the record rows of `picks`, in order."""
+    outputs = np.concatenate([block.outputs[start:stop] for _, start, stop in picks])
+    status = np.concatenate([block.status[start:stop] for _, start, stop in picks])
+    details: dict[int, str] = {}
+    base = 0
+    for _, start, stop in picks:
+        details.update({base + r - start: d for r, d in block.details.items()
+                        if start <= r < stop})
+        base += stop - start
+    return outputs, status, details

@@ -1,5 +1,6 @@
-"""A participant: its own consumer group on fi.queries, GPU/CPU-batched inference, clipped
-and noised outputs, one signed ResponseBatch per micro-batch and partition.
+"""A participant: its own consumer group on fi.queries (query blocks), GPU/CPU-batched
+inference over every row of a micro-batch's blocks at once, clipped and noised outputs, one
+signed response block per micro-batch and query partition (fi_stream.engine).
 
 At-least-once: offsets are committed only after the batch's responses are acked.
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -33,13 +33,14 @@ from fi_stream.ledger import LEDGER_FILE, PrivacyLedger
 from fi_stream.ledger_sync import SharedBudget, floor_ledger
 from fi_stream.models import load_model
 from fi_stream.privacy import PrivacyBudget, choose_mechanism, max_answers, per_answer_epsilon
-from fi_stream.quota import QUOTA_FILE, SIGNATURE_HEADER, QuotaBook, verified_client
+from fi_stream.quota import QUOTA_FILE, Quota, QuotaBook, block_charger, signature_of
 from fi_stream.registry import RegistryView
-from fi_stream.reuse import AnswerCache, answer_batch
+from fi_stream.reuse import AnswerCache, Answers, Reserve, answer_batch
 from fi_stream.service import Service
 from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes
-from schemas import Budget, Participant, QueryView, ResponseBatch, headers
+from schemas import Budget, Participant
+from schemas.blocks import ResponseBlockHeader, block_headers
 
 log = structlog.get_logger(__name__)
 
@@ -229,24 +230,19 @@ class ParticipantService(Service):
                 for i, exc in prepared.broken]
         self._metrics.decode_seconds.observe(time.perf_counter() - started)
         self._metrics.queries.labels("dlq").inc(len(prepared.broken))
-        for declines in prepared.declined.values():
-            for d in declines:
-                self._metrics.queries.labels(d.reason).inc()
+        for reason, count in prepared.declined().items():
+            self._metrics.queries.labels(reason).inc(count)
         return _Batch(records, prepared, acks)
 
-    def _quota_check(self, records: list[Record]) -> Callable[[int, QueryView], bool] | None:
-        """Charge each query to its verified client (fi_stream.quota); None: no quotas."""
+    def _quota_check(self, records: list[Record]) -> Quota | None:
+        """Charge a block's answerable rows to its verified client (fi_stream.quota: one
+        signature check per record); None: no quotas."""
         if self.quota.share >= 1.0 and self._registry is None:
             return None
         clients = {cid: c.public_key for cid, c in self._registry.clients.items()} \
             if self._registry is not None else {}
-
-        def check(index: int, q: QueryView) -> bool:
-            r = records[index]
-            signature = next((v for k, v in r.headers if k == SIGNATURE_HEADER), None)
-            client = verified_client(q.client_id, r.value or b"", signature, clients)
-            return self.quota.take(client)
-        return check
+        signed = [(r.value or b"", signature_of(r.headers)) for r in records]
+        return block_charger(self.quota, signed, clients)
 
     async def _compute_stage(self, inbox: asyncio.Queue[_Batch | None],
                              outbox: asyncio.Queue[_Batch | None]) -> None:
@@ -276,11 +272,10 @@ class ParticipantService(Service):
             return granted
 
         outputs = np.zeros((0, self.spec.num_classes), np.float32)
-        if prepared.answerable:
+        if len(prepared.answerable):
             assert prepared.inputs is not None
             started = time.perf_counter()
-            got = answer_batch(prepared.inputs, self.cache, reserve,
-                               self.engine.infer, self.spec.num_classes)
+            got = self._answer(prepared.inputs, reserve)
             answered, outputs, fresh = got.answered, got.outputs, got.fresh
             if got.fresh:
                 self._metrics.device_seconds.observe(time.perf_counter() - started)
@@ -293,6 +288,12 @@ class ParticipantService(Service):
         self._metrics.encode_seconds.observe(time.perf_counter() - started)
         self._work_s = time.thread_time() - began
         return len(answered), fresh, encoded
+
+    def _answer(self, inputs: np.ndarray[Any, Any], reserve: Reserve) -> Answers:
+        """Every answerable row of the micro-batch in one call (fi_stream.reuse); the
+        naive baseline overrides it to answer one row at a time."""
+        return answer_batch(inputs, self.cache, reserve, self.engine.infer,
+                            self.spec.num_classes)
 
     async def _publish(self, batch: _Batch) -> None:
         """Reserve, compute and encode; hand the responses to the producer.
@@ -318,10 +319,10 @@ class ParticipantService(Service):
         for partition, value in encoded:
             batch.acks.append(await self._producer.send(
                 self.topics.responses, value, key=self.participant_id.encode(),
-                partition=partition, headers=headers(ResponseBatch)))
+                partition=partition, headers=block_headers(ResponseBlockHeader)))
         self.batches += 1
         self.answered += granted
-        self._metrics.batch_size.observe(len(batch.records))
+        self._metrics.batch_size.observe(len(prepared))
         self._metrics.queries.labels("answered").inc(granted)
         self._metrics.queries.labels("budget_exhausted").inc(wanted - granted)
 

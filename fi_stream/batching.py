@@ -6,6 +6,10 @@ two) cost a fetch round trip per record: on a small machine a fifth of a partici
 and as much again in the broker. Asking the broker instead (`fetch.min.bytes` of a full
 batch, `fetch.max.wait.ms` of the wait) gives one fetch per batch, and a batch is what
 one `getmany` returns.
+
+Every query record is a query block (a single query is a block of one). The participant
+sizes its fetch for `max_batch` blocks of one float32 query, the most bytes a query can
+take: larger or |u1 blocks bring more queries per byte, and fill the fetch sooner.
 """
 
 from __future__ import annotations
@@ -13,16 +17,28 @@ from __future__ import annotations
 import math
 from typing import Any
 
-#: A query record's bytes besides its tensor: ids, timestamps, task, JSON keys.
+from schemas.blocks import ALIGN
+
+#: A query block's prefix and JSON header (ids, task, client, three buffer references),
+#: before the data section: ~330 B with 32-character ids, rounded up.
+QUERY_HEADER_BYTES = 448
+#: How far the estimate may exceed a real record (the header's rounding and slack).
 QUERY_OVERHEAD_BYTES = 256
 #: With `max_wait_ms = 0` a fetch returns at once when a record is there, and long-polls
 #: this long when none is (no busy loop against the broker).
 IDLE_FETCH_WAIT_MS = 500
 
 
-def query_record_bytes(input_shape: tuple[int, ...]) -> int:
-    """About the size of one encoded float32 query (its tensor is base64 in the JSON)."""
-    return QUERY_OVERHEAD_BYTES + 4 * math.ceil(4 * math.prod(input_shape) / 3)
+def query_record_bytes(input_shape: tuple[int, ...], rows: int = 1, itemsize: int = 4) -> int:
+    """About the size of a query block record of `rows` rows of `input_shape` (float32:
+    `itemsize` 4; |u1: 1): the header, then each buffer at the next multiple of ALIGN —
+    two <i8 [rows] time buffers and the raw inputs (schemas.blocks.frame)."""
+    return (_aligned(QUERY_HEADER_BYTES) + 2 * _aligned(8 * rows)
+            + _aligned(itemsize * rows * math.prod(input_shape)))
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
 
 
 def held_fetch(min_bytes: int, wait_ms: int) -> dict[str, Any]:

@@ -1,18 +1,19 @@
-"""The participant's batch path, without Kafka: records → one host batch → device →
+"""The participant's batch path, without Kafka: query blocks → one host batch → device →
 model (one model, or K teachers in one vmapped call) → the bounded vector (softmax, or the
-vote histogram) → clip → noise → host → one signed ResponseBatch per partition.
+vote histogram) → clip → noise → host → one signed response block per query partition.
 
 `prepare` and `assemble` are plain functions over bytes so that the participant service
-and `fi-stream bench engine` run exactly the same code. The noise generator is seeded per
-batch from the OS entropy pool and the seed is never published (DESIGN §5).
+and `fi-stream bench engine` run exactly the same code. Both are O(1) numpy calls per
+block (a block of 1,024 rows costs about what a block of one does in Python); only
+declined rows with a detail cost Python each. The noise generator is seeded per batch from
+the OS entropy pool and the seed is never published (DESIGN §5).
 """
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,23 +25,30 @@ from torch import nn
 from fi_stream.block_signing import sign_response_block
 from fi_stream.models import ModelSpec
 from fi_stream.privacy import Mechanism, release
-from fi_stream.signing import sign_batch
-from fi_stream.validation import deadline_problem, input_problems, strategy_problem
-from schemas import (
-    Decline,
-    DeclineReason,
-    DecodeError,
-    Privacy,
-    QueryView,
-    ResponseBatch,
-    TaskSpec,
-    Tensor,
-    decode_query_view,
-    encode,
+from fi_stream.quota import Quota
+from fi_stream.screening import (
+    ANSWERED,
+    BAD_INPUT,
+    BUDGET_EXHAUSTED,
+    QUOTA_EXHAUSTED,
+    Array,
+    screen,
 )
-from schemas.blocks import QueryBlock, ResponseBlock, encode_response_block
+from schemas import DecodeError, Privacy, TaskSpec
+from schemas.blocks import (
+    DECLINE_CODES,
+    MAX_BLOCK,
+    QueryBlock,
+    ResponseBlock,
+    decode_query_block,
+    encode_response_block,
+)
 
 Precision = Literal["fp32", "bf16"]
+#: The detail of a row whose released output is not finite (never signed).
+NOT_FINITE = "bad_input: the model's output for this input is not finite"
+#: Longest detail a response block carries (schemas.blocks RowDetail).
+MAX_DETAIL = 500
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -85,102 +93,87 @@ class InferenceEngine:
 
 @dataclass
 class Prepared:
-    """One micro-batch after decoding: what to compute, what to decline, what is broken."""
+    """One micro-batch after decoding. Its rows are every row of every decoded block, in
+    record order (`spans`); batch row r is declined already when `status[r]` is not 0.
+    `answerable` (batch rows, ascending) are the rows to compute, `inputs[j]` the model
+    input of `answerable[j]`."""
 
-    answerable: list[tuple[int, str]] = field(default_factory=list)  # (partition, query_id)
-    inputs: np.ndarray[Any, Any] | None = None
-    declined: dict[int, list[Decline]] = field(default_factory=lambda: defaultdict(list))
+    spans: list[tuple[int, str, int]] = field(default_factory=list)  # (partition, block, rows)
+    status: Array = field(default_factory=lambda: np.zeros(0, np.uint8))
+    details: dict[int, str] = field(default_factory=dict)  # batch row → why declined
+    answerable: Array = field(default_factory=lambda: np.zeros(0, np.intp))
+    inputs: Array | None = None
     broken: list[tuple[int, DecodeError]] = field(default_factory=list)  # (item index, why)
+    #: Items whose block id its partition already had in this batch: the first one's
+    #: answers stand for both (a response record names each block once).
+    repeats: list[int] = field(default_factory=list)
 
-    def decline(self, partition: int, query_id: str, reason: DeclineReason,
-                detail: str | None = None) -> None:
-        self.declined[partition].append(Decline(query_id=query_id, reason=reason,
-                                                detail=detail))
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def declined(self) -> dict[str, int]:
+        """Rows declined so far, by reason (before the budget is asked)."""
+        counts = np.bincount(self.status, minlength=len(DECLINE_CODES)).tolist()
+        return {DECLINE_CODES[k]: c for k, c in enumerate(counts) if k and c}
 
 
 def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: int,
-            max_deadline_ms: int | None = None,
-            quota: Callable[[int, QueryView], bool] | None = None) -> Prepared:
-    """Decode (partition, value) items; O(1) numpy calls for the whole batch's inputs.
+            max_deadline_ms: int | None = None, quota: Quota | None = None) -> Prepared:
+    """Decode (partition, value) items, each a query block; screen their rows
+    (fi_stream.screening) and stack the answerable rows' inputs into one array.
 
-    A query is answered only if the aggregator accepts it too (the same checks of
+    A row is answered only if the aggregator accepts it too (the checks of
     fi_stream.validation against the spec this participant publishes): anything else is
-    declined with the exact reason, before any privacy is spent.
-
-    `quota(item index, query)`: may this query's client be answered (fi_stream.quota)?
-    Asked only for queries that could otherwise be answered; no: `quota_exhausted`.
+    declined with the exact reason, before any privacy is spent. `quota(item index, block,
+    rows)`: how many of a block's otherwise answerable rows its client may be answered
+    (fi_stream.quota); the rest: `quota_exhausted`.
     """
     out = Prepared()
-    shape = tuple(spec.input_shape)
-    chunks: list[bytes] = []
+    task = spec.task_spec()
+    seen: set[tuple[int, str]] = set()
+    statuses: list[Array] = []
+    rows: list[Array] = []
+    chunks: list[Array] = []
+    total = 0  # batch rows so far
     for index, (partition, raw) in enumerate(items):
         try:
-            q = decode_query_view(raw)
+            block = decode_query_block(raw)
         except DecodeError as exc:
             out.broken.append((index, exc))
             continue
-        declined = _decline_reason(q, spec, now_ms, max_deadline_ms)
-        if declined is not None:
-            out.decline(partition, q.query_id, *declined)
-        elif quota is not None and not quota(index, q):
-            out.decline(partition, q.query_id, "quota_exhausted",
-                        f"client {q.client_id} used its share of this participant's budget")
-        else:
-            out.answerable.append((partition, q.query_id))
-            chunks.append(q.data)
+        if (partition, block.block_id) in seen:
+            out.repeats.append(index)
+            continue
+        seen.add((partition, block.block_id))
+        screened = screen(block, task, now_ms, max_deadline_ms)
+        if quota is not None and screened.inputs is not None:
+            screened.limit(quota(index, block, len(screened.inputs)), QUOTA_EXHAUSTED,
+                           f"client {block.client_id} used its share of this participant's "
+                           "budget")
+        out.spans.append((partition, block.block_id, len(block)))
+        statuses.append(screened.status)
+        out.details.update({total + r: d for r, d in screened.details.items()})
+        if screened.inputs is not None:
+            rows.append(total + screened.answerable())
+            chunks.append(screened.inputs)
+        total += len(block)
+    if statuses:
+        out.status = statuses[0] if len(statuses) == 1 else np.concatenate(statuses)
     if chunks:
-        _screen_inputs(out, chunks, shape, spec.task_spec())
+        out.answerable = rows[0] if len(rows) == 1 else np.concatenate(rows)
+        out.inputs = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
     return out
 
 
-def _decline_reason(q: QueryView, spec: ModelSpec, now_ms: int, max_deadline_ms: int | None
-                    ) -> tuple[DeclineReason, str | None] | None:
-    """Why this participant must not answer `q` (before quotas and input values); None: it
-    may."""
-    shape = tuple(spec.input_shape)
-    if q.task != spec.task:
-        return "unsupported_task", f"this participant serves task {spec.task}, not {q.task}"
-    if q.deadline_ms <= now_ms:
-        return "expired", None  # no privacy spent on it
-    too_far = (deadline_problem(q.created_at_ms, q.deadline_ms, max_deadline_ms)
-               if max_deadline_ms is not None else None)
-    if too_far is not None:
-        return "bad_input", too_far
-    if (unknown := strategy_problem(q.strategy)) is not None:
-        return "bad_input", unknown
-    if q.shape != shape or q.dtype != "<f4":
-        return "bad_input", (f"bad_input: input {q.dtype} {list(q.shape)}, task {spec.task} "
-                             f"takes <f4 {list(shape)}")
-    return None
-
-
-def _screen_inputs(out: Prepared, chunks: list[bytes], shape: tuple[int, ...],
-                   task: TaskSpec) -> None:
-    """Stack the answerable queries' inputs (O(1) numpy calls) into `out.inputs`; decline
-    those whose values the task's spec does not allow."""
-    # bytearray: one copy that torch may write to (frombuffer over bytes is read-only)
-    inputs = np.frombuffer(bytearray(b"".join(chunks)), dtype=np.float32).reshape(
-        len(chunks), *shape)
-    problems = input_problems(inputs, task)
-    if any(p is not None for p in problems):
-        for (partition, qid), problem in zip(out.answerable, problems, strict=True):
-            if problem is not None:
-                out.decline(partition, qid, "bad_input", problem)
-        keep = [p is None for p in problems]
-        out.answerable = [a for a, ok in zip(out.answerable, keep, strict=True) if ok]
-        inputs = inputs[keep]
-    out.inputs = inputs
-
-
-def usable_outputs(outputs: np.ndarray[Any, Any], rows: int, num_classes: int) -> list[bool]:
+def usable_outputs(outputs: Array, rows: int, num_classes: int) -> Array:
     """Per row: may it be signed? (finite, and the outputs are (rows, num_classes)). A
     model can turn a valid input into NaN (e.g. logits that overflow); such a row is
     declined as bad_input, never signed."""
     if outputs.ndim != 2 or outputs.shape != (rows, num_classes):
-        return [False] * rows
+        return np.zeros(rows, dtype=bool)
     if bool(np.isfinite(outputs).all()):  # one reduction (numpy reduces short rows slowly)
-        return [True] * rows
-    ok: list[bool] = np.isfinite(outputs).all(axis=1).reshape(-1).tolist()
+        return np.ones(rows, dtype=bool)
+    ok: Array = np.asarray(np.isfinite(outputs).all(axis=1))
     return ok
 
 
@@ -192,118 +185,133 @@ class Signer:
     key: Ed25519PrivateKey
 
 
-def assemble(prepared: Prepared, answered: Sequence[int], outputs: np.ndarray[Any, Any],
+def assemble(prepared: Prepared, answered: Sequence[int], outputs: Array,
              signer: Signer, produced_at_ms: int) -> list[tuple[int, bytes]]:
-    """(partition, encoded signed ResponseBatch) per partition with anything to say.
+    """(partition, signed response block) per query partition of the batch: one record
+    answering every row of every block of that partition, in record order (a second one
+    only past MAX_BLOCK rows).
 
     `answered`: indices into `prepared.answerable` that are answered, row j of `outputs`
-    for answered[j]; the other answerable queries were over the privacy budget and are
-    declined.
+    for answered[j]; the other answerable rows were over the privacy budget
+    (budget_exhausted). A row whose output is not finite is declined (bad_input).
     """
-    rows: dict[int, list[int]] = defaultdict(list)
-    ids: dict[int, list[str]] = defaultdict(list)
-    declined = {p: list(d) for p, d in prepared.declined.items()}
-    usable = usable_outputs(outputs, len(answered), signer.spec.num_classes)
-    for row, index in enumerate(answered):
-        partition, qid = prepared.answerable[index]
-        if usable[row]:
-            rows[partition].append(row)
-            ids[partition].append(qid)
-        else:
-            declined.setdefault(partition, []).append(Decline(
-                query_id=qid, reason="bad_input",
-                detail="bad_input: the model's output for this input is not finite"))
-    chosen = set(answered)
-    for index, (partition, qid) in enumerate(prepared.answerable):
-        if index not in chosen:
-            declined.setdefault(partition, []).append(
-                Decline(query_id=qid, reason="budget_exhausted"))
+    status, rows, details = settle(prepared, answered, outputs, signer.spec.num_classes)
+    starts = np.cumsum([0] + [n for _, _, n in prepared.spans])
+    records = _records(prepared.spans)
+    notes = _details_by_record(details, starts, records)
     out: list[tuple[int, bytes]] = []
-    for partition in sorted(rows.keys() | declined.keys()):
-        batch = ResponseBatch(
-            participant_id=signer.participant_id, batch_id=uuid.uuid4().hex,
-            task=signer.spec.task, model_version=signer.spec.version, privacy=signer.privacy,
-            produced_at_ms=produced_at_ms, query_partition=partition,
-            answered=ids.get(partition, []),
-            outputs=Tensor.from_numpy(np.ascontiguousarray(
-                outputs[rows[partition]] if partition in rows
-                else np.zeros((0, signer.spec.num_classes)), dtype=np.float32)),
-            declined=declined.get(partition, []),
-        )
-        out.append((partition, encode(sign_batch(batch, signer.key))))
+    for (partition, members), note in zip(records, notes, strict=True):
+        pieces = [slice(int(starts[i]), int(starts[i + 1])) for i in members]
+        if members[-1] - members[0] == len(members) - 1:  # consecutive: one view
+            whole = slice(pieces[0].start, pieces[-1].stop)
+            block_out, block_status = rows[whole], status[whole]
+        else:
+            block_out = np.concatenate([rows[p] for p in pieces])
+            block_status = np.concatenate([status[p] for p in pieces])
+        spans = [(prepared.spans[i][1], prepared.spans[i][2]) for i in members]
+        out.append((partition, sign_response(signer, partition, spans, block_out,
+                                             block_status, note, produced_at_ms)))
     return out
 
 
-# -- blocks (issue 13): a decoded block's [N, …] tensor goes to the model as one array ----------
+def settle(prepared: Prepared, answered: Sequence[int], outputs: Array, num_classes: int
+           ) -> tuple[Array, Array, dict[int, str]]:
+    """Every batch row's final status, its output row (zero unless answered) and the
+    details: answerable rows not in `answered` are budget_exhausted."""
+    status = prepared.status.copy()
+    rows = np.zeros((len(status), num_classes), dtype=np.float32)
+    details = dict(prepared.details)
+    status[prepared.answerable] = BUDGET_EXHAUSTED
+    picked = np.asarray(answered, dtype=np.intp).reshape(-1)
+    if picked.size:
+        chosen = prepared.answerable[picked]
+        usable = usable_outputs(outputs, len(picked), num_classes)
+        status[chosen] = BAD_INPUT
+        status[chosen[usable]] = ANSWERED
+        if usable.any():
+            rows[chosen[usable]] = outputs[usable]
+        details.update(dict.fromkeys(chosen[~usable].tolist(), NOT_FINITE))
+    return status, rows, details
 
-#: Row codes of a response block's status (schemas.blocks.DECLINE_CODES).
-_EXPIRED, _BAD_INPUT, _UNSUPPORTED = 2, 3, 4
+
+def _records(spans: list[tuple[int, str, int]]) -> list[tuple[int, list[int]]]:
+    """(partition, span indices) per response record: one per partition, by partition, the
+    spans in record order; a partition past MAX_BLOCK rows gets another record."""
+    groups: dict[int, list[list[int]]] = {}
+    filled: dict[int, int] = {}
+    for i, (partition, _, n) in enumerate(spans):
+        records = groups.setdefault(partition, [[]])
+        if records[-1] and filled[partition] + n > MAX_BLOCK:
+            records.append([])
+            filled[partition] = 0
+        records[-1].append(i)
+        filled[partition] = filled.get(partition, 0) + n
+    return [(p, members) for p in sorted(groups) for members in groups[p]]
 
 
-def screen_block(block: QueryBlock, task: TaskSpec, now_ms: int) -> np.ndarray[Any, Any]:
+def _details_by_record(details: dict[int, str], starts: Array,
+                       records: list[tuple[int, list[int]]]) -> list[dict[int, str]]:
+    """The details (batch row → text) of each record, keyed by record row."""
+    out: list[dict[int, str]] = [{} for _ in records]
+    if not details:
+        return out
+    where: dict[int, tuple[int, int]] = {}  # span → (record, its first record row)
+    for r, (_, members) in enumerate(records):
+        at = 0
+        for i in members:
+            where[i] = (r, at)
+            at += int(starts[i + 1] - starts[i])
+    keys = np.fromiter(details, dtype=np.int64, count=len(details))
+    spans = (np.searchsorted(starts, keys, side="right") - 1).tolist()
+    for row, span, text in zip(keys.tolist(), spans, details.values(), strict=True):
+        record, base = where[span]
+        out[record][base + row - int(starts[span])] = text[:MAX_DETAIL]
+    return out
+
+
+def sign_response(signer: Signer, partition: int, spans: list[tuple[str, int]],
+                  outputs: Array, status: Array, details: dict[int, str],
+                  produced_at_ms: int) -> bytes:
+    """The signed response block record: `spans` [(block_id, rows)] answered row for row."""
+    response = ResponseBlock(
+        signer.participant_id, uuid.uuid4().hex, signer.spec.task, signer.spec.version,
+        signer.privacy, produced_at_ms, partition, spans, outputs, status, details)
+    return sign_response_block(encode_response_block(response), signer.key)
+
+
+# -- one block at a time (fi_stream.bench_engine_blocks), over the same screening ------------
+
+def screen_block(block: QueryBlock, task: TaskSpec, now_ms: int,
+                 max_deadline_ms: int | None = None) -> Array:
     """Per row of `block`: 0 if the participant may answer it, else its decline code
-    (schemas.blocks.DECLINE_CODES). O(1) numpy calls per block, whatever N.
-
-    The same checks as `prepare` makes per query: the task, the deadline, the input's shape
-    and (after input_scale) its finiteness and the task's value range."""
-    n = len(block)
-    status = np.zeros(n, dtype=np.uint8)
-    if block.task != task.task:
-        status[:] = _UNSUPPORTED
-        return status
-    if tuple(block.inputs.shape[1:]) != tuple(task.input_shape):
-        status[:] = _BAD_INPUT
-        return status
-    status[block.deadline_ms <= now_ms] = _EXPIRED
-    bad = _bad_rows(block.inputs.reshape(n, -1), block.input_scale or 1.0, task)
-    status[(status == 0) & bad] = _BAD_INPUT
-    return status
+    (fi_stream.screening.screen's status)."""
+    return screen(block, task, now_ms, max_deadline_ms).status
 
 
-def _bad_rows(flat: np.ndarray[Any, Any], scale: float, task: TaskSpec
-              ) -> np.ndarray[Any, Any]:
-    """Rows not finite or outside the task's range. Whole-block reductions first (~10 µs at
-    [1024, 64]); the per-row ones (~200 µs: numpy reduces short rows slowly) only when the
-    block has a bad value somewhere."""
-    low = -np.inf if task.input_min is None else task.input_min
-    high = np.inf if task.input_max is None else task.input_max
-    if flat.size == 0:
-        return np.zeros(len(flat), dtype=bool)
-    with np.errstate(invalid="ignore", over="ignore"):
-        if bool(np.isfinite(flat).all()) and low <= float(flat.min()) * scale and (
-                float(flat.max()) * scale <= high):
-            return np.zeros(len(flat), dtype=bool)
-        bad: np.ndarray[Any, Any] = ~np.isfinite(flat).all(axis=1)
-        bad |= (flat.min(axis=1) * scale < low) | (flat.max(axis=1) * scale > high)
-    return bad
-
-
-def answer_block(engine: InferenceEngine, block: QueryBlock, status: np.ndarray[Any, Any]
-                 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+def answer_block(engine: InferenceEngine, block: QueryBlock, status: Array
+                 ) -> tuple[Array, Array]:
     """Released outputs [N, C] for the rows `status` leaves at 0 (the others zero), and the
     final status: a row whose output is not finite is declined as bad_input, never signed.
 
-    The participant sets budget_exhausted (1) or quota_exhausted (5) rows in `status`
-    before calling; only rows still at 0 are computed (and spend privacy)."""
+    The caller sets budget_exhausted (1) or quota_exhausted (5) rows in `status` before
+    calling; only rows still at 0 are computed (and spend privacy)."""
     status = status.copy()
-    ok = status == 0
+    ok = status == ANSWERED
     outputs = np.zeros((len(block), engine.spec.num_classes), dtype=np.float32)
     if ok.any():
         inputs = block.model_inputs()
         computed = engine.infer(inputs if ok.all() else inputs[ok])
-        usable = np.asarray(usable_outputs(computed, int(ok.sum()), engine.spec.num_classes))
+        usable = usable_outputs(computed, int(ok.sum()), engine.spec.num_classes)
         rows = np.flatnonzero(ok)
-        outputs[rows[usable]] = computed[usable] if computed.ndim == 2 else 0
-        status[rows[~usable]] = _BAD_INPUT
+        if usable.any():
+            outputs[rows[usable]] = computed[usable]
+        status[rows[~usable]] = BAD_INPUT
     return outputs, status
 
 
-def respond_block(block: QueryBlock, outputs: np.ndarray[Any, Any],
-                  status: np.ndarray[Any, Any], signer: Signer, *, partition: int,
-                  produced_at_ms: int, details: dict[int, str] | None = None) -> bytes:
-    """The signed response block record answering `block` row for row."""
-    response = ResponseBlock(
-        signer.participant_id, uuid.uuid4().hex, signer.spec.task, signer.spec.version,
-        signer.privacy, produced_at_ms, partition, block.block_id, block.query_ids,
-        outputs, status, details or {})
-    return sign_response_block(encode_response_block(response), signer.key)
+def respond_block(block: QueryBlock, outputs: Array, status: Array, signer: Signer, *,
+                  partition: int, produced_at_ms: int,
+                  details: dict[int, str] | None = None) -> bytes:
+    """The signed response block record answering `block` (one span) row for row."""
+    return sign_response(signer, partition, [(block.block_id, len(block))], outputs, status,
+                         details or {}, produced_at_ms)

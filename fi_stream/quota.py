@@ -9,7 +9,9 @@ participant's check to one verify over bytes it already holds (measured: README
 signature does not verify is charged to the shared ``anonymous`` client.
 
 Each client may be granted at most `share` × the participant's whole budget of answers;
-beyond it the participant declines with ``quota_exhausted``. Counts persist next to the
+beyond it the participant declines with ``quota_exhausted``. A query block is signed as
+one record, so its rows are charged together, each to the block's verified client: the
+first rows up to the client's quota are answered, the rest declined. Counts persist next to the
 privacy ledger (`client_quota.json`) whenever the ledger persists, as upper bounds: a
 restart never hands a client a fresh quota.
 """
@@ -18,13 +20,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
+
+from schemas.blocks import QueryBlock
 
 SIGNATURE_HEADER = "fi-client-sig"
 ANONYMOUS = "anonymous"
@@ -69,13 +73,15 @@ class QuotaBook:
             book.spent = {k: int(v) for k, v in json.loads(path.read_text()).items()}
         return book
 
-    def take(self, client: str) -> bool:
-        """Charge one answer to `client`; False (nothing charged) when over its quota."""
+    def take(self, client: str, rows: int = 1) -> int:
+        """Charge up to `rows` answers to `client` (the rows of one of its query blocks
+        that could be answered); how many it may have, the rest being over its quota.
+        Nothing is charged for the rows refused."""
         used = self.spent.get(client, 0)
-        if used >= self.cap:
-            return False
-        self.spent[client] = used + 1
-        return True
+        granted = max(0, min(rows, self.cap - used))
+        if granted:
+            self.spent[client] = used + granted
+        return granted
 
     def save(self) -> None:
         if self.path is None:
@@ -90,3 +96,23 @@ class QuotaBook:
 
 #: (claimed client id, record value, signature header or None) → charged client id.
 Identify = Callable[[str, bytes, bytes | None], str]
+
+
+def signature_of(headers: Iterable[tuple[str, bytes]]) -> bytes | None:
+    """The client's signature header of a record, if any."""
+    return next((v for k, v in headers if k == SIGNATURE_HEADER), None)
+
+
+#: (item index, block, rows wanted) → rows its client may be answered (fi_stream.engine).
+Quota = Callable[[int, QueryBlock, int], int]
+
+
+def block_charger(book: QuotaBook, signed: Sequence[tuple[bytes, bytes | None]],
+                  keys: Mapping[str, bytes]) -> Quota:
+    """fi_stream.engine's quota for a micro-batch whose item i is the record `signed[i]`
+    (value, signature): a block's rows are charged to its verified client, one signature
+    check per record however many rows it carries."""
+    def charge(index: int, block: QueryBlock, rows: int) -> int:
+        value, signature = signed[index]
+        return book.take(verified_client(block.client_id, value, signature, keys), rows)
+    return charge

@@ -1,5 +1,6 @@
-"""The participant's batch path without Kafka: decode, decline, compute, sign; the noise
-seed from the OS's CSPRNG; the teacher ensemble as one batched call; answer reuse."""
+"""The participant's batch path without Kafka: decode query blocks, decline, compute, sign
+one response block per partition; the noise seed from the OS's CSPRNG; the teacher
+ensemble as one batched call; answer reuse."""
 
 from __future__ import annotations
 
@@ -11,56 +12,124 @@ import pytest
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fi_stream.block_signing import verify_response_block
 from fi_stream.engine import InferenceEngine, Signer, assemble, prepare
 from fi_stream.models import ModelSpec, build, load_model, save_model
 from fi_stream.models.ensemble import TeacherEnsemble
 from fi_stream.privacy import Mechanism, release
 from fi_stream.reuse import AnswerCache, answer_batch
-from fi_stream.signing import public_key_bytes, verify_batch
-from schemas import Privacy, Query, ResponseBatch, Tensor, decode, encode
+from fi_stream.signing import public_key_bytes
+from schemas import Privacy
+from schemas.blocks import decode_response_block, encode_query_block, query_block
 
 SPEC = ModelSpec(architecture="digits-mlp", task="digits", version="1", input_shape=(64,),
                  num_classes=10)
 NOW = 1_000_000
 
 
-def q(qid: str, *, task: str = "digits", deadline: int = NOW + 5000,
-      x: np.ndarray | None = None) -> bytes:
-    x = np.full(64, 0.5, np.float32) if x is None else x
-    return encode(Query(query_id=qid, task=task, input=Tensor.from_numpy(x),
-                        created_at_ms=NOW, deadline_ms=deadline))
+def q(block_id: str, *, task: str = "digits", deadline: int | np.ndarray = NOW + 5000,
+      x: np.ndarray | None = None, rows: int = 1, **kw: object) -> bytes:
+    x = np.full((rows, 64), 0.5, np.float32) if x is None else x
+    return encode_query_block(query_block(block_id, task, x, created_at_ms=NOW,
+                                          deadline_ms=deadline, **kw))  # type: ignore[arg-type]
 
 
-def test_prepare_sorts_queries_into_answers_declines_and_dead_letters() -> None:
-    nan = np.full(64, np.nan, np.float32)
+def _reasons(raw: bytes) -> dict[str, str]:
+    block = decode_response_block(raw)
+    return {qid: block.reason(r) for r, qid in enumerate(block.query_ids)}
+
+
+def test_prepare_sorts_rows_into_answerable_declined_and_dead_letters() -> None:
+    nan = np.full((1, 64), np.nan, np.float32)
+    two = np.full((2, 64), 0.5, np.float32)
+    two[1, 0] = np.inf
     items = [(0, q("ok1")), (1, q("other", task="cifar")), (0, q("old", deadline=NOW - 1)),
-             (1, q("nan", x=nan)), (0, q("short", x=np.zeros(8, np.float32))),
-             (1, b"garbage"), (1, q("ok2"))]
+             (1, q("nan", x=nan)), (0, q("short", x=np.zeros((1, 8), np.float32))),
+             (1, b"garbage"), (1, q("ok2", x=two))]
     p = prepare(items, SPEC, NOW)
-    assert p.answerable == [(0, "ok1"), (1, "ok2")]
+    assert [(part, b, n) for part, b, n in p.spans] == [
+        (0, "ok1", 1), (1, "other", 1), (0, "old", 1), (1, "nan", 1), (0, "short", 1),
+        (1, "ok2", 2)]
+    assert p.answerable.tolist() == [0, 5]  # batch rows: ok1.0 and ok2.0
     assert p.inputs is not None and p.inputs.shape == (2, 64) and p.inputs.flags.writeable
-    declined = {d.query_id: d.reason for ds in p.declined.values() for d in ds}
-    assert declined == {"other": "unsupported_task", "old": "expired", "nan": "bad_input",
-                        "short": "bad_input"}
+    assert p.status.tolist() == [0, 4, 2, 3, 3, 0, 3]
+    assert p.declined() == {"expired": 1, "bad_input": 3, "unsupported_task": 1}
+    assert p.details[6] == p.details[3] == "bad_input: input contains NaN or Inf"
+    assert p.details[4].startswith("bad_input: input <f4 [8], task digits takes <f4 [64]")
+    assert 2 not in p.details  # expired: no detail, as before
+    assert p.details[1].startswith("this participant serves task digits")
     assert [(i, e.reason) for i, e in p.broken] == [(5, "malformed")]
 
 
-def test_assemble_signs_one_batch_per_partition_and_declines_what_is_over_budget() -> None:
+def test_assemble_signs_one_block_per_partition_and_declines_what_is_over_budget() -> None:
     key = Ed25519PrivateKey.generate()
     signer = Signer(participant_id="p1", spec=SPEC, key=key,
                     privacy=Privacy(clip_norm=1.0, noise_multiplier=0.5))
-    p = prepare([(0, q("a")), (1, q("b")), (1, q("c"))], SPEC, NOW)
+    p = prepare([(0, q("a")), (1, q("b", rows=2)), (0, q("x", task="cifar"))], SPEC, NOW)
     engine = InferenceEngine(build(SPEC), SPEC, Mechanism(clip_norm=1.0, noise_multiplier=0.5),
                              torch.device("cpu"))
-    assert p.inputs is not None
+    assert p.inputs is not None and p.answerable.tolist() == [0, 1, 2]
     outputs = engine.infer(p.inputs[:2])
     assert outputs.shape == (2, 10) and bool((np.linalg.norm(outputs, axis=1) > 0).all())
     encoded = dict(assemble(p, [0, 1], outputs, signer, NOW + 1))
-    batches = {part: decode(raw, ResponseBatch) for part, raw in encoded.items()}
-    assert batches[0].answered == ["a"] and batches[1].answered == ["b"]
-    assert [(d.query_id, d.reason) for d in batches[1].declined] == [("c", "budget_exhausted")]
-    assert all(verify_batch(b, public_key_bytes(key)) for b in batches.values())
-    assert np.array_equal(batches[1].outputs.to_numpy(), outputs[1:2])
+    blocks = {part: decode_response_block(raw) for part, raw in encoded.items()}
+    assert blocks[0].spans == [("a", 1), ("x", 1)] and blocks[1].spans == [("b", 2)]
+    assert _reasons(encoded[0]) == {"a.0": "answered", "x.0": "unsupported_task"}
+    assert _reasons(encoded[1]) == {"b.0": "answered", "b.1": "budget_exhausted"}
+    assert blocks[0].details == {1: "this participant serves task digits, not cifar"}
+    assert all(verify_response_block(b, public_key_bytes(key)) for b in blocks.values())
+    assert np.array_equal(blocks[1].outputs[:1], outputs[1:2])
+    assert np.array_equal(blocks[0].outputs[0], outputs[0]) and not blocks[0].outputs[1].any()
+    assert all(b.produced_at_ms == NOW + 1 and b.participant_id == "p1"
+               for b in blocks.values())
+
+
+def test_a_block_repeated_in_its_partition_is_answered_once() -> None:
+    p = prepare([(0, q("a")), (1, q("a")), (0, q("a"))], SPEC, NOW)
+    assert p.repeats == [2] and [s[:2] for s in p.spans] == [(0, "a"), (1, "a")]
+
+
+def test_quota_declines_the_rows_past_the_clients_share() -> None:
+    asked: list[tuple[int, str, int]] = []
+
+    def quota(index: int, block: object, rows: int) -> int:
+        asked.append((index, block.client_id, rows))  # type: ignore[attr-defined]
+        return 2
+
+    x = np.full((4, 64), 0.5, np.float32)
+    deadlines = np.array([NOW + 5000, NOW - 1, NOW + 5000, NOW + 5000])
+    p = prepare([(3, q("b", x=x, deadline=deadlines, client_id="greedy"))], SPEC, NOW,
+                quota=quota)
+    assert asked == [(0, "greedy", 3)]  # only the rows that could be answered
+    assert p.status.tolist() == [0, 2, 0, 5] and p.answerable.tolist() == [0, 2]
+    assert p.inputs is not None and len(p.inputs) == 2
+    assert "client greedy used its share" in p.details[3]
+    nothing = prepare([(0, q("c", x=x))], SPEC, NOW, quota=lambda *_: 0)
+    assert nothing.status.tolist() == [5] * 4 and nothing.inputs is None
+
+
+def test_uint8_and_half_blocks_reach_the_model_as_float32() -> None:
+    spec = SPEC.model_copy(update={"input_range": (0.0, 1.0)})
+    counts = np.full((2, 64), 16, np.uint8)
+    counts[1, 0] = 17  # 17/16 > 1.0
+    half = np.full((1, 64), 0.25, np.float16)
+    p = prepare([(0, q("u", x=counts, input_scale=1 / 16)), (0, q("h", x=half))], spec, NOW)
+    assert p.status.tolist() == [0, 3, 0] and p.inputs is not None
+    assert p.inputs.dtype == np.float32 and np.allclose(p.inputs[0], 1.0)
+    assert np.allclose(p.inputs[1], 0.25)
+    assert "above the task's maximum 1" in p.details[1]
+
+
+def test_a_partition_past_max_block_rows_gets_a_second_record(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fi_stream.engine.MAX_BLOCK", 3)
+    signer = Signer(participant_id="p1", spec=SPEC, key=Ed25519PrivateKey.generate(),
+                    privacy=Privacy(clip_norm=1.0, noise_multiplier=0.5))
+    p = prepare([(0, q("a", rows=2)), (0, q("b", rows=2)), (1, q("c")), (0, q("d"))],
+                SPEC, NOW)
+    encoded = assemble(p, [], np.zeros((0, 10), np.float32), signer, NOW)
+    assert [(part, decode_response_block(raw).spans) for part, raw in encoded] == [
+        (0, [("a", 2)]), (0, [("b", 2), ("d", 1)]), (1, [("c", 1)])]
 
 
 def test_each_batch_is_seeded_from_the_os_csprng(monkeypatch: pytest.MonkeyPatch) -> None:

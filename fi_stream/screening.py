@@ -1,0 +1,121 @@
+"""Which rows of a query block a participant may answer, and why not the others.
+
+The checks are fi_stream.validation's, made in the order the per-query path made them
+(task, expiry, deadline cap, strategy, shape, values), so a row is declined with the same
+reason and detail as the single query was: the aggregator rejects exactly what the
+participant declines, and no privacy is spent on a row the aggregator would reject. Each
+check is O(1) numpy calls per block, whatever N; only declined rows cost Python (their
+details).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fi_stream.validation import deadline_problem, input_problems, shape_problem, strategy_problem
+from schemas import TaskSpec
+from schemas.blocks import DECLINE_CODES, QueryBlock
+
+Array = np.ndarray[Any, Any]
+
+#: Row codes of a response block's status (schemas.blocks.DECLINE_CODES).
+ANSWERED = DECLINE_CODES.index("answered")
+BUDGET_EXHAUSTED = DECLINE_CODES.index("budget_exhausted")
+EXPIRED = DECLINE_CODES.index("expired")
+BAD_INPUT = DECLINE_CODES.index("bad_input")
+UNSUPPORTED_TASK = DECLINE_CODES.index("unsupported_task")
+QUOTA_EXHAUSTED = DECLINE_CODES.index("quota_exhausted")
+
+
+@dataclass
+class Screened:
+    """One block after screening: `status[n]` 0 (answerable) or a decline code, `details`
+    block row → why (where the check says more than its code), `inputs` the answerable
+    rows' model inputs (float32, writable, in row order; None when there are none)."""
+
+    status: Array
+    details: dict[int, str] = field(default_factory=dict)
+    inputs: Array | None = None
+
+    def answerable(self) -> Array:
+        rows: Array = np.flatnonzero(self.status == ANSWERED)
+        return rows
+
+    def limit(self, granted: int, code: int, detail: str) -> None:
+        """Only the first `granted` answerable rows stay; the rest are declined (`code`)."""
+        rows = self.answerable()[granted:]
+        if not len(rows):
+            return
+        self.status[rows] = code
+        self.details.update(dict.fromkeys(rows.tolist(), detail))
+        self.inputs = self.inputs[:granted] if granted and self.inputs is not None else None
+
+
+def screen(block: QueryBlock, task: TaskSpec, now_ms: int,
+           max_deadline_ms: int | None = None) -> Screened:
+    """Screen every row of `block` against this participant's `task` at `now_ms`."""
+    n = len(block)
+    status = np.zeros(n, dtype=np.uint8)
+    if block.task != task.task:
+        status[:] = UNSUPPORTED_TASK
+        return Screened(status, dict.fromkeys(
+            range(n), f"this participant serves task {task.task}, not {block.task}"))
+    out = Screened(status)
+    status[block.deadline_ms <= now_ms] = EXPIRED  # no detail: no privacy spent on it
+    if max_deadline_ms is not None:
+        _cap_deadlines(block, out, max_deadline_ms)
+    shape = tuple(block.inputs.shape[1:])
+    problem = strategy_problem(block.strategy) or (
+        shape_problem(shape, block.inputs.dtype.str, task)
+        if shape != tuple(task.input_shape) else None)
+    ok = status == ANSWERED
+    if problem is not None:
+        status[ok] = BAD_INPUT
+        out.details.update(dict.fromkeys(np.flatnonzero(ok).tolist(), problem))
+    elif ok.any():
+        inputs = block.model_inputs()
+        _screen_values(out, inputs if ok.all() else inputs[ok], task)
+    return out
+
+
+def _cap_deadlines(block: QueryBlock, out: Screened, max_deadline_ms: int) -> None:
+    """Rows whose deadline is more than `max_deadline_ms` after their creation: bad_input
+    (validation.deadline_problem, exact on any int64 pair: a wrapped difference is caught)."""
+    created, deadline = block.created_at_ms, block.deadline_ms
+    span = deadline - created  # wraps when the signs differ and the difference overflows
+    wrapped = ((deadline < 0) != (created < 0)) & ((span < 0) != (deadline < 0))
+    far = np.where(wrapped, deadline >= 0, span > max_deadline_ms) & (out.status == ANSWERED)
+    if not far.any():
+        return
+    out.status[far] = BAD_INPUT
+    for row in np.flatnonzero(far).tolist():
+        out.details[row] = deadline_problem(int(created[row]), int(deadline[row]),
+                                            max_deadline_ms) or "deadline_too_far"
+
+
+def _screen_values(out: Screened, inputs: Array, task: TaskSpec) -> None:
+    """Keep the rows whose values the task allows (finite, within its range) in
+    `out.inputs`; decline the others with validation.input_problems' reason. Whole-array
+    reductions first; the per-row ones only when something is out of range."""
+    low, high = task.input_min, task.input_max
+    if inputs.size:
+        with np.errstate(invalid="ignore"):
+            fine = bool(np.isfinite(inputs).all()) and (
+                low is None or float(inputs.min()) >= low) and (
+                high is None or float(inputs.max()) <= high)
+        if fine:
+            out.inputs = inputs
+            return
+    problems = input_problems(inputs, task)
+    bad = np.fromiter((p is not None for p in problems), dtype=bool, count=len(problems))
+    if not bad.any():
+        out.inputs = inputs
+        return
+    rows = out.answerable()[bad]
+    out.status[rows] = BAD_INPUT
+    out.details.update(zip(rows.tolist(), [p for p in problems if p is not None],
+                           strict=True))
+    out.inputs = inputs[~bad] if not bad.all() else None
