@@ -6,8 +6,9 @@ costs O(P) Python operations (P participants) however large N is.
 
 Settling and deadlines (the rule)
 ---------------------------------
-A participant's response block answers a whole query block, row for row, so every row
-hears from a participant at the same moment. A row is *settled* when every expected
+A participant's response record answers whole query blocks (one span each, several blocks
+of one partition per record), row for row, so every row of a block hears from a
+participant at the same moment. A row is *settled* when every expected
 participant has answered, declined or been excluded on it; hence, in the common case, all
 of a block's open rows settle together, when the last expected response block arrives. A
 row answered after its own deadline (`produced_at_ms > deadline_ms[n]`) is *late* for that
@@ -21,8 +22,9 @@ never later, so no deadline is missed because a neighbour in the block has a lat
 
 Exactly-once resume uses the same marks as `JoinTable`: a query block's offset is held
 until every row is closed; a response block's offset while any open row it answered,
-declined or was excluded on is still open (late rows do not hold it, as today); a
-response whose query block is not read yet holds its offset until attached or expired.
+declined or was excluded on is still open (late rows do not hold it, as today; a record
+of several spans is held by each of them: the offsets are a multiset); a span whose query
+block is not read yet holds its record's offset until attached or expired.
 """
 
 from __future__ import annotations
@@ -43,27 +45,31 @@ from fi_stream.block_state import (
     Mask,
     MinTracker,
     OpenBlock,
+    Part,
     Ready,
     exclusion_codes,
+    parts_of,
 )
 from schemas.blocks import DECLINED_BASE, EXCLUDED_BASE, EXCLUSION_CODES, QueryBlock, ResponseBlock
 
 #: What `BlockJoinTable.add_block` did with a query block (as `fi_stream.join.Added`).
 Added = Literal["open", "replayed", "duplicate"]
-#: What `BlockJoinTable.add_response` did with a response block.
-#: "late": it only answered rows whose results were out (`late_after_result`).
+#: What `BlockJoinTable.add_response` did with one span of a response record.
+#: "late": it only answered rows whose results were out (`late_after_result`);
+#: "mismatch": the span's rows are not the block's N.
 Routed = Literal["attached", "pending", "replayed", "duplicate", "late", "mismatch"]
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Pending:
-    response: ResponseBlock
+    part: Part
     partition: int
     offset: int
     seen_at_ms: int
-    exclusions: Codes | None
 
 
-__all__ = ["Added", "BlockJoinTable", "OpenBlock", "Ready", "Routed", "exclusion_codes"]
+__all__ = ["Added", "BlockJoinTable", "OpenBlock", "Part", "Ready", "Routed", "exclusion_codes",
+           "parts_of"]
 
 
 class BlockJoinTable:
@@ -116,53 +122,58 @@ class BlockJoinTable:
         self._marks[partition][offset] = results_mark
         for p in self._pending.pop(bid, []):
             self._response_offsets[p.partition].remove(p.offset)
-            self._attach(ob, p.response, p.partition, p.offset, p.exclusions)
+            self._attach(ob, p.part, p.partition, p.offset)
         self._after_change(ob, now_ms)
         return "open"
 
     def add_response(self, response: ResponseBlock, partition: int, offset: int, now_ms: int,
-                     exclusions: Codes | None = None) -> Routed:
-        """Route a verified response block. `exclusions[n]`: 0, or the role code
-        (EXCLUDED_BASE + k) of why answered row n may not be used (`exclusion_codes`)."""
-        bid = response.query_block_id
+                     exclusions: Codes | None = None) -> list[Routed]:
+        """Route a verified response record: each span's rows to its query block (open,
+        pending or closed); what became of each span, in record order. `exclusions[r]`
+        (per record row): 0, or the role code (EXCLUDED_BASE + k) of why answered row r
+        may not be used (`exclusion_codes`)."""
+        return [self._route(part, partition, offset, now_ms)
+                for part in parts_of(response, exclusions)]
+
+    def _route(self, part: Part, partition: int, offset: int, now_ms: int) -> Routed:
+        bid = part.block_id
         ob = self.open.get(bid)
         if ob is not None:
-            routed = self._attach(ob, response, partition, offset, exclusions)
+            routed = self._attach(ob, part, partition, offset)
             if routed == "attached" and ob.settled_rows().any():
                 self._settled[bid] = None
             return routed
         if bid in self._done:
             done = self._done[bid][2]
-            return "replayed" if done is None else self._attach(done, response, partition,
-                                                                 offset, exclusions)
+            return "replayed" if done is None else self._attach(done, part, partition, offset)
         if bid in self._emitted_before[partition]:  # responses are co-partitioned
             return "replayed"
-        self._pending[bid].append(_Pending(response, partition, offset, now_ms, exclusions))
+        self._pending[bid].append(_Pending(part, partition, offset, now_ms))
         self._pending_order.append((now_ms, bid))
         self._response_offsets[partition].add(offset)
         return "pending"
 
-    def _attach(self, ob: OpenBlock, response: ResponseBlock, partition: int, offset: int,
-                exclusions: Codes | None) -> Routed:
-        if response.query_ids != ob.block.query_ids:
+    def _attach(self, ob: OpenBlock, part: Part, partition: int, offset: int) -> Routed:
+        if len(part) != len(ob.block):
             return "mismatch"  # not an answer to this block, row for row
-        j = ob.col(response.participant_id)
-        answered = response.status == 0
+        j = ob.col(part.participant_id)
+        answered = part.status == 0
         late_rows = self._late_after_result(ob, j, answered)
         if ob.refs[j] is not None or not ob.open.any():
             if late_rows:
                 return "late"
-            self.duplicates += 1  # a redelivered response block: once here
+            self.duplicates += 1  # a redelivered response: once here
             return "duplicate"
         ob.refs[j] = (partition, offset)
-        ob.outputs[j] = response.outputs
+        ob.outputs[j] = part.outputs
+        ob.index[j] = part.index
         rows = ob.open
-        late = rows & answered & (response.produced_at_ms > ob.block.deadline_ms)
+        late = rows & answered & (part.produced_at_ms > ob.block.deadline_ms)
         ok = rows & answered & ~late
         excluded = np.zeros(len(ob.block), np.uint8)
-        if exclusions is not None:
-            excluded = np.where(ok, np.asarray(exclusions, np.uint8), 0).astype(np.uint8)
-        width = response.outputs.shape[1] if response.outputs.ndim == 2 else -2
+        if part.exclusions is not None:
+            excluded = np.where(ok, part.exclusions, 0).astype(np.uint8)
+        width = part.outputs.shape[1] if part.outputs.ndim == 2 else -2
         usable = ok & (excluded == 0)
         wrong = usable & (ob.width >= 0) & (ob.width != width)  # rows of one query must stack
         excluded[wrong] = EXCLUDED_BASE + EXCLUSION_CODES.index("wrong_width")
@@ -173,7 +184,7 @@ class BlockJoinTable:
         role[late] = LATE
         role[usable] = ANSWERED
         role[ok & ~usable] = excluded[ok & ~usable]
-        role[declined] = DECLINED_BASE + response.status[declined]
+        role[declined] = DECLINED_BASE + part.status[declined]
         ob.held[j] = ok | declined
         if ob.participants[j] in ob.expected:
             ob.waiting -= ob.held[j]

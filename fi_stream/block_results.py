@@ -38,12 +38,16 @@ from schemas.blocks import (
     EXCLUDED_BASE,
     EXCLUSION_CODES,
     RESULT_CODES,
+    ResultBlock,
+    query_id,
 )
 
 F64 = npt.NDArray[np.float64]
 #: A batched strategy: (Q, k, C) stack and the k weights (or None) → (Q, C) vectors.
 Batched = Callable[[F64, F64 | None], F64]
 
+#: A result block's role of a participant its row's Result does not name at all.
+UNLISTED = 4
 NON_FINITE = EXCLUDED_BASE + EXCLUSION_CODES.index("non_finite")
 COMPLETE, PARTIAL, INSUFFICIENT = (RESULT_CODES.index(s)
                                    for s in ("complete", "partial", "insufficient"))
@@ -71,8 +75,10 @@ class BlockOutcome:
     confidence: F64
     width: npt.NDArray[np.int64]
     weights: F64 | None
-    #: Column → (partition, offset) of the participant's response block.
+    #: Column → (partition, offset) of the participant's response record.
     refs: dict[int, tuple[int, int]]
+    #: [n, P] <i4: each answer's index among its record's answered rows (-1: none).
+    index: npt.NDArray[np.int32]
 
 
 def status_codes(included: npt.NDArray[np.int64], quorum: int,
@@ -107,7 +113,9 @@ def settle(ob: OpenBlock, rows: Mask, *, strategy: str,
         idx, pids, np.ascontiguousarray(roles.T), status, k, vec, pred, conf,
         np.where(k > 0, width, -1),
         None if w_col is None else np.where(usable.T, w_col[None, :], np.nan),
-        {p: ref for p, j in enumerate(order) if (ref := ob.refs[j]) is not None})
+        {p: ref for p, j in enumerate(order) if (ref := ob.refs[j]) is not None},
+        np.ascontiguousarray(ob.index[order][:, idx].T if order
+                             else np.zeros((len(idx), 0), np.int32)))
 
 
 def _rows_of(ob: OpenBlock, j: int, idx: npt.NDArray[np.intp], roles: Codes) -> F64 | None:
@@ -253,33 +261,70 @@ BATCHED: Mapping[str, Batched] = {
 }
 
 
+def to_result_blocks(ob: OpenBlock, outcome: BlockOutcome, *, strategy: str,
+                     completed_at_ms: int, window: WindowRef) -> list[ResultBlock]:
+    """The result block(s) of `outcome`, built with numpy over the rows (O(P) Python):
+    one, unless rows were aggregated at different answer widths (a block's aggregates
+    share one width), then one per width. `results_of` of them gives `to_results`."""
+    width = outcome.width
+    widths = np.unique(width[width >= 0]).tolist()
+    if len(widths) <= 1:
+        groups = [np.arange(len(outcome.rows))]
+    else:
+        groups = [np.flatnonzero((width == c) | ((width < 0) if c == widths[0] else False))
+                  for c in widths]
+    expected = np.array([pid in ob.expected for pid in outcome.participants], np.bool_)
+    out = []
+    for sel in groups:
+        roles = outcome.roles[sel].copy()
+        roles[(roles == NONE) & ~expected[None, :]] = UNLISTED
+        answer = (roles == ANSWERED) | (roles >= EXCLUDED_BASE)
+        cols = np.flatnonzero(answer.any(axis=0)).tolist()
+        response = np.full(roles.shape, -1, np.int32)
+        for r, p in enumerate(cols):
+            response[answer[:, p], p] = r
+        c = max(0, int(width[sel].max()))
+        rows = outcome.rows[sel]
+        block = ob.block
+        out.append(ResultBlock(
+            block.block_id, block.task, strategy, block.quorum, window,
+            list(outcome.participants), rows.astype(np.int32), outcome.status[sel],
+            outcome.aggregate[sel, :c], outcome.prediction[sel], outcome.confidence[sel],
+            roles, response, np.where(answer, outcome.index[sel], -1).astype(np.int32),
+            block.created_at_ms[rows], block.deadline_ms[rows],
+            np.full(len(sel), completed_at_ms, np.int64),
+            None if outcome.weights is None else outcome.weights[sel],
+            [outcome.refs[p] for p in cols]))
+    return out
+
+
 def to_results(ob: OpenBlock, outcome: BlockOutcome, *, strategy: str, completed_at_ms: int,
                window: WindowRef) -> list[Result]:
     """One `Result` per row, as `build_result` builds it (no copies screened), for a
     consumer that still reads per-query results. Python per query: the block path emits
     a result block instead (schemas.blocks.ResultBlock carries the same fields)."""
     block = ob.block
-    return [Result(query_id=block.query_ids[row], task=block.task,
+    return [Result(query_id=query_id(block.block_id, row), task=block.task,
                    status=RESULT_CODES[int(outcome.status[i])], strategy=strategy,
                    quorum=block.quorum, created_at_ms=int(block.created_at_ms[row]),
                    deadline_ms=int(block.deadline_ms[row]), completed_at_ms=completed_at_ms,
-                   window=window, **_fields(ob, outcome, i, row))
+                   window=window, **_fields(ob, outcome, i))
             for i, row in enumerate(outcome.rows.tolist())]
 
 
-def _fields(ob: OpenBlock, outcome: BlockOutcome, i: int, row: int) -> dict[str, Any]:
+def _fields(ob: OpenBlock, outcome: BlockOutcome, i: int) -> dict[str, Any]:
     """Row i's participants (and aggregate) as `Result` fields."""
     roles = outcome.roles[i].tolist()
     names = outcome.participants
     ids = [p for p, r in enumerate(roles) if r == ANSWERED]
     fields: dict[str, Any] = {
-        "included": [_where(outcome, p, row) for p in ids],
+        "included": [_where(outcome, p, i) for p in ids],
         "declined": [{"participant_id": names[p], "reason": DECLINE_CODES[r - DECLINED_BASE]}
                      for p, r in enumerate(roles) if DECLINED_BASE <= r < EXCLUDED_BASE],
         "late": [names[p] for p, r in enumerate(roles) if r == LATE],
         "missing": [pid for p, pid in enumerate(names) if roles[p] == NONE
                     and pid in ob.expected],
-        "excluded": [{**_where(outcome, p, row), "reason": EXCLUSION_CODES[r - EXCLUDED_BASE]}
+        "excluded": [{**_where(outcome, p, i), "reason": EXCLUSION_CODES[r - EXCLUDED_BASE]}
                      for p, r in enumerate(roles) if r >= EXCLUDED_BASE]}
     if ids:
         fields.update(_aggregate_fields(outcome, i, ids))
@@ -296,7 +341,7 @@ def _aggregate_fields(outcome: BlockOutcome, i: int, ids: list[int]) -> dict[str
     return fields
 
 
-def _where(outcome: BlockOutcome, p: int, row: int) -> dict[str, Any]:
+def _where(outcome: BlockOutcome, p: int, i: int) -> dict[str, Any]:
     partition, offset = outcome.refs[p]
     return {"participant_id": outcome.participants[p], "partition": partition,
-            "offset": offset, "index": row}
+            "offset": offset, "index": int(outcome.index[i, p])}

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.blocks import EXCLUDED_BASE, EXCLUSION_CODES, QueryBlock
+from schemas.blocks import EXCLUDED_BASE, EXCLUSION_CODES, QueryBlock, ResponseBlock
 
 #: Role codes of `OpenBlock.roles` (as in a result block's `roles`, schemas.blocks):
 #: 0 nothing yet, 1 answered (usable so far), 2 late, 10 + k declined, 20 + k excluded.
@@ -68,8 +68,11 @@ class OpenBlock:
     column: dict[str, int] = field(default_factory=dict)
     #: [P, N] role codes (see NONE, ANSWERED, LATE, DECLINED_BASE, EXCLUDED_BASE).
     roles: Codes = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
-    #: Per column: the response block's [N, C] outputs, and where it lies in the log.
+    #: Per column: the response's [N, C] outputs (its span's rows), and where it lies.
     outputs: list[npt.NDArray[Any] | None] = field(default_factory=list)
+    #: [P, N]: each answer's index among its record's answered rows (-1: none), the
+    #: `IncludedAnswer.index` of a Result and the `index` buffer of a result block.
+    index: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros((0, 0), np.int32))
     refs: list[tuple[int, int] | None] = field(default_factory=list)
     #: [P, N]: rows on which the column's response holds its offset (not late).
     held: Mask = field(default_factory=lambda: np.zeros((0, 0), np.bool_))
@@ -88,6 +91,7 @@ class OpenBlock:
         self.column = {pid: j for j, pid in enumerate(self.participants)}
         self.roles = np.zeros((p, n), np.uint8)
         self.held = np.zeros((p, n), np.bool_)
+        self.index = np.full((p, n), -1, np.int32)
         self.outputs = [None] * p
         self.refs = [None] * p
         self.holding = [False] * p
@@ -105,6 +109,7 @@ class OpenBlock:
             n = len(self.block)
             self.roles = np.vstack([self.roles, np.zeros((1, n), np.uint8)])
             self.held = np.vstack([self.held, np.zeros((1, n), np.bool_)])
+            self.index = np.vstack([self.index, np.full((1, n), -1, np.int32)])
             self.outputs.append(None)
             self.refs.append(None)
             self.holding.append(False)
@@ -118,6 +123,37 @@ class OpenBlock:
         if not self.open.any():
             return None
         return int(self.block.deadline_ms[self.open].min())
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Part:
+    """One span of a response record: a participant's answers to every row of one query
+    block (views into the record's buffers, no copy)."""
+
+    participant_id: str
+    produced_at_ms: int
+    block_id: str
+    outputs: npt.NDArray[Any]
+    status: Codes
+    #: Each row's index among the record's answered rows (-1: declined).
+    index: npt.NDArray[np.int32]
+    #: 0, or the role code (EXCLUDED_BASE + k) of why an answered row may not be used.
+    exclusions: Codes | None
+
+    def __len__(self) -> int:
+        return int(self.status.shape[0])
+
+
+def parts_of(response: ResponseBlock, exclusions: Codes | None = None) -> list[Part]:
+    """The record's spans as `Part`s; `exclusions`: per record row, as for add_response."""
+    answered = response.status == 0
+    index = (np.cumsum(answered, dtype=np.int64) - 1).astype(np.int32)
+    index[~answered] = -1
+    ex = None if exclusions is None else np.asarray(exclusions, np.uint8)
+    return [Part(response.participant_id, response.produced_at_ms, bid,
+                 response.outputs[a:b], response.status[a:b], index[a:b],
+                 None if ex is None else ex[a:b])
+            for bid, a, b in response.span_rows()]
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -3,11 +3,13 @@ build_result, fed the same events (issue 13).
 
 A query block at offset o is, for today's table, N queries at offsets o·ROWS + n (each
 query its own record, as today, so the oldest open one maps back to o); a response
-block is one ResponseBatch (its answered rows, its declined rows) at its offset. Both are
+record is one ResponseBatch (its answered rows, its declined rows) at its offset. Both are
 driven as the aggregator drives them (settled, then due; close what was emitted), and
 after every tick the emitted results, the late-after-result counts and the three commit
-marks must agree. Included/excluded `index` differs by design (a batch's answered-row
-position today, the block row in a result block) and is compared through that mapping.
+marks must agree. A response record answers one or more blocks (spans); today's table
+gets its view (`response_batch_of`), so included/excluded `index` (the answer's position
+among the record's answered rows) must agree too. The result blocks built with numpy
+(`to_result_blocks`) must give back the same Results (`results_of`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fi_stream.block_join import BlockJoinTable, exclusion_codes
-from fi_stream.block_results import settle, to_results
+from fi_stream.block_results import settle, to_result_blocks, to_results
 from fi_stream.join import JoinTable
 from fi_stream.results import build_result
-from schemas import Decline, Privacy, Query, ResponseBatch, Tensor, WindowRef
-from schemas.blocks import DECLINE_CODES, ResponseBlock, query_block
+from schemas import Privacy, Query, Tensor, WindowRef
+from schemas.blocks import (
+    DECLINE_CODES,
+    ResponseBlock,
+    decode_result_block,
+    encode_result_block,
+    query_block,
+)
+from schemas.blocks.convert import response_batch_of, results_of
 
 POOL = ["p0", "p1", "p2", "p3", "p4"]
 STRATEGIES = ["soft_vote", "hard_vote", "median", "trimmed_mean", "entropy_weighted",
@@ -43,8 +52,6 @@ class Pair:
         self.new = BlockJoinTable()
         self.emitted_old: dict[str, dict[str, Any]] = {}
         self.emitted_new: dict[str, dict[str, Any]] = {}
-        #: (participant, block id) → answered ids in batch order (today's `index`).
-        self.answered: dict[tuple[str, str], list[str]] = {}
 
     def add_block(self, block: Any, offset: int, expected: frozenset[str]) -> None:
         for n, qid in enumerate(block.query_ids):
@@ -58,19 +65,9 @@ class Pair:
 
     def add_response(self, resp: ResponseBlock, offset: int, now: int,
                      reasons: list[str | None]) -> None:
-        answered = [q for q, s in zip(resp.query_ids, resp.status.tolist(), strict=True)
-                    if s == 0]
-        self.answered[(resp.participant_id, resp.query_block_id)] = answered
-        batch = ResponseBatch(
-            participant_id=resp.participant_id, batch_id=resp.batch_id, task=resp.task,
-            model_version="1", privacy=resp.privacy, produced_at_ms=resp.produced_at_ms,
-            query_partition=0, answered=answered,
-            outputs=Tensor.from_numpy(resp.outputs[resp.status == 0]),
-            declined=[Decline(query_id=q, reason=DECLINE_CODES[s])  # type: ignore[arg-type]
-                      for q, s in zip(resp.query_ids, resp.status.tolist(), strict=True)
-                      if s != 0])
         row_reasons = [r for r, s in zip(reasons, resp.status.tolist(), strict=True) if s == 0]
-        self.old.add_batch(batch, 0, offset, now, row_reasons)  # type: ignore[arg-type]
+        self.old.add_batch(response_batch_of(resp), 0, offset, now,
+                           row_reasons)  # type: ignore[arg-type]
         self.new.add_response(resp, 0, offset, now, exclusion_codes(reasons))
 
     def tick(self, now: int) -> None:
@@ -80,7 +77,7 @@ class Pair:
             strategy = oq.query.strategy or "soft_vote"
             result, _, _ = build_result(oq, strategy=strategy, completed_at_ms=now,
                                         window=WINDOW, weights=WEIGHTS)
-            self.emitted_old[result.query_id] = self._plain_old(result, oq)
+            self.emitted_old[result.query_id] = result.model_dump()
             self.old.close(oq, now)
         for ready in self.new.take_settled() + self.new.take_due(now):
             ob = ready.block
@@ -89,26 +86,17 @@ class Pair:
             rows = ready.rows & ob.open
             strategy = ob.block.strategy or "soft_vote"
             outcome = settle(ob, rows, strategy=strategy, weights=WEIGHTS)
-            for result in to_results(ob, outcome, strategy=strategy, completed_at_ms=now,
-                                     window=WINDOW):
-                self.emitted_new[result.query_id] = self._plain_new(result)
+            results = to_results(ob, outcome, strategy=strategy, completed_at_ms=now,
+                                 window=WINDOW)
+            blocks = to_result_blocks(ob, outcome, strategy=strategy, completed_at_ms=now,
+                                      window=WINDOW)
+            again = [r for b in blocks for r in results_of(
+                decode_result_block(encode_result_block(b)))]
+            assert sorted(again, key=lambda r: r.query_id) == sorted(
+                results, key=lambda r: r.query_id)
+            for result in results:
+                self.emitted_new[result.query_id] = result.model_dump()
             self.new.close(ob, rows, now)
-
-    @staticmethod
-    def _plain_old(result: Any, oq: Any) -> dict[str, Any]:
-        d: dict[str, Any] = result.model_dump()
-        for key in ("included", "excluded"):
-            for e in d[key]:
-                e["index"] = oq.query.query_id  # compared as "this query's row"
-        return d
-
-    @staticmethod
-    def _plain_new(result: Any) -> dict[str, Any]:
-        d: dict[str, Any] = result.model_dump()
-        for key in ("included", "excluded"):
-            for e in d[key]:
-                e["index"] = result.query_id
-        return d
 
     def check(self) -> None:
         assert self.emitted_new.keys() == self.emitted_old.keys()
@@ -133,8 +121,7 @@ def scenarios(draw: Any) -> dict[str, Any]:
         n = draw(st.integers(1, 6))
         deadlines = draw(st.lists(st.integers(50, 400), min_size=n, max_size=n))
         blocks.append(query_block(
-            f"b{b}", "digits", [f"b{b}q{i}" for i in range(n)],
-            np.zeros((n, 2), np.float32), created_at_ms=0,
+            f"b{b}", "digits", np.zeros((n, 2), np.float32), created_at_ms=0,
             deadline_ms=np.array(deadlines, np.int64),
             quorum=draw(st.integers(1, 3)),
             strategy=draw(st.sampled_from([None, *STRATEGIES]))))
@@ -145,16 +132,19 @@ def scenarios(draw: Any) -> dict[str, Any]:
     for b in range(n_blocks):
         answering = draw(st.lists(st.sampled_from(sorted(expected)), max_size=5)) + extra
         for pid in draw(st.permutations(answering)):  # repeats are duplicates
-            events.append(("response", b, pid))
+            # Now and then one record answers this block and a later one (several spans).
+            more = [b + 1] if b + 1 < n_blocks and draw(st.booleans()) else []
+            events.append(("response", [b, *more], pid))
     events += [("tick", t) for t in draw(st.lists(st.integers(0, 500), max_size=4))]
     order = draw(st.permutations(events))
     return {"blocks": blocks, "expected": expected, "width": width, "events": order,
             "seed": draw(st.integers(0, 2**31))}
 
 
-def response(rng: np.random.Generator, block: Any, pid: str, width: int) -> tuple[
+def response(rng: np.random.Generator, blocks: list[Any], pid: str, width: int) -> tuple[
         ResponseBlock, list[str | None]]:
-    n = len(block)
+    """One participant's record answering every row of `blocks` (one span each)."""
+    n = sum(len(b) for b in blocks)
     status = np.where(rng.random(n) < 0.15, rng.integers(1, len(DECLINE_CODES), n), 0)
     c = width if rng.random() < 0.9 else width + 1  # now and then a participant off width
     outputs = rng.normal(0.3, 0.4, (n, c)).astype(np.float32)
@@ -167,9 +157,9 @@ def response(rng: np.random.Generator, block: Any, pid: str, width: int) -> tupl
                for i, s in zip(rng.integers(0, len(REASONS), n).tolist(), status.tolist(),
                                strict=True)]
     produced = int(rng.integers(0, 40) if rng.random() < 0.8 else rng.integers(0, 450))
-    resp = ResponseBlock(pid, f"{pid}-{block.block_id}", block.task, "1",
+    resp = ResponseBlock(pid, f"{pid}-{blocks[0].block_id}", blocks[0].task, "1",
                          Privacy(clip_norm=1, noise_multiplier=0.1), produced, 0,
-                         block.block_id, list(block.query_ids), outputs,
+                         [(b.block_id, len(b)) for b in blocks], outputs,
                          status.astype(np.uint8))
     return resp, reasons
 
@@ -184,7 +174,8 @@ def test_block_join_agrees_with_the_per_query_join(s: dict[str, Any]) -> None:
         if event[0] == "block":
             pair.add_block(s["blocks"][event[1]], offset, s["expected"])
         elif event[0] == "response":
-            resp, reasons = response(rng, s["blocks"][event[1]], event[2], s["width"])
+            resp, reasons = response(rng, [s["blocks"][b] for b in event[1]], event[2],
+                                     s["width"])
             pair.add_response(resp, offset, now, reasons)
         else:
             now = max(now, event[1])
