@@ -4,7 +4,8 @@ Pure: no clock, no I/O. The caller (QueryClient.stream()) offers each query with
 current time, asks `due(now)` when its linger timer fires, and encodes what comes out. A
 block closes when it holds `max_block` queries, when the oldest query in it has waited
 `linger_ms`, or when a query of another task/client/quorum/strategy/input kind arrives (a
-block has one of each)."""
+block has one of each). Query ids are not chosen here: row n of block B is query
+`B.n` (schemas.blocks.query_id), known once the block is closed (`QueryBlock.query_ids`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from schemas.blocks import MAX_BLOCK, QueryBlock, query_block
 
 @dataclass(frozen=True, slots=True)
 class PendingQuery:
-    query_id: str
     task: str
     input: np.ndarray[Any, Any]
     created_at_ms: int
@@ -77,8 +77,7 @@ class QueryBlockPacker:
         self._seq += 1
         first = items[0]
         return query_block(
-            f"{self.block_prefix}-{self._seq}", first.task, [q.query_id for q in items],
-            np.stack([q.input for q in items]),
+            f"{self.block_prefix}-{self._seq}", first.task, np.stack([q.input for q in items]),
             created_at_ms=np.array([q.created_at_ms for q in items], dtype=np.int64),
             deadline_ms=np.array([q.deadline_ms for q in items], dtype=np.int64),
             input_scale=first.input_scale, quorum=first.quorum, strategy=first.strategy,
