@@ -1,5 +1,9 @@
-"""The aggregator: joins responses to queries per partition, emits one Result per query and
-per-window Incentive events, in Kafka transactions together with its input offsets.
+"""The aggregator: joins responses to queries per partition, emits one result block per
+query block (the results of its rows settled together) and per-window Incentive events, in
+Kafka transactions together with its input offsets.
+
+Query blocks and response blocks are read as per-query views (consumers.aggregator_blocks):
+the join, the results and the incentive windows are per query, as on the per-query wire.
 
 Offsets advance only up to the oldest record an open query still needs, so a restart
 re-reads exactly what it must to rebuild its joins.
@@ -20,8 +24,15 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from consumers.aggregator_checks import check_batch
-from consumers.aggregator_commit import FailingRebalance, Out, Transactions, emitted_since
+from consumers.aggregator_blocks import RESULT_HEADERS, ResultBlocks, read_query_block
+from consumers.aggregator_checks import check_record
+from consumers.aggregator_commit import (
+    FailingRebalance,
+    Out,
+    Transactions,
+    dead_letter,
+    emitted_since,
+)
 from consumers.aggregator_metrics import AggregatorMetrics
 from consumers.aggregator_windows import Histories
 from fi_stream.batching import held_fetch
@@ -29,15 +40,14 @@ from fi_stream.clock import now_ms
 from fi_stream.copycat import screen_copies
 from fi_stream.join import JoinTable, OpenQuery, results_mark
 from fi_stream.kafka import make_admin, make_consumer, make_producer
-from fi_stream.kafka.dlq import dead_letter_headers, key_text
 from fi_stream.kafka.fencing import enable_group_fencing, fetch_stable_offsets
 from fi_stream.kafka.reading import poll
 from fi_stream.registry import RegistryView
 from fi_stream.results import Batched, build_result, soft_vote_in_batches, unanswered_result
 from fi_stream.service import Service
 from fi_stream.settings import Settings
-from fi_stream.validation import QueryHeader, query_problem, readable_header, task_spec
-from schemas import DecodeError, Query, ResponseBatch, Result, ResultStatus, decode
+from fi_stream.validation import QueryHeader, block_problems, readable_block_headers, task_spec
+from schemas import DecodeError, Result, ResultStatus
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +83,8 @@ class AggregatorService(Service):
         self._replay: dict[int, tuple[int, int]] = {}
         self._owned: set[int] = set()
         self._tx = Transactions(self.topics, self.join, self._owned, self._resume_state)
+        #: Results of the current pass, by query block (one record each at its end).
+        self._results = ResultBlocks()
         self._lock = asyncio.Lock()  # the poll loop and rebalance callbacks share the state
         self._wake = asyncio.Event()  # the committer has work (or, with _closing, must end)
         self._closing = False
@@ -174,37 +186,37 @@ class AggregatorService(Service):
                 return
 
     def _on_query(self, record: Record, now: int) -> None:
-        """Open the query, or settle it at once: `rejected` when it is invalid (and its id
-        can be read), `insufficient` when no registered participant serves its task."""
+        """Open the block's queries, or settle them at once: `rejected` when invalid (for a
+        block that does not decode, every row when its id and size can be read),
+        `insufficient` when no registered participant serves the task."""
         try:
-            query = decode(record.value, Query)
+            block, queries = read_query_block(record.value)
         except DecodeError as exc:
             self._dead_letter(record, exc.reason, exc.detail)
-            header = readable_header(record.value)
-            if header is not None:
+            for header in readable_block_headers(record.value) or ():
                 self._settle_now(header, record.partition, now, "rejected",
                                  f"{exc.reason}: {exc.detail}")
             return
-        header = QueryHeader(query.query_id, query.task, query.created_at_ms,
-                             query.deadline_ms, query.quorum)
-        serving = self.registry.serving(query.task)
-        problem = query_problem(query, task_spec(self.registry.participants.values(),
-                                                 query.task), self.settings.max_deadline_ms)
-        if problem is not None:
-            self._settle_now(header, record.partition, now, "rejected", problem)
-            return
-        if not serving:
-            self._settle_now(header, record.partition, now, "insufficient",
-                             f"unserved: no registered participant serves task {query.task}")
-            return
+        serving = self.registry.serving(block.task)
+        problems = block_problems(block, task_spec(self.registry.participants.values(),
+                                                   block.task), self.settings.max_deadline_ms)
         until, replay_from = self._replay.get(record.partition, (0, 0))
         mark = results_mark(record.offset, until, replay_from,
                             self._tx.results_next.get(record.partition, 0))
-        added = self.join.add_query(query, record.partition, record.offset, serving,
-                                    results_mark=mark)
-        if added == "duplicate":
+        unserved = f"unserved: no registered participant serves task {block.task}"
+        duplicates = 0
+        for q, problem in zip(queries, problems, strict=True):
+            if problem is not None or not serving:
+                self._settle_now(QueryHeader(q.query_id, q.task, q.created_at_ms,
+                                             q.deadline_ms, q.quorum), record.partition, now,
+                                 "rejected" if problem else "insufficient", problem or unserved)
+            elif self.join.add_query(q, record.partition, record.offset, serving,
+                                     results_mark=mark) == "duplicate":
+                duplicates += 1
+        if duplicates:
             self._dead_letter(record, "duplicate_query",
-                              f"query id {query.query_id} was already answered or is open")
+                              f"{duplicates} of the {len(queries)} query ids of block "
+                              f"{block.block_id} were already answered or are open")
 
     def _settle_now(self, header: QueryHeader, partition: int, now: int,
                     status: ResultStatus, reason: str) -> None:
@@ -221,17 +233,14 @@ class AggregatorService(Service):
         log.info("query_settled_now", query_id=header.query_id, status=status, reason=reason)
 
     def _on_responses(self, record: Record, now: int) -> None:
-        try:
-            batch = decode(record.value, ResponseBatch)
-        except DecodeError as exc:
-            self._dead_letter(record, exc.reason, exc.detail)
-            return
-        verdict = check_batch(batch, self.registry.participants.get(batch.participant_id),
-                              self.topics.registry)
+        """A response block, verified against its participant's registered key, joined as
+        its per-query view (convert.response_batch_of)."""
+        batch, verdict = check_record(record.value, self.registry.participants,
+                                      self.topics.registry)
         if verdict.dead_letter is not None:
             self._dead_letter(record, *verdict.dead_letter)
         exclusions = verdict.exclusions
-        if exclusions is None:
+        if batch is None or exclusions is None:
             return
         for why in exclusions:
             if why is not None:
@@ -267,6 +276,11 @@ class AggregatorService(Service):
             self._metrics.late.inc()
             self._metrics.outcome(pid, "late")
         self.join.late_after_result.clear()
+        for partition, block_id, value in self._results.take():
+            # Results go to the query's partition number: a restarted owner of that
+            # partition finds what it already emitted on the same partition of fi.results.
+            self._tx.outbox.append(Out(self.topics.results, partition, block_id.encode(),
+                                       value, RESULT_HEADERS))
         for incentive in self._history.close_due(now):
             self._tx.send(self.topics.incentives, None, incentive.participant_id, incentive)
         self.join.expire(now)
@@ -300,13 +314,10 @@ class AggregatorService(Service):
                   included=len(result.included), missing=result.missing)
 
     def _publish_result(self, result: Result, partition: int, now: int) -> None:
-        # Results go to the query's partition number: a restarted owner of that partition
-        # finds what it already emitted on the same partition of fi.results.
-        self._tx.send(self.topics.results, partition, result.query_id, result)
+        """Into the pass's result blocks (written at its end, `_emit_ready`)."""
+        self._results.add(partition, result)
         self.emitted += 1
-        self._metrics.results.labels(result.status).inc()
-        self._metrics.count(result)
-        self._metrics.latency.observe(max(0, now - result.created_at_ms) / 1000)
+        self._metrics.result(result, now)
 
     def _noise_std(self, participant_id: str) -> float:
         """The noise std σ·C the participant registered (0: unknown, never flagged)."""
@@ -315,14 +326,8 @@ class AggregatorService(Service):
 
     def _dead_letter(self, record: Record, reason: str, detail: str) -> None:
         """Into the same transaction as the offsets that move past the bad record."""
-        self._tx.outbox.append(Out(self.topics.dlq, None, record.key or b"", record.value or b"",
-                                 dead_letter_headers(record, reason, detail, self.group_id)))
+        self._tx.outbox.append(dead_letter(record, reason, detail, self.topics, self.group_id))
         self._metrics.dlq.labels(reason).inc()
-        # Queries are keyed by their id; responses by their participant's.
-        about = ({"query_id": key_text(record)} if record.topic == self.topics.queries
-                 else {"participant_id": key_text(record)})
-        log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
-                    partition=record.partition, offset=record.offset, **about)
 
     def _resume_state(self, partition: int) -> str:
         """The commit metadata of the partition's queries offset: where in fi.results a

@@ -21,10 +21,12 @@ from aiokafka import (
     ConsumerRebalanceListener,
     TopicPartition,
 )
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from consumers.aggregator_blocks import emitted_query_ids
 from fi_stream.join import JoinTable
 from fi_stream.kafka import make_consumer
+from fi_stream.kafka.dlq import dead_letter_headers, key_text
 from fi_stream.kafka.fencing import GroupFenced, GroupMembership, membership, send_offsets_fenced
 from fi_stream.kafka.reading import read_range
 from fi_stream.settings import Settings, TopicNames
@@ -157,10 +159,22 @@ class Transactions:
             await transaction
 
 
+def dead_letter(record: ConsumerRecord[bytes, bytes], reason: str, detail: str,
+                topics: TopicNames, group_id: str) -> Out:
+    """The DLQ copy of a record the aggregator cannot use (logged)."""
+    # Query blocks are keyed by their id; responses by their participant's.
+    about = ({"block_id": key_text(record)} if record.topic == topics.queries
+             else {"participant_id": key_text(record)})
+    log.warning("dead_letter", reason=reason, detail=detail, topic=record.topic,
+                partition=record.partition, offset=record.offset, **about)
+    return Out(topics.dlq, None, record.key or b"", record.value or b"",
+               dead_letter_headers(record, reason, detail, group_id))
+
+
 async def emitted_since(settings: Settings, results_topic: str, partition: int,
                         start: int) -> tuple[set[str], int]:
-    """The query ids of the results on `partition` of fi.results from `start`, and the
-    end offset: what a resumed owner must not emit again, and where its results go."""
+    """The query ids of the result blocks on `partition` of fi.results from `start`, and
+    the end offset: what a resumed owner must not emit again, and where its results go."""
     reader = make_consumer(settings, group_id=None)
     await reader.start()
     try:
@@ -168,7 +182,7 @@ async def emitted_since(settings: Settings, results_topic: str, partition: int,
                                         start=start)
     finally:
         await reader.stop()
-    return {r.key.decode() for r in records if r.key}, end
+    return emitted_query_ids(r.value for r in records), end
 
 
 class Member(Protocol):

@@ -44,6 +44,12 @@ class AggregatorMetrics:
                 participant, outcome)
         child.inc()
 
+    def result(self, result: Result, now: int) -> None:
+        """One result emitted at `now`."""
+        self.results.labels(result.status).inc()
+        self.count(result)
+        self.latency.observe(max(0, now - result.created_at_ms) / 1000)
+
     def count(self, result: Result) -> None:
         for a in result.included:
             self.outcome(a.participant_id, "answered")

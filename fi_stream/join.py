@@ -104,8 +104,9 @@ class JoinTable:
         self._query_offsets: dict[int, MinTracker] = defaultdict(MinTracker)
         self._response_offsets: dict[int, MinTracker] = defaultdict(MinTracker)
         #: partition → query offset → the fi.results offset from which a restarted owner
-        #: must look for that query's result.
-        self._marks: dict[int, dict[int, int]] = defaultdict(dict)
+        #: must look for the results of the record's queries, and how many are still open
+        #: (a query block's rows share one record: its mark stays until the last closes).
+        self._marks: dict[int, dict[int, list[int]]] = defaultdict(dict)
         self.pending_ttl_ms = pending_ttl_ms
         self.done_ttl_ms = done_ttl_ms
         self.duplicates = 0
@@ -130,7 +131,11 @@ class JoinTable:
         oq = OpenQuery(query=query, partition=partition, offset=offset, expected=expected)
         self.open[qid] = oq
         self._query_offsets[partition].add(offset)
-        self._marks[partition][offset] = results_mark
+        held = self._marks[partition].get(offset)
+        if held is None:
+            self._marks[partition][offset] = [results_mark, 1]
+        else:  # another row of the same record: the first row's mark is the record's
+            held[1] += 1
         heapq.heappush(self._deadlines, (query.deadline_ms, qid))
         for p in self._pending.pop(qid, []):
             self._response_offsets[p.partition].remove(p.offset)
@@ -230,7 +235,11 @@ class JoinTable:
         qid = oq.query.query_id
         del self.open[qid]
         self._query_offsets[oq.partition].remove(oq.offset)
-        self._marks[oq.partition].pop(oq.offset, None)
+        held = self._marks[oq.partition].get(oq.offset)
+        if held is not None:
+            held[1] -= 1
+            if held[1] <= 0:
+                del self._marks[oq.partition][oq.offset]
         for partition, offset in oq.response_refs:
             self._response_offsets[partition].remove(offset)
         self._done[qid] = (now_ms, oq.responded)
@@ -298,7 +307,8 @@ class JoinTable:
         """Results mark of the partition's oldest open query: the smallest, since queries
         are read in offset order and the mark only grows."""
         oldest = self.oldest_query_offset(partition)
-        return None if oldest is None else self._marks[partition].get(oldest)
+        held = None if oldest is None else self._marks[partition].get(oldest)
+        return None if held is None else held[0]
 
     def oldest_query_offset(self, partition: int) -> int | None:
         return self._query_offsets[partition].min()

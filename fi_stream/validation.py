@@ -39,6 +39,8 @@ from schemas import (
     Query,
     TaskSpec,
 )
+from schemas.blocks import MAX_BLOCK, QueryBlock, QueryBlockHeader, query_id
+from schemas.blocks.frame import MAGIC, PREFIX, PREFIX_SIZE, aligned
 
 #: Probability that an honest answer row fails `norm_bound` (per row).
 FALSE_REJECTION = 1e-9
@@ -190,6 +192,35 @@ def query_problem(query: Query, spec: TaskSpec | None, max_deadline_ms: int) -> 
     return None
 
 
+def block_problems(block: QueryBlock, spec: TaskSpec | None,
+                   max_deadline_ms: int) -> list[str | None]:
+    """`query_problem` of every row of a query block, row for row the same text as on the
+    row's `Query` view (schemas.blocks.convert.queries_of), with one numpy pass per check
+    over the block instead of one per query: a block of N valid queries costs O(1) numpy
+    calls and a list of N Nones."""
+    n = len(block)
+    created = np.asarray(block.created_at_ms, dtype=np.int64)
+    deadline = np.asarray(block.deadline_ms, dtype=np.int64)
+    out: list[str | None] = [None] * n
+    # In float64 (int64 could wrap), loosely; the exact test is deadline_problem's own.
+    near = deadline.astype(np.float64) - created.astype(np.float64) > max_deadline_ms - 4096
+    for i in np.flatnonzero(near).tolist():
+        out[i] = deadline_problem(int(created[i]), int(deadline[i]), max_deadline_ms)
+    whole = strategy_problem(block.strategy)
+    x = block.model_inputs()  # what the views carry: <f4 rows as the model sees them
+    if whole is None and spec is not None:
+        whole = shape_problem(tuple(x.shape[1:]), "<f4", spec)
+    if whole is not None:
+        return [p if p is not None else whole for p in out]
+    flat = x.reshape(n, -1)
+    if spec is not None:
+        rows = input_problems(flat, spec)
+    else:
+        finite: list[bool] = np.isfinite(flat).all(axis=1).reshape(-1).tolist()
+        rows = [None if ok else "bad_input: input contains NaN or Inf" for ok in finite]
+    return [p if p is not None else r for p, r in zip(out, rows, strict=True)]
+
+
 @dataclass(frozen=True, slots=True)
 class QueryHeader:
     """What can be read of a query that does not decode, for its `rejected` Result."""
@@ -229,6 +260,63 @@ def readable_header(raw: bytes | None) -> QueryHeader | None:
                        created_at_ms=_count(obj.get("created_at_ms"), 0) or 0,
                        deadline_ms=_count(obj.get("deadline_ms"), 0) or 0,
                        quorum=_count(obj.get("quorum"), 1) or 1)
+
+
+def readable_block_headers(raw: bytes | None) -> list[QueryHeader] | None:
+    """Per row of an undecodable query block whose id and row count can still be read
+    (from its JSON header: the id, N from the first buffer's shape), what its `rejected`
+    Result needs; None when they cannot (then the record only goes to the DLQ). Times are
+    read from their buffers where those lie in the record, else 0."""
+    found = _query_block_json(raw)
+    if found is None:
+        return None
+    raw, obj, start = found
+    block_id = _id(obj.get("block_id"))
+    n = next((m for m in map(_rows, (obj.get(k) for k in QueryBlockHeader.BUFFERS))
+              if m is not None), None)
+    if block_id is None or len(block_id) > 122 or n is None:
+        return None
+    created = _times(raw, start, obj.get("created_at_ms"), n)
+    deadline = _times(raw, start, obj.get("deadline_ms"), n)
+    task = _id(obj.get("task")) or "unknown"
+    quorum = min(_count(obj.get("quorum"), 1) or 1, MAX_BLOCK)
+    return [QueryHeader(query_id(block_id, i), task, created[i], deadline[i], quorum)
+            for i in range(n)]
+
+
+def _query_block_json(raw: bytes | None) -> tuple[bytes, dict[str, Any], int] | None:
+    """The record, the JSON object of a query block's header (not validated) and where its
+    data section starts; None when the prefix or the JSON cannot be read."""
+    if raw is None or len(raw) < PREFIX_SIZE:
+        return None
+    magic, _, kind, _, length = PREFIX.unpack_from(raw)
+    if magic != MAGIC or kind != QueryBlockHeader.KIND:
+        return None
+    try:
+        obj = orjson.loads(raw[PREFIX_SIZE:PREFIX_SIZE + length])
+    except orjson.JSONDecodeError:
+        return None
+    return (raw, obj, aligned(PREFIX_SIZE + length)) if isinstance(obj, dict) else None
+
+
+def _rows(ref: Any) -> int | None:
+    """N of a buffer's JSON TensorRef, when it names 1..MAX_BLOCK rows."""
+    shape = ref.get("shape") if isinstance(ref, dict) else None
+    if isinstance(shape, list) and shape and type(shape[0]) is int and (
+            1 <= shape[0] <= MAX_BLOCK):
+        return int(shape[0])
+    return None
+
+
+def _times(raw: bytes, start: int, ref: Any, n: int) -> list[int]:
+    """An <i8 [n] time buffer's values (negative ones as 0), or n zeros."""
+    at = ref.get("offset") if isinstance(ref, dict) else None
+    if (type(at) is not int or at < 0 or ref.get("dtype") != "<i8" or _rows(ref) != n
+            or start + at + 8 * n > len(raw)):
+        return [0] * n
+    values: list[int] = np.maximum(
+        np.frombuffer(raw, dtype="<i8", count=n, offset=start + at), 0).tolist()
+    return values
 
 
 # -- labels -------------------------------------------------------------------------------------

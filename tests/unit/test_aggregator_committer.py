@@ -23,7 +23,8 @@ from consumers.aggregator_commit import Out
 from fi_stream.clock import now_ms
 from fi_stream.kafka.fencing import GroupFenced
 from fi_stream.settings import Settings
-from schemas import Participant, Privacy, Query, Tensor, encode
+from schemas import Participant, Privacy
+from schemas.blocks import encode_query_block, query_block
 
 
 @dataclass
@@ -206,14 +207,14 @@ async def test_records_fetched_again_after_the_resume_seek_are_read_once() -> No
     tp = TopicPartition(service.topics.queries, 0)
     now = now_ms()
     records = [
-        ConsumerRecord(tp.topic, 0, offset, now, 0, qid.encode(), encode(Query(
-            query_id=qid, task="digits", input=Tensor.from_numpy(np.zeros(4, np.float32)),
-            created_at_ms=now, deadline_ms=now + 60_000)), None, 0, 0, [])
-        for offset, qid in enumerate(("q0", "q1"))]
+        ConsumerRecord(tp.topic, 0, offset, now, 0, block_id.encode(), encode_query_block(
+            query_block(block_id, "digits", np.zeros((1, 4), np.float32), created_at_ms=now,
+                        deadline_ms=now + 60_000)), None, 0, 0, [])
+        for offset, block_id in enumerate(("b0", "b1"))]
     service._consumer = ReplayingConsumer(  # type: ignore[assignment]
         [{tp: records}, {tp: records}, {tp: records[1:]}], service._stopping)
     await asyncio.wait_for(service._poll_loop(asyncio.get_running_loop().create_future()), 2)
 
     assert service.join.duplicates == 0
-    assert sorted(service.join.open) == ["q0", "q1"]
+    assert sorted(service.join.open) == ["b0.0", "b1.0"]
     assert service._tx.positions[tp] == 2
