@@ -69,7 +69,7 @@ def screen(block: QueryBlock, task: TaskSpec, now_ms: int,
         _cap_deadlines(block, out, max_deadline_ms)
     shape = tuple(block.inputs.shape[1:])
     problem = strategy_problem(block.strategy) or (
-        shape_problem(shape, block.inputs.dtype.str, task)
+        shape_problem(shape, "<f4", task)  # as the row views carry it
         if shape != tuple(task.input_shape) else None)
     ok = status == ANSWERED
     if problem is not None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import orjson
 import pytest
 
 from fi_stream.engine import Signer, assemble, prepare
 from fi_stream.models import ModelSpec
+from fi_stream.screening import BAD_INPUT
 from fi_stream.validation import (
     FALSE_REJECTION,
     input_problems,
@@ -21,16 +23,15 @@ from fi_stream.validation import (
     screen_rows,
     strategy_problem,
 )
-from schemas import (
-    Privacy,
-    Query,
-    ResponseBatch,
-    TaskSpec,
-    Tensor,
-    decode,
-    decode_query_view,
-    encode,
+from schemas import Privacy, Query, TaskSpec, Tensor, decode
+from schemas.blocks import (
+    QueryBlockHeader,
+    decode_query_block,
+    decode_response_block,
+    encode_query_block,
+    query_block,
 )
+from schemas.blocks.frame import layout, pack
 
 PRIVACY = Privacy(clip_norm=1.0, noise_multiplier=0.3)
 SPEC = TaskSpec(task="digits", input_shape=(64,), input_min=0.0, input_max=1.0,
@@ -115,13 +116,12 @@ def test_a_query_naming_an_unknown_strategy_is_invalid_never_substituted() -> No
 
 
 def test_participants_decline_an_unknown_strategy_before_any_privacy_is_spent() -> None:
-    raw = _raw(strategy="best_vote")
-    p = prepare([(0, raw)], MODEL, NOW, 60_000)
-    assert p.answerable == [] and not p.broken
-    [decline] = p.declined[0]
-    assert decline.reason == "bad_input" and (decline.detail or "").startswith("unknown_strategy")
-    assert decode_query_view(_raw(strategy="median")).strategy == "median"
-    assert prepare([(0, _raw(strategy="median"))], MODEL, NOW, 60_000).answerable == [(0, "q1")]
+    p = prepare([(0, _raw(strategy="best_vote"))], MODEL, NOW, 60_000)
+    assert len(p.answerable) == 0 and not p.broken
+    assert p.status.tolist() == [BAD_INPUT] and p.details[0].startswith("unknown_strategy")
+    assert decode_query_block(_raw(strategy="median")).strategy == "median"
+    assert prepare([(0, _raw(strategy="median"))], MODEL, NOW, 60_000).answerable.tolist() \
+        == [0]
 
 
 def test_the_id_of_an_undecodable_query_is_read_for_its_rejected_result() -> None:
@@ -148,49 +148,58 @@ def test_a_label_of_two_to_the_seventy_does_not_decode() -> None:
 # -- participants agree with the aggregator --------------------------------------------------
 
 def _raw(**fields: object) -> bytes:
-    base: dict[str, object] = {
-        "query_id": "q1", "task": "digits", "created_at_ms": NOW, "deadline_ms": NOW + 5000,
-        "input": Tensor.from_numpy(np.full(64, 0.5, np.float32)).model_dump(mode="json")}
-    import orjson
-    return orjson.dumps({k: v for k, v in {**base, **fields}.items() if v is not None})
+    """A query block of one, its header fields replaced (None: left out) as given."""
+    arrays = {"created_at_ms": np.array([NOW], "<i8"), "deadline_ms": np.array([NOW + 5000], "<i8"),
+              "input": np.full((1, 64), 0.5, "<f4")}
+    refs, end = layout(arrays)
+    base: dict[str, object] = {"schema_version": 1, "block_id": "q1", "task": "digits", **refs}
+    header = {k: v for k, v in {**base, **fields}.items() if v is not None}
+    return bytes(pack(QueryBlockHeader.KIND, orjson.dumps(header), arrays, refs, end))
 
 
 @pytest.mark.parametrize("fields", [
-    {"quorum": 0}, {"deadline_ms": 1.5}, {"created_at_ms": -1}, {"strategy": 3},
-    {"client_id": 7}, {"query_id": "q1\n"}, {"task": "t" * 129}, {"schema_version": 2},
+    {"quorum": 0}, {"block_id": "q1\n"}, {"task": "t" * 129}, {"schema_version": 2},
+    {"strategy": 3}, {"client_id": 7}, {"query_ids": ["q1"]}, {"input_scale": 0.5},
+    {"block_id": "b" * 123},
 ], ids=str)
-def test_the_fast_decode_accepts_only_what_the_aggregator_accepts(
+def test_the_decode_accepts_only_what_the_aggregator_accepts(
         fields: dict[str, object]) -> None:
     """Before: `quorum: 0` (and the rest) passed the participant's fast path, so it
-    answered, and spent privacy on, queries the aggregator dead-lettered."""
+    answered, and spent privacy on, queries the aggregator dead-lettered. Both decode a
+    block with the one decoder now (schemas.blocks); an id too long to derive row ids from
+    is refused too."""
     raw = _raw(**fields)
-    with pytest.raises(Exception):  # noqa: B017 - whatever the full decode says
-        decode(raw, Query)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the decoder says
+        decode_query_block(raw)
     p = prepare([(0, raw)], MODEL, NOW, 60_000)
-    assert p.answerable == [] and len(p.broken) == 1
+    assert len(p.answerable) == 0 and len(p.broken) == 1 and len(p) == 0
+
+
+def _block(x: np.ndarray, *, deadline: int = NOW + 5000, block_id: str = "q1") -> bytes:
+    return encode_query_block(query_block(block_id, "digits", x[None], created_at_ms=NOW,
+                                          deadline_ms=deadline))
 
 
 def test_a_query_of_3e38_is_declined_with_the_reason_before_any_privacy_is_spent() -> None:
-    p = prepare([(0, encode(query(np.full(64, 3e38, np.float32))))], MODEL, NOW, 60_000)
-    assert p.answerable == []
-    [decline] = p.declined[0]
-    assert decline.reason == "bad_input" and "above the task's maximum" in (decline.detail or "")
-    far = prepare([(0, encode(query(np.full(64, 0.5, np.float32), deadline=NOW + 90_000)))],
+    p = prepare([(0, _block(np.full(64, 3e38, np.float32)))], MODEL, NOW, 60_000)
+    assert len(p.answerable) == 0 and p.status.tolist() == [BAD_INPUT]
+    assert "above the task's maximum" in p.details[0]
+    far = prepare([(0, _block(np.full(64, 0.5, np.float32), deadline=NOW + 90_000))],
                   MODEL, NOW, 60_000)
-    assert far.answerable == [] and far.declined[0][0].detail is not None
-    assert decode_query_view(encode(query(np.full(64, 0.5, np.float32)))).created_at_ms == NOW
+    assert len(far.answerable) == 0 and far.details[0].startswith("deadline_too_far")
+    assert query_problem(query(np.full(64, 3e38, np.float32)), SPEC, 60_000) == p.details[0]
 
 
 def test_non_finite_outputs_are_declined_never_signed() -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     signer = Signer(participant_id="p1", spec=MODEL, privacy=PRIVACY,
                     key=Ed25519PrivateKey.generate())
-    p = prepare([(0, encode(query(np.full(64, 0.5, np.float32), qid=q)))
-                 for q in ("a", "b")], MODEL, NOW, 60_000)
+    p = prepare([(0, _block(np.full(64, 0.5, np.float32), block_id=b)) for b in ("a", "b")],
+                MODEL, NOW, 60_000)
     outputs = np.full((2, 10), 0.1, np.float32)
     outputs[1, 4] = np.nan
     [(_, raw)] = assemble(p, [0, 1], outputs, signer, NOW + 1)
-    batch = decode(raw, ResponseBatch)
-    assert batch.answered == ["a"] and np.isfinite(batch.outputs.to_numpy()).all()
-    assert [(d.query_id, d.reason) for d in batch.declined] == [("b", "bad_input")]
+    block = decode_response_block(raw)
+    assert block.spans == [("a", 1), ("b", 1)]
+    assert block.status.tolist() == [0, BAD_INPUT] and np.isfinite(block.outputs).all()
     assert input_problems(np.zeros((0, 64), np.float32), SPEC) == []
