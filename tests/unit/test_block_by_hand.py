@@ -55,12 +55,12 @@ def test_query_block_by_hand_decodes() -> None:
 
     inputs = [i % 17 for i in range(2 * 64)]  # two digits queries as pixel counts
     raw = build(1, {"schema_version": 1, "block_id": "blk-1", "task": "digits",
-                    "query_ids": ["a", "b"], "input_scale": 0.0625, "quorum": 2},
+                    "input_scale": 0.0625, "quorum": 2},
                 [("created_at_ms", "<i8", [2], [1000, 1001]),
                  ("deadline_ms", "<i8", [2], [5000, 5001]),
                  ("input", "|u1", [2, 64], inputs)])
     block = decode_query_block(raw)
-    assert block.query_ids == ["a", "b"] and block.quorum == 2
+    assert block.query_ids == ["blk-1.0", "blk-1.1"] and block.quorum == 2  # derived
     assert block.deadline_ms.tolist() == [5000, 5001]
     assert block.model_inputs().tolist() == (np.array(inputs).reshape(2, 64) / 16).tolist()
 
@@ -71,22 +71,68 @@ def test_response_block_by_hand_decodes_and_verifies() -> None:
     from schemas.blocks import decode_response_block
 
     key = Ed25519PrivateKey.generate()
-    outputs = [0.5] * 10 + [0.0] * 10  # row 0 answered, row 1 declined (zero)
+    # Record rows: block blk-1 rows 0, 1, then block blk-2 row 0. Row 1 declined (zero).
+    outputs = [0.5] * 10 + [0.0] * 10 + [0.25] * 10
     unsigned = build(2, {"schema_version": 1, "participant_id": "p1", "batch_id": "x1",
                          "task": "digits", "model_version": "v1",
                          "privacy": {"clip_norm": 1.0, "noise_multiplier": 0.3,
                                      "mechanism": "gaussian"},
                          "produced_at_ms": 7, "query_partition": 0,
-                         "query_block_id": "blk-1", "query_ids": ["a", "b"],
+                         "blocks": [{"block_id": "blk-1", "rows": 2},
+                                    {"block_id": "blk-2", "rows": 1}],
                          "details": [{"row": 1, "detail": "over budget"}]},
-                     [("outputs", "<f4", [2, 10], outputs), ("status", "|u1", [2], [0, 1])],
+                     [("outputs", "<f4", [3, 10], outputs),
+                      ("status", "|u1", [3], [0, 1, 0])],
                      signature_space=True)
     # Ed25519 over the SHA-256 digest of every byte before the signature
     raw = unsigned[:-64] + key.sign(hashlib.sha256(unsigned[:-64]).digest())
     block = decode_response_block(raw)
     assert block.reason(1) == "budget_exhausted" and block.details == {1: "over budget"}
     assert block.outputs.tolist()[0] == [0.5] * 10
+    assert block.query_ids == ["blk-1.0", "blk-1.1", "blk-2.0"]
     assert verify_response_block(block, public_key_bytes(key))
+
+
+def test_result_block_by_hand_gives_the_results() -> None:
+    """Two rows (3 and 0) of block blk-1, participants p1, p2, p3 (sorted columns): row 3
+    complete with p1 and p2 included (from two records), p3 unlisted; row 0 insufficient,
+    p1 declined (budget_exhausted: 10 + 1), p2 excluded (implausible_norm: 20 + 2), p3
+    late."""
+    from schemas.blocks import decode_result_block
+    from schemas.blocks.convert import results_of
+
+    nan = float("nan")
+    raw = build(3, {"schema_version": 1, "block_id": "blk-1", "task": "digits",
+                    "strategy": "soft_vote", "quorum": 1,
+                    "window": {"partition": 4, "seq": 9},
+                    "participants": ["p1", "p2", "p3"],
+                    "responses": [{"partition": 4, "offset": 70},
+                                  {"partition": 4, "offset": 71}],
+                    "reasons": [{"row": 1, "text": "nobody answered in time"}],
+                    "copies": []},
+                [("rows", "<i4", [2], [3, 0]), ("status", "|u1", [2], [0, 2]),
+                 ("aggregate", "<f8", [2, 2], [0.25, 0.75, nan, nan]),
+                 ("prediction", "<i8", [2], [1, -1]), ("confidence", "<f8", [2], [0.75, nan]),
+                 ("roles", "|u1", [2, 3], [1, 1, 4, 11, 22, 2]),
+                 ("response", "<i4", [2, 3], [0, 1, -1, -1, 1, -1]),
+                 ("index", "<i4", [2, 3], [5, 0, -1, -1, 1, -1]),
+                 ("created_at_ms", "<i8", [2], [10, 11]),
+                 ("deadline_ms", "<i8", [2], [20, 21]),
+                 ("completed_at_ms", "<i8", [2], [30, 30])])
+    done, short = results_of(decode_result_block(raw))
+    assert (done.query_id, done.status, done.prediction) == ("blk-1.3", "complete", 1)
+    assert done.aggregate is not None and done.aggregate.to_numpy().tolist() == [0.25, 0.75]
+    assert [(a.participant_id, a.offset, a.index) for a in done.included] == [
+        ("p1", 70, 5), ("p2", 71, 0)]
+    assert done.missing == done.late == [] and done.reason is None
+    assert (short.query_id, short.status, short.aggregate, short.prediction) == (
+        "blk-1.0", "insufficient", None, None)
+    assert [(d.participant_id, d.reason) for d in short.declined] == [
+        ("p1", "budget_exhausted")]
+    assert [(e.participant_id, e.offset, e.index, e.reason) for e in short.excluded] == [
+        ("p2", 71, 1, "implausible_norm")]
+    assert short.late == ["p3"] and short.reason == "nobody answered in time"
+    assert (short.window.partition, short.created_at_ms, short.completed_at_ms) == (4, 11, 30)
 
 
 def test_codec_made_blocks_read_by_hand() -> None:
@@ -99,20 +145,21 @@ def test_codec_made_blocks_read_by_hand() -> None:
     )
 
     x = np.arange(6, dtype=np.float32).reshape(2, 3) / 8
-    raw = encode_query_block(query_block("b9", "t", ["q1", "q2"], x, created_at_ms=3,
+    raw = encode_query_block(query_block("b9", "t", x, created_at_ms=3,
                                          deadline_ms=np.array([10, 11])))
     kind, header, values, signature = read(raw)
-    assert kind == 1 and signature == b"" and header["query_ids"] == ["q1", "q2"]
+    assert kind == 1 and signature == b"" and "query_ids" not in header
     assert values["input"] == x.reshape(-1).tolist()
     assert values["deadline_ms"] == [10, 11] and values["created_at_ms"] == [3, 3]
     assert header["input"]["offset"] % 64 == 0
 
     response = ResponseBlock("p1", "x", "t", "v", Privacy(clip_norm=1, noise_multiplier=0),
-                             1, 0, "b9", ["q1", "q2"], np.array([[1, 2], [0, 0]], "<f4"),
+                             1, 0, [("b9", 2)], np.array([[1, 2], [0, 0]], "<f4"),
                              np.array([0, 2], np.uint8), {}, b"\x07" * 64)
     kind, header, values, signature = read(encode_response_block(response))
     assert kind == 2 and signature == b"\x07" * 64
     assert values["status"] == [0, 2] and values["outputs"] == [1.0, 2.0, 0.0, 0.0]
+    assert header["blocks"] == [{"block_id": "b9", "rows": 2}]
     assert header["privacy"] == {"clip_norm": 1.0, "noise_multiplier": 0.0,
                                  "mechanism": "gaussian"}
 
@@ -129,7 +176,7 @@ def test_a_codec_signed_block_verifies_by_hand_and_only_over_the_digest() -> Non
 
     key = Ed25519PrivateKey.generate()
     response = ResponseBlock("p1", "x", "t", "v", Privacy(clip_norm=1, noise_multiplier=0),
-                             1, 0, "b9", ["q1"], np.array([[0.25, 0.75]], "<f4"),
+                             1, 0, [("b9", 1)], np.array([[0.25, 0.75]], "<f4"),
                              np.array([0], np.uint8))
     raw = sign_response_block(encode_response_block(response), key)
     body, signature = raw[:-64], raw[-64:]

@@ -11,6 +11,7 @@ from schemas import DecodeError, Privacy, WindowRef
 from schemas.blocks import (
     ResponseBlock,
     ResultBlock,
+    block_kind,
     decode_query_block,
     decode_response_block,
     decode_result_block,
@@ -27,13 +28,12 @@ PRIVACY = Privacy(clip_norm=1.0, noise_multiplier=0.3)
 @st.composite
 def query_blocks(draw: st.DrawFn) -> object:
     n = draw(st.integers(1, 40))
-    ids = draw(st.lists(IDS, min_size=n, max_size=n, unique=True))
     dtype = draw(st.sampled_from(["<f4", "<f2", "|u1"]))
     width = draw(st.integers(1, 9))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = rng.integers(0, 17, size=(n, width)).astype(dtype)
     times = rng.integers(0, 2**62, size=n)
-    return query_block(draw(IDS), draw(IDS), ids, x, created_at_ms=times,
+    return query_block(draw(IDS), draw(IDS), x, created_at_ms=times,
                        deadline_ms=times + 1, input_scale=1 / 16 if dtype == "|u1" else None,
                        quorum=draw(st.integers(1, 5)),
                        strategy=draw(st.none() | st.just("median")))
@@ -50,15 +50,18 @@ def test_query_block_round_trip(block: object) -> None:
         np.testing.assert_array_equal(getattr(back, name), getattr(block, name))
     assert back.inputs.dtype == block.inputs.dtype  # type: ignore[attr-defined]
     assert encode_query_block(back) == raw  # one canonical encoding
+    assert block_kind(raw) == 1 and len(back) == len(block)  # type: ignore[arg-type]
+    assert back.query_ids == [f"{back.block_id}.{n}" for n in range(len(back))]
 
 
-def response(n: int = 3, c: int = 10) -> ResponseBlock:
+def response(n: int = 3, c: int = 10, spans: list[tuple[str, int]] | None = None
+             ) -> ResponseBlock:
     status = np.zeros(n, np.uint8)
     status[1::2] = 1  # budget_exhausted
     outputs = np.random.default_rng(0).random((n, c), dtype=np.float32)
     outputs[status != 0] = 0
-    return ResponseBlock("p1", "batch1", "digits", "v1", PRIVACY, 5, 2, "blk",
-                         [f"q{i}" for i in range(n)], outputs, status,
+    return ResponseBlock("p1", "batch1", "digits", "v1", PRIVACY, 5, 2,
+                         spans if spans is not None else [("blk", n)], outputs, status,
                          {1: "over budget"} if n > 1 else {}, b"s" * 64)
 
 
@@ -73,6 +76,32 @@ def test_response_block_round_trip(n: int) -> None:
     assert back.details == block.details and back.privacy == PRIVACY
     assert back.reason(0) == "answered"
     assert encode_response_block(back) == raw
+    assert block_kind(raw) == 2 and back.spans == [("blk", n)]
+
+
+def test_response_record_of_several_blocks() -> None:
+    raw = encode_response_block(response(6, spans=[("a", 2), ("b.x", 1), ("c", 3)]))
+    back = decode_response_block(raw)
+    assert back.spans == [("a", 2), ("b.x", 1), ("c", 3)] and len(back) == 6
+    assert back.query_ids == ["a.0", "a.1", "b.x.0", "c.0", "c.1", "c.2"]
+    assert back.span_rows() == [("a", 0, 2), ("b.x", 2, 3), ("c", 3, 6)]
+
+
+@pytest.mark.parametrize(("spans", "words"), [
+    ([("a", 2), ("a", 1)], "repeats a block id"), ([("a", 2)], "must have 2 rows"),
+    ([("a", 3), ("b", 0)], "greater than or equal to 1"), ([], "at least 1")])
+def test_spans_must_cover_the_rows_once(spans: list[tuple[str, int]], words: str) -> None:
+    """Built past the encoder's own check: the reader is the guard."""
+    good = response(3)
+    raw = encode_response_block(good)
+    text = raw[12:12 + int.from_bytes(raw[8:12], "little")]
+    bad = text.replace(b'"blocks":[{"block_id":"blk","rows":3}]', b'"blocks":' + bytes(
+        str([{"block_id": b, "rows": r} for b, r in spans]).replace("'", '"').replace(
+            " ", ""), "ascii"))
+    assert bad != text
+    with pytest.raises(DecodeError, match=words):
+        decode_response_block(raw[:8] + len(bad).to_bytes(4, "little") + bad
+                              + raw[12 + len(text):])
 
 
 def test_declined_row_with_outputs_is_invalid() -> None:
@@ -84,13 +113,16 @@ def test_declined_row_with_outputs_is_invalid() -> None:
 
 def result(n: int = 3, p: int = 2, weights: bool = True) -> ResultBlock:
     rng = np.random.default_rng(1)
+    roles = np.ones((n, p), np.uint8)
+    roles[0, 1] = 3  # copied
     return ResultBlock(
         "blk", "digits", "soft_vote", 1, WindowRef(partition=0, seq=3),
-        [f"q{i}" for i in range(n)], [f"p{j}" for j in range(p)],
-        np.arange(n, dtype=np.int32), np.zeros(n, np.uint8), rng.random((n, 10)),
-        np.full(n, 3), rng.random(n), np.ones((n, p), np.uint8),
+        [f"p{j}" for j in range(p)],
+        np.arange(n, dtype=np.int32)[::-1], np.zeros(n, np.uint8), rng.random((n, 10)),
+        np.full(n, 3), rng.random(n), roles, np.tile(np.arange(p, dtype=np.int32), (n, 1)),
+        np.tile(np.arange(n, dtype=np.int32)[:, None], (1, p)),
         np.full(n, 1), np.full(n, 9), np.full(n, 7),
-        rng.random((n, p)) if weights else None, {0: (2, 40), 1: (2, 41)}, {0: "x"},
+        rng.random((n, p)) if weights else None, [(2, 40), (2, 41)], {0: "x"},
         [(0, 1, 0)])
 
 
@@ -100,13 +132,40 @@ def test_result_block_round_trip(weights: bool) -> None:
     raw = encode_result_block(block)
     back = decode_result_block(raw)
     for name in ("rows", "status", "aggregate", "prediction", "confidence", "roles",
-                 "created_at_ms", "deadline_ms", "completed_at_ms"):
+                 "response", "index", "created_at_ms", "deadline_ms", "completed_at_ms"):
         np.testing.assert_array_equal(getattr(back, name), getattr(block, name))
     assert (back.weights is None) == (not weights)
     assert (back.responses, back.reasons, back.copies) == (
         block.responses, block.reasons, block.copies)
     assert back.status_name(0) == "complete"
     assert encode_result_block(back) == raw
+    assert block_kind(raw) == 3 and back.query_ids == ["blk.2", "blk.1", "blk.0"]
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (lambda b: b.rows.__setitem__(1, 2), "distinct"),
+    (lambda b: b.rows.__setitem__(1, -1), "distinct"),
+    (lambda b: b.roles.__setitem__((0, 0), 5), "unknown code"),
+    (lambda b: b.roles.__setitem__((0, 0), 10), "unknown code"),  # 10 + "answered"
+    (lambda b: b.response.__setitem__((0, 0), 2), "response"),
+    (lambda b: b.index.__setitem__((0, 0), -1), "response"),
+    (lambda b: b.roles.__setitem__((0, 0), 0), "response"),  # missing, with an answer
+    (lambda b: b.status.__setitem__(0, 4), "status codes")])
+def test_result_block_values_are_checked(change: object, words: str) -> None:
+    block = result()
+    change(block)  # type: ignore[operator]
+    with pytest.raises(DecodeError, match=words):
+        decode_result_block(encode_result_block(block))
+
+
+def test_block_kind() -> None:
+    with pytest.raises(DecodeError, match="magic"):
+        block_kind(b'{"query_id": "a"}')
+    with pytest.raises(DecodeError, match="tombstone"):
+        block_kind(None)
+    raw = encode_result_block(result())
+    with pytest.raises(DecodeError, match="kind 7"):
+        block_kind(raw[:5] + b"\x07" + raw[6:])
 
 
 DECODERS = (decode_query_block, decode_response_block, decode_result_block)
@@ -123,9 +182,10 @@ def test_random_bytes_only_raise_decode_error(raw: bytes) -> None:
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from([0, 1, 2]), st.data())
 def test_mutated_blocks_only_raise_decode_error(which: int, data: st.DataObject) -> None:
-    raws = (encode_query_block(query_block("b", "t", ["a", "b"], np.ones((2, 3), np.float32),
+    raws = (encode_query_block(query_block("b", "t", np.ones((2, 3), np.float32),
                                            created_at_ms=1, deadline_ms=2)),
-            encode_response_block(response(3)), encode_result_block(result()))
+            encode_response_block(response(5, spans=[("b", 2), ("c", 3)])),
+            encode_result_block(result()))
     raw = bytearray(raws[which])
     for _ in range(data.draw(st.integers(1, 4))):
         op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
@@ -145,7 +205,7 @@ def test_mutated_blocks_only_raise_decode_error(which: int, data: st.DataObject)
 
 
 def test_errors_name_the_problem() -> None:
-    good = encode_query_block(query_block("b", "t", ["a"], np.ones((1, 3), np.float32),
+    good = encode_query_block(query_block("b", "t", np.ones((1, 3), np.float32),
                                           created_at_ms=1, deadline_ms=2))
     cases = {None: "tombstone", b"short": "prefix", b"XXXX" + good[4:]: "magic",
              good[:4] + b"\x02" + good[5:]: "version", good[:-1]: "past the record",
@@ -154,7 +214,9 @@ def test_errors_name_the_problem() -> None:
     for raw, words in cases.items():
         with pytest.raises(DecodeError, match=words):
             decode_query_block(raw)
-    with pytest.raises(DecodeError, match="query_ids repeats an id"):
+    with pytest.raises(DecodeError, match="1..65536 rows"):
         decode_query_block(encode_query_block(query_block(
-            "b", "t", ["a", "a"], np.ones((2, 3), np.float32), created_at_ms=1,
-            deadline_ms=2)))
+            "b", "t", np.ones((0, 3), np.float32), created_at_ms=1, deadline_ms=2)))
+    with pytest.raises(DecodeError, match="block_id"):  # derived ids must fit an event id
+        decode_query_block(encode_query_block(query_block(
+            "b" * 123, "t", np.ones((1, 3), np.float32), created_at_ms=1, deadline_ms=2)))
