@@ -137,13 +137,18 @@ def bench_e2e(
                     "would queue past every deadline and its goodput would read 0.")] = 50,
     max_wait_ms: Annotated[int, typer.Option(
         min=0, help="Participants' micro-batch wait (batched pipeline).")] = 30,
+    block: Annotated[int, typer.Option(
+        min=1, max=65_536, help="Queries per query block the load generator sends to the "
+        "batched pipeline (the naive and control runs are fed blocks of one: one query per "
+        "record).")] = 1,
     keep: Annotated[bool, typer.Option(help="Keep each run's topics afterwards.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the JSON here.")
                         ] = None,
 ) -> None:
     """The whole system on the local broker (or FI_KAFKA_BOOTSTRAP), one process per service:
-    batched participants vs. a naive pipeline (one forward per query, one awaited produce per
-    response, one commit per message). Each run has its own topics (prefix bench-*)."""
+    batched participants fed query blocks of --block queries vs. a naive pipeline (blocks of
+    one; one forward per query, one awaited produce per response, one commit per message).
+    Each run has its own topics (prefix bench-*); the JSON records the block size."""
     from fi_stream.kafka import delete_topics
     from fi_stream.settings import ParticipantSettings, load_settings
     from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
@@ -152,7 +157,7 @@ def bench_e2e(
     base = load_settings()
 
     async def run(name: str, participant: dict[str, Any], offered: float,
-                  in_flight: int = max_in_flight) -> dict[str, Any]:
+                  in_flight: int = max_in_flight, rows: int = block) -> dict[str, Any]:
         run_id = f"bench-{name}-{time.strftime('%H%M%S')}"
         # Throughput, not privacy: a budget no run can exhaust (the default, ε = 100 for
         # 1,000 answers, would decline all but the first second's queries).
@@ -163,13 +168,14 @@ def bench_e2e(
         fed.train(ids, alpha=0.3, seed=0)
         try:
             await fed.start(ids, aggregators=aggregators)
-            console.print(f"{name}: offering {offered or 'max'} queries/s for {duration:.0f} s")
+            console.print(f"{name}: offering {offered or 'max'} queries/s in blocks of {rows}"
+                          f" for {duration:.0f} s")
             # This process trained the models: without settling its heap, full collections
             # pause the load generator for 200-300 ms, a latency spike the services did not
             # cause.
             return await drive(settings, rate=offered, duration=duration, warmup=warmup,
-                               deadline_ms=deadline_ms, max_in_flight=in_flight,
-                               on_live=settle_heap)
+                               deadline_ms=deadline_ms, max_in_flight=max(in_flight, rows),
+                               block=rows, on_live=settle_heap)
         finally:
             await fed.stop()
             if not keep:
@@ -178,7 +184,7 @@ def bench_e2e(
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {"benchmark": "e2e", "participants": participants,
                                "aggregators": aggregators,
-                               "max_wait_ms": max_wait_ms,
+                               "max_wait_ms": max_wait_ms, "block": block,
                                "duration_s": duration, "warmup_s": warmup,
                                "deadline_ms": deadline_ms,
                                "machine": machine()}
@@ -196,7 +202,7 @@ def bench_e2e(
             if naive:
                 out["naive_max"] = await run(
                     "naive", {"pipeline": "naive", "max_batch": 1, "max_wait_ms": 0}, 0,
-                    naive_in_flight)
+                    naive_in_flight, rows=1)
                 top = out["batched_max"] if "batched_max" in out else out["batched"]
                 out["throughput_ratio"] = (top["queries_per_s"]
                                            / max(out["naive_max"]["queries_per_s"], 1e-9))
@@ -205,7 +211,7 @@ def bench_e2e(
                 # path, commits every second) but one query per forward and per record. It
                 # splits the ratio: batching = batched / control, round trips = control / naive.
                 out["control_max"] = await run(
-                    "control", {"max_batch": 1, "max_wait_ms": 0}, 0, naive_in_flight)
+                    "control", {"max_batch": 1, "max_wait_ms": 0}, 0, naive_in_flight, rows=1)
                 top = out["batched_max"] if "batched_max" in out else out["batched"]
                 control_qps = max(out["control_max"]["queries_per_s"], 1e-9)
                 out["batching_ratio"] = top["queries_per_s"] / control_qps

@@ -2,15 +2,18 @@
 as a cap on unanswered queries allows (closed loop), and measure what comes back.
 
     stats = await drive(settings, rate=700, duration=10, warmup=5, deadline_ms=5_000,
-                        max_in_flight=1_000)
+                        max_in_flight=1_000, block=1)
 
-Latency is query created → result received by this client; `join_ms` splits off the part
-until the aggregator completed the result. Only queries sent after the warm-up count.
+Queries go out in query blocks of `block` rows (`QueryClient.submit_block`): the rate and the
+in-flight cap count queries, not blocks. Latency is query created → result received by this
+client; `join_ms` splits off the part until the aggregator completed the result. Only
+queries sent after the warm-up count.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +41,7 @@ class _Tally:
     statuses: dict[str, int] = field(default_factory=dict)
     missed: int = 0
     on_time: int = 0
+    lost: int = 0  # no result at all (the client's grace after the deadline ran out)
 
     def add(self, result: Result, created: int) -> None:
         self.latencies.append(now_ms() - created)
@@ -50,11 +54,14 @@ class _Tally:
 
 
 async def drive(settings: Settings, *, rate: float, duration: float, warmup: float,
-                deadline_ms: int, max_in_flight: int,
+                deadline_ms: int, max_in_flight: int, block: int = 1,
                 on_live: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Offer `rate` queries/s (0: as fast as `max_in_flight` allows) for `warmup` + `duration`
-    seconds; only queries sent after the warm-up count. `on_live` runs once the pipeline
-    answered its first query, before the load starts (the CLI settles its heap there)."""
+    """Offer `rate` queries/s (0: as fast as `max_in_flight` allows) in blocks of `block`
+    for `warmup` + `duration` seconds; only queries sent after the warm-up count. `on_live`
+    runs once the pipeline answered its first query, before the load starts (the CLI
+    settles its heap there)."""
+    if not 1 <= block <= max_in_flight:
+        raise ValueError(f"need 1 <= block <= max_in_flight; got {block}, {max_in_flight}")
     xs = load_digits_split().x_test
     tally = _Tally()
     async with QueryClient(settings, client_id="bench", quorum=1) as client:
@@ -62,44 +69,52 @@ async def drive(settings: Settings, *, rate: float, duration: float, warmup: flo
         if on_live is not None:
             on_live()
         slots = asyncio.Semaphore(max_in_flight)
-        tasks: set[asyncio.Task[None]] = set()
+        waiting: set[asyncio.Future[Result]] = set()
 
-        async def track(fut: asyncio.Future[Result], created: int, measured: bool) -> None:
-            try:
-                result = await fut
-            finally:
-                slots.release()
-            if measured:
-                tally.add(result, created)
+        def settled(fut: asyncio.Future[Result], created: int, measured: bool) -> None:
+            slots.release()
+            waiting.discard(fut)
+            if not measured or fut.cancelled():
+                return
+            if fut.exception() is None:
+                tally.add(fut.result(), created)
+            else:  # ResultTimeoutError: no result within the client's grace
+                tally.lost += 1
 
         started = time.perf_counter()
         sent = measured_sent = 0
         while (elapsed := time.perf_counter() - started) < warmup + duration:
             if rate > 0 and sent >= rate * elapsed:
-                # Whatever fell due meanwhile goes out in one burst: a wake-up per query
-                # would cost the load generator more than the queries themselves.
+                # Whatever fell due meanwhile goes out in one burst: a wake-up per block
+                # would cost the load generator more than the queries themselves. (A block
+                # goes out when its first query is due: the rate holds on average.)
                 await asyncio.sleep(max(PACING_TICK_S, (sent + 1) / rate - elapsed))
                 continue
-            await slots.acquire()
+            for _ in range(block):
+                await slots.acquire()
             measured = elapsed >= warmup
-            query, fut = await client.submit(xs[sent % len(xs)], deadline_ms=deadline_ms)
-            task = asyncio.create_task(track(fut, query.created_at_ms, measured))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            sent += 1
-            measured_sent += measured
-        await asyncio.gather(*tasks)
+            rows = np.arange(sent, sent + block) % len(xs)
+            query_block, futures = await client.submit_block(xs[rows], deadline_ms=deadline_ms)
+            created = int(query_block.created_at_ms[0])
+            for fut in futures:
+                waiting.add(fut)
+                fut.add_done_callback(functools.partial(settled, created=created,
+                                                        measured=measured))
+            sent += block
+            measured_sent += block * measured
+        if waiting:
+            await asyncio.wait(waiting)
         wall = time.perf_counter() - started - warmup
     return _summary(tally, rate=rate, max_in_flight=max_in_flight, warmup=warmup,
-                    sent=measured_sent, wall=wall)
+                    sent=measured_sent, wall=wall, block=block)
 
 
 def _summary(tally: _Tally, *, rate: float, max_in_flight: int, warmup: float, sent: int,
-             wall: float) -> dict[str, Any]:
+             wall: float, block: int) -> dict[str, Any]:
     lat = np.asarray(tally.latencies, dtype=np.float64)
     joins = np.asarray(tally.joins, dtype=np.float64)
     return {
-        "offered_rate": rate or None, "max_in_flight": max_in_flight,
+        "offered_rate": rate or None, "max_in_flight": max_in_flight, "block": block,
         "warmup_s": warmup, "sent": sent, "results": len(lat),
         # Goodput: complete results within their deadline, per second.
         "queries_per_s": tally.on_time / wall,
@@ -110,6 +125,7 @@ def _summary(tally: _Tally, *, rate: float, max_in_flight: int, warmup: float, s
         "join_ms": percentiles(joins),
         "delivery_ms": percentiles(lat - joins),
         "deadline_miss_rate": tally.missed / max(1, len(lat)), "statuses": tally.statuses,
+        "lost": tally.lost,
         "per_second": per_second(np.asarray(tally.created_at), lat),
     }
 

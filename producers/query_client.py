@@ -1,20 +1,29 @@
-"""The async client: publish queries, get their Results back.
+"""The async client: publish queries as query blocks, get their Results back.
 
     async with QueryClient(settings) as client:
-        result = await client.infer(x, deadline_ms=500)
-        async for i, result in client.stream(inputs, deadline_ms=2000):
-            ...
+        result = await client.infer(x, deadline_ms=500)            # a block of one
+        async for i, query, result in client.stream(inputs, deadline_ms=2000):
+            ...                                                     # packed into blocks
+        block, futures = await client.submit_block(xs)              # xs: [N, ...], one block
 
-`deadline_ms` is a time budget from now; the Query carries the absolute epoch deadline.
-A query the aggregator finds invalid gets a `rejected` Result with its `reason`: `infer`
-raises `QueryRejectedError` for it, `stream` yields it (check `result.status`).
+Every fi.queries record is a query block (schemas.blocks): `infer`/`submit` send a block of
+one, `stream` packs queries by size and linger (producers.block_packer), `submit_block`
+sends an [N, …] array as one block. Row n of block B is query `B.n` (schemas.blocks.query_id).
+Results come back as result blocks (fi.results, keyed by block id) and are delivered per
+query as `Result` views (schemas.blocks.convert.results_of).
+
+`deadline_ms` is a time budget from now; the block carries each query's absolute epoch
+deadline. A query the aggregator finds invalid gets a `rejected` Result with its `reason`:
+`infer` raises `QueryRejectedError` for it, `stream` yields it (check `result.status`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+import functools
+import itertools
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import numpy as np
@@ -30,9 +39,22 @@ from fi_stream.kafka.reading import partitions_of
 from fi_stream.quota import sign_query
 from fi_stream.settings import Settings
 from fi_stream.signing import load_private_key
-from schemas import DecodeError, Query, Result, Tensor, decode, encode, headers
+from producers.block_packer import PendingQuery, QueryBlockPacker
+from schemas import DecodeError, Query, Result
+from schemas.blocks import (
+    QueryBlock,
+    QueryBlockHeader,
+    block_headers,
+    decode_result_block,
+    encode_query_block,
+    query_block,
+    query_id,
+)
+from schemas.blocks.convert import queries_of, results_of
 
 log = structlog.get_logger(__name__)
+
+Array = np.ndarray[Any, Any]
 
 
 class ResultTimeoutError(FiStreamError, TimeoutError):
@@ -48,10 +70,25 @@ class QueryRejectedError(FiStreamError, ValueError):
         self.result = result
 
 
-#: How long the query producer waits to fill a request (Kafka 4's `linger.ms` default): a
-#: client streaming queries sends a request per few queries, not one each (otherwise the
-#: broker's busiest source of requests).
+#: How long the query producer waits to fill a request (Kafka 4's `linger.ms` default), and
+#: how long `stream` holds an open block for more queries: a client streaming queries sends
+#: a block per few queries, not one each (otherwise the broker's busiest source of records).
 QUERY_LINGER_MS = 5
+#: Most queries `stream` packs into one block by default.
+STREAM_BLOCK = 256
+#: Input dtypes a query block carries as they are; anything else is sent as float32.
+_WIRE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.uint8))
+
+
+def wire_inputs(xs: Any, input_scale: float | None = None) -> Array:
+    """`xs` as a block's input buffer: |u1 only with an `input_scale` (raw × scale is what
+    the model sees), <f4/<f2 as given, anything else as float32."""
+    arr = np.asarray(xs)
+    if input_scale is not None:
+        if arr.dtype != np.uint8:
+            raise ValueError(f"input_scale applies to uint8 inputs; got {arr.dtype}")
+        return arr
+    return arr if arr.dtype in _WIRE_DTYPES[:2] else arr.astype(np.float32)
 
 
 class QueryClient:
@@ -66,10 +103,15 @@ class QueryClient:
         self.strategy = strategy
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._waiters: dict[str, asyncio.Future[Result]] = {}
+        #: block id → row → the future of that query's Result (rows still unanswered).
+        self._waiters: dict[str, dict[int, asyncio.Future[Result]]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._task: asyncio.Task[None] | None = None
+        #: Block ids: this client's uuid7 (time-ordered, unique) and a counter.
+        self._prefix = uuid7().hex
+        self._seq = itertools.count(1)
         key_file = settings.security.client_key_file
-        #: The client's own key (admitted by the operator): it signs every query.
+        #: The client's own key (admitted by the operator): it signs every query block.
         self._key = key or (load_private_key(key_file) if key_file is not None else None)
 
     async def __aenter__(self) -> QueryClient:
@@ -104,9 +146,14 @@ class QueryClient:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
-        for fut in self._waiters.values():
-            fut.cancel()
-        self._waiters.clear()
+        for block_id in list(self._waiters):
+            self.forget(block_id)
+
+    def next_block_id(self) -> str:
+        """A block id no other block of any client has (uuid7 of this client + counter)."""
+        return f"{self._prefix}-{next(self._seq)}"
+
+    # -- results ------------------------------------------------------------------------------
 
     async def _read_results(self) -> None:
         assert self._consumer is not None
@@ -114,95 +161,137 @@ class QueryClient:
             got = await self._consumer.getmany(timeout_ms=200)
             for records in got.values():
                 for record in records:
-                    if record.key is None or record.key.decode() not in self._waiters:
-                        continue  # another client's query (results are keyed by query id)
-                    try:
-                        result = decode(record.value, Result)
-                    except DecodeError as exc:
-                        log.warning("bad_result_record", offset=record.offset, error=str(exc),
-                                    query_id=record.key.decode())
-                        continue
-                    if result.status == "rejected":
-                        log.warning("query_rejected", query_id=result.query_id,
-                                    reason=result.reason)
-                    fut = self._waiters.pop(result.query_id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(result)
+                    # Another client's block (result blocks are keyed by query block id):
+                    # skipped without decoding.
+                    if record.key is not None and record.key.decode() in self._waiters:
+                        self._deliver(record.value, record.offset)
 
-    def _query(self, x: np.ndarray[Any, Any], deadline_ms: int, now: int) -> Query:
-        return Query(query_id=str(uuid7()), task=self.task,
-                     input=Tensor.from_numpy(np.asarray(x, dtype=np.float32)),
-                     created_at_ms=now, deadline_ms=now + deadline_ms, quorum=self.quorum,
-                     strategy=self.strategy, client_id=self.client_id)
+    def _deliver(self, value: bytes | None, offset: int) -> None:
+        try:
+            block = decode_result_block(value)
+        except DecodeError as exc:
+            log.warning("bad_result_record", offset=offset, error=str(exc))
+            return
+        waiting = self._waiters.get(block.block_id)
+        if waiting is None:
+            return
+        for row, result in zip(block.rows.tolist(), results_of(block), strict=True):
+            if result.status == "rejected":
+                log.warning("query_rejected", query_id=result.query_id, reason=result.reason)
+            fut = waiting.pop(row, None)
+            if fut is not None and not fut.done():
+                fut.set_result(result)
+        if not waiting:
+            self._drop(block.block_id)
 
-    async def submit(self, x: np.ndarray[Any, Any], *, deadline_ms: int | None = None
-                     ) -> tuple[Query, asyncio.Future[Result]]:
-        """Publish one query; the future resolves with its Result."""
-        assert self._producer is not None, "call start() first"
+    def _drop(self, block_id: str) -> None:
+        self._waiters.pop(block_id, None)
+        timer = self._timers.pop(block_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def forget(self, block_id: str) -> None:
+        """Stop waiting for a block's results: its unresolved futures are cancelled."""
+        for fut in self._waiters.get(block_id, {}).values():
+            fut.cancel()
+        self._drop(block_id)
+
+    def _expire(self, block_id: str) -> None:
+        """Grace is over: the block's unanswered queries fail with ResultTimeoutError."""
+        grace_ms = self.settings.timing.result_grace_ms  # fi_stream.timing: 3 G
+        for row, fut in self._waiters.get(block_id, {}).items():
+            if not fut.done():
+                fut.set_exception(ResultTimeoutError(
+                    f"no result for {query_id(block_id, row)} within {grace_ms} ms after its"
+                    " deadline; is an aggregator running (`fi-stream aggregator run`)?"))
+        self._drop(block_id)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def make_block(self, xs: Any, *, deadline_ms: int | None = None,
+                   input_scale: float | None = None) -> QueryBlock:
+        """A block of this client's task, quorum, strategy and id: one row per xs[n]."""
         budget = deadline_ms if deadline_ms is not None else self.settings.default_deadline_ms
-        query = self._query(x, budget, now_ms())
-        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiters[query.query_id] = fut
-        value = encode(query)
-        hdrs = headers(Query)
+        now = now_ms()
+        return query_block(self.next_block_id(), self.task, wire_inputs(xs, input_scale),
+                           created_at_ms=now, deadline_ms=now + budget,
+                           input_scale=input_scale, quorum=self.quorum,
+                           strategy=self.strategy, client_id=self.client_id)
+
+    async def send_block(self, block: QueryBlock) -> list[asyncio.Future[Result]]:
+        """Publish a built block (its id must be new); row n's future resolves with the
+        Result of query `block.block_id.n`, or fails with ResultTimeoutError `result grace`
+        after the block's last deadline."""
+        assert self._producer is not None, "call start() first"
+        if block.block_id in self._waiters:
+            raise ValueError(f"block {block.block_id} was already sent by this client")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Result]] = [loop.create_future() for _ in range(len(block))]
+        self._waiters[block.block_id] = dict(enumerate(futures))
+        wait_ms = int(block.deadline_ms.max()) - now_ms() + self.settings.timing.result_grace_ms
+        self._timers[block.block_id] = loop.call_later(max(wait_ms / 1000, 0.1), self._expire,
+                                                       block.block_id)
+        value = encode_query_block(block)
+        hdrs = block_headers(QueryBlockHeader)
         if self._key is not None:  # the participants charge it to this client's quota
             hdrs += sign_query(value, self._key)
-        await self._producer.send(self.topics.queries, value,
-                                  key=query.query_id.encode(), headers=hdrs)
-        return query, fut
+        try:
+            await self._producer.send(self.topics.queries, value,
+                                      key=block.block_id.encode(), headers=hdrs)
+        except BaseException:
+            self.forget(block.block_id)
+            raise
+        return futures
 
-    async def infer(self, x: np.ndarray[Any, Any], *, deadline_ms: int | None = None) -> Result:
+    async def submit_block(self, xs: Any, *, deadline_ms: int | None = None,
+                           input_scale: float | None = None
+                           ) -> tuple[QueryBlock, list[asyncio.Future[Result]]]:
+        """Publish the rows of `xs` ([N, …]) as one block; one future per row."""
+        block = self.make_block(xs, deadline_ms=deadline_ms, input_scale=input_scale)
+        return block, await self.send_block(block)
+
+    async def submit(self, x: Array, *, deadline_ms: int | None = None
+                     ) -> tuple[Query, asyncio.Future[Result]]:
+        """Publish one query (a block of one); the future resolves with its Result."""
+        block, [fut] = await self.submit_block(np.asarray(x)[None], deadline_ms=deadline_ms)
+        return queries_of(block)[0], fut
+
+    async def infer(self, x: Array, *, deadline_ms: int | None = None) -> Result:
         """The query's Result; raises `QueryRejectedError` when it was rejected."""
-        query, fut = await self.submit(x, deadline_ms=deadline_ms)
-        result = await self._await(query, fut)
+        _, fut = await self.submit(x, deadline_ms=deadline_ms)
+        result = await fut
         if result.status == "rejected":
             raise QueryRejectedError(result)
         return result
 
-    async def _await(self, query: Query, fut: asyncio.Future[Result]) -> Result:
-        grace_ms = self.settings.timing.result_grace_ms  # fi_stream.timing: 3 G
-        wait_s = (query.deadline_ms - now_ms() + grace_ms) / 1000
-        try:
-            return await asyncio.wait_for(fut, timeout=max(wait_s, 0.1))
-        except TimeoutError:
-            self._waiters.pop(query.query_id, None)
-            raise ResultTimeoutError(
-                f"no result for {query.query_id} within {grace_ms} ms after its deadline;"
-                " is an aggregator running (`fi-stream aggregator run`)?") from None
+    async def infer_block(self, xs: Any, *, deadline_ms: int | None = None,
+                          input_scale: float | None = None) -> list[Result]:
+        """The Results of the rows of `xs` sent as one block, in row order (rejected ones
+        included: check `status`)."""
+        _, futures = await self.submit_block(xs, deadline_ms=deadline_ms,
+                                             input_scale=input_scale)
+        return list(await asyncio.gather(*futures))
 
-    async def stream(self, inputs: Iterable[np.ndarray[Any, Any]], *,
-                     deadline_ms: int | None = None, max_in_flight: int = 2000,
-                     ) -> AsyncIterator[tuple[int, Query, Result]]:
-        """Send many queries (at most `max_in_flight` unanswered) and yield results as they come."""
-        done: asyncio.Queue[tuple[int, Query, Result | BaseException]] = asyncio.Queue()
-        slots = asyncio.Semaphore(max_in_flight)
-        total = 0
+    # -- streaming ----------------------------------------------------------------------------
 
-        async def track(i: int, query: Query, fut: asyncio.Future[Result]) -> None:
-            try:
-                done.put_nowait((i, query, await self._await(query, fut)))
-            except BaseException as exc:  # surfaced to the consumer of the stream below
-                done.put_nowait((i, query, exc))
-            finally:
-                slots.release()
-
-        async def feed() -> None:
-            nonlocal total
-            for i, x in enumerate(inputs):
-                await slots.acquire()
-                query, fut = await self.submit(x, deadline_ms=deadline_ms)
-                trackers.add(asyncio.create_task(track(i, query, fut)))
-                total += 1
-
-        trackers: set[asyncio.Task[None]] = set()
-        feeder = asyncio.create_task(feed())
+    async def stream(self, inputs: Iterable[Array], *, deadline_ms: int | None = None,
+                     max_in_flight: int = 2000, block: int = STREAM_BLOCK,
+                     linger_ms: int = QUERY_LINGER_MS,
+                     ) -> AsyncGenerator[tuple[int, Query, Result], None]:
+        """Send many queries (at most `max_in_flight` unanswered), packed into blocks of at
+        most `block` (a block also closes after `linger_ms`, or when the stream would wait
+        for a slot), and yield (input index, query, result) as results come. Leaving early:
+        close the generator (`contextlib.aclosing`) and its unanswered queries are
+        forgotten at once (otherwise when it is collected)."""
+        feed = _Feed(self, deadline_ms, max_in_flight, block, linger_ms)
+        feeder = asyncio.create_task(feed.run(inputs))
         received = 0
         getter: asyncio.Future[tuple[int, Query, Result | BaseException]] | None = None
         try:
-            while not (feeder.done() and received == total):
+            while not (feeder.done() and received == feed.total):
                 if feeder.done() and feeder.exception() is not None:
                     raise feeder.exception()  # type: ignore[misc]
-                getter = getter or asyncio.ensure_future(done.get())
+                getter = getter or asyncio.ensure_future(feed.done.get())
                 waiting: set[asyncio.Future[Any]] = {getter}
                 if not feeder.done():
                     waiting.add(feeder)
@@ -219,5 +308,53 @@ class QueryClient:
             if getter is not None:
                 getter.cancel()
             feeder.cancel()
-            for t in trackers:
-                t.cancel()
+            with contextlib.suppress(BaseException):
+                await feeder
+            for block_id in feed.sent:
+                self.forget(block_id)
+
+
+class _Feed:
+    """The sending half of `QueryClient.stream`: inputs → packer → blocks, one slot per
+    unanswered query, each result (or failure) queued as (index, query, outcome)."""
+
+    def __init__(self, client: QueryClient, deadline_ms: int | None, max_in_flight: int,
+                 block: int, linger_ms: int) -> None:
+        self.client = client
+        self.budget = (deadline_ms if deadline_ms is not None
+                       else client.settings.default_deadline_ms)
+        self.slots = asyncio.Semaphore(max_in_flight)
+        self.packer = QueryBlockPacker(max_block=block, linger_ms=linger_ms,
+                                       block_prefix=client.next_block_id())
+        self.done: asyncio.Queue[tuple[int, Query, Result | BaseException]] = asyncio.Queue()
+        self.total = 0  # inputs offered
+        self.first = 0  # input index of the next block's row 0
+        self.sent: list[str] = []
+
+    async def run(self, inputs: Iterable[Array]) -> None:
+        c = self.client
+        for x in inputs:
+            if self.slots.locked():  # about to wait for results: what is packed goes now
+                await self.send(self.packer.flush())
+            await self.slots.acquire()
+            now = now_ms()
+            query = PendingQuery(task=c.task, input=wire_inputs(x), created_at_ms=now,
+                                 deadline_ms=now + self.budget, quorum=c.quorum,
+                                 strategy=c.strategy, client_id=c.client_id)
+            self.total += 1
+            await self.send(self.packer.offer(query, now) + self.packer.due(now))
+        await self.send(self.packer.flush())
+
+    async def send(self, blocks: list[QueryBlock]) -> None:
+        for block in blocks:
+            first, self.first = self.first, self.first + len(block)
+            self.sent.append(block.block_id)
+            futures = await self.client.send_block(block)
+            for row, (query, fut) in enumerate(zip(queries_of(block), futures, strict=True)):
+                fut.add_done_callback(functools.partial(self._settled, first + row, query))
+
+    def _settled(self, i: int, query: Query, fut: asyncio.Future[Result]) -> None:
+        self.slots.release()
+        outcome: Result | BaseException = (
+            asyncio.CancelledError() if fut.cancelled() else fut.exception() or fut.result())
+        self.done.put_nowait((i, query, outcome))
