@@ -49,7 +49,7 @@ def block_record(n: int, dtype: str, rng: np.random.Generator) -> bytes:
     x = counts.astype(np.uint8) if dtype == "|u1" else (counts / 16).astype(dtype)
     now = int(time.time() * 1000)
     return encode_query_block(query_block(
-        f"bench-{n}", DIGITS.task, [f"q{i}" for i in range(n)], x, created_at_ms=now,
+        f"bench-{n}", DIGITS.task, x, created_at_ms=now,
         deadline_ms=now + 3_600_000, input_scale=1 / 16 if dtype == "|u1" else None))
 
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import struct
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -16,7 +17,8 @@ ITEM = {"<f4": ("f", 4), "<f2": ("e", 2), "<f8": ("d", 8), "<i4": ("i", 4), "<i8
         "|u1": ("B", 1)}
 
 
-def build(kind: int, header: dict, buffers: list[tuple[str, str, list[int], list]],
+def build(kind: int, header: dict[str, Any],
+          buffers: list[tuple[str, str, list[int], list[Any]]],
           signature_space: bool = False) -> bytes:
     """The frame: prefix, JSON header, zero padding to 64, buffers at multiples of 64."""
     data, refs = b"", {}
@@ -31,7 +33,7 @@ def build(kind: int, header: dict, buffers: list[tuple[str, str, list[int], list
     return head + data + (b"\0" * 64 if signature_space else b"")
 
 
-def read(raw: bytes) -> tuple[int, dict, dict[str, list], bytes]:
+def read(raw: bytes) -> tuple[int, dict[str, Any], dict[str, list[Any]], bytes]:
     """(kind, header, buffer name → flat values, signature or b'')."""
     magic, version, kind, flags, length = struct.unpack_from("<4sBBHI", raw, 0)
     assert (magic, version, flags) == (b"FIBK", 1, 0)

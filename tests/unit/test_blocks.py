@@ -214,7 +214,7 @@ def test_errors_name_the_problem() -> None:
     for raw, words in cases.items():
         with pytest.raises(DecodeError, match=words):
             decode_query_block(raw)
-    with pytest.raises(DecodeError, match="1..65536 rows"):
+    with pytest.raises(DecodeError, match=r"1\.\.65536 rows"):
         decode_query_block(encode_query_block(query_block(
             "b", "t", np.ones((0, 3), np.float32), created_at_ms=1, deadline_ms=2)))
     with pytest.raises(DecodeError, match="block_id"):  # derived ids must fit an event id
