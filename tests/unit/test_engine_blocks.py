@@ -192,3 +192,44 @@ def test_any_records_are_answered_or_declined_exactly_once(
     assert by_partition == expected  # the spans in record order, per partition
     total_answered = sum(int((decode_response_block(r).status == 0).sum()) for _, r in records)
     assert total_answered == len(answered)
+
+
+@st.composite
+def _blocks(draw: st.DrawFn) -> QueryBlock:
+    n = draw(st.integers(1, 5))
+    dtype = draw(st.sampled_from(["<f4", "<f2", "|u1"]))
+    width = draw(st.sampled_from([64, 64, 8]))
+    if dtype == "|u1":
+        x: np.ndarray[Any, Any] = np.array(draw(st.lists(
+            st.sampled_from([0, 16, 17, 255]), min_size=n * width, max_size=n * width)),
+            np.uint8).reshape(n, width)
+    else:
+        values = draw(st.lists(st.sampled_from([0.5, 1.0, -1.0, np.nan, np.inf, 3e38]),
+                               min_size=n * width, max_size=n * width))
+        with np.errstate(over="ignore"):  # 3e38 as <f2 is inf: another bad row
+            x = np.array(values).astype(dtype).reshape(n, width)
+    times = st.sampled_from([0, NOW - 1, NOW, NOW + 59_999, NOW + 60_001, 2**63 - 1, -2**63])
+    created = np.array(draw(st.lists(times, min_size=n, max_size=n)), np.int64)
+    deadline = np.array(draw(st.lists(times, min_size=n, max_size=n)), np.int64)
+    return QueryBlock("b", "digits", created, deadline, x,
+                      1 / 16 if dtype == "|u1" else None,
+                      strategy=draw(st.sampled_from([None, "median", "best_vote"])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(block=_blocks())
+def test_a_participant_declines_exactly_what_the_aggregator_rejects(block: QueryBlock) -> None:
+    """Row for row: a row not expired is declined as bad_input iff the aggregator rejects it
+    (validation.block_problems), with the same text: no privacy spent on a rejected row."""
+    from fi_stream.validation import block_problems
+
+    problems = block_problems(block, TASK, 60_000)
+    p = prepare([(0, encode_query_block(block))], DIGITS, NOW, 60_000)
+    for row, problem in enumerate(problems):
+        if int(block.deadline_ms[row]) <= NOW:
+            assert p.status[row] == DECLINE_CODES.index("expired")
+        elif problem is None:
+            assert p.status[row] == 0
+        else:
+            assert p.status[row] == DECLINE_CODES.index("bad_input")
+            assert p.details[row] == problem
