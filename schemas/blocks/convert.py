@@ -90,12 +90,7 @@ class _Columns:
         return p
 
     def row(self, n: int, r: Result) -> None:
-        for name, ids in (("included", [a.participant_id for a in r.included]),
-                          ("declined", [d.participant_id for d in r.declined]),
-                          ("late", r.late), ("missing", r.missing),
-                          ("excluded", [e.participant_id for e in r.excluded])):
-            if ids != sorted(ids):
-                raise ValueError(f"{r.query_id}: {name} is not in participant order")
+        _in_order(r)
         for a in r.included:
             self.put(n, a.participant_id, INCLUDED, a)
         for d in r.declined:
@@ -109,12 +104,26 @@ class _Columns:
         for c in r.copied:
             self.copies.append((n, self.put(n, c.participant_id, COPIED, c), self.col[c.copy_of]))
         if r.weights is not None:
-            if not r.weights or len(r.weights) != len(r.included) or not np.isfinite(
-                    r.weights).all():
-                raise ValueError(f"{r.query_id}: weights must be one finite value per"
-                                 " included answer")
-            assert self.weights is not None
-            self.weights[n, [self.col[a.participant_id] for a in r.included]] = r.weights
+            self.weigh(n, r)
+
+    def weigh(self, n: int, r: Result) -> None:
+        assert r.weights is not None and self.weights is not None
+        if not r.weights or len(r.weights) != len(r.included) or not np.isfinite(
+                r.weights).all():
+            raise ValueError(f"{r.query_id}: weights must be one finite value per"
+                             " included answer")
+        self.weights[n, [self.col[a.participant_id] for a in r.included]] = r.weights
+
+
+def _in_order(r: Result) -> None:
+    """The lists a row gives back in column order must come in it (they do from
+    fi_stream.results): anything else could not round-trip."""
+    for name, ids in (("included", [a.participant_id for a in r.included]),
+                      ("declined", [d.participant_id for d in r.declined]),
+                      ("late", r.late), ("missing", r.missing),
+                      ("excluded", [e.participant_id for e in r.excluded])):
+        if ids != sorted(ids):
+            raise ValueError(f"{r.query_id}: {name} is not in participant order")
 
 
 def result_block_of(results: Sequence[Result]) -> ResultBlock:
