@@ -3,6 +3,7 @@ tampering is found and named (with the ids involved) and nothing else is."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from typing import Any
@@ -25,13 +26,22 @@ from fi_stream.audit import (
     replay,
 )
 from fi_stream.audit.page import render_html
+from fi_stream.block_signing import sign_response_block
 from fi_stream.errors import ConfigError
 from fi_stream.incentives import get_method, loo_agreement, loo_agreement_batch
 from fi_stream.privacy import Mechanism, PrivacyBudget, epsilon, epsilon_spent, max_answers
 from fi_stream.settings import TopicNames
-from fi_stream.signing import sign_batch
 from fi_stream.testing import SyntheticLog, synthetic_log
-from schemas import Budget, CopiedAnswer, IncludedAnswer, Privacy, Query, Tensor
+from schemas import Budget, CopiedAnswer, IncludedAnswer, Privacy, Query, Tensor, encode
+from schemas.blocks import (
+    ALIGN,
+    DECLINE_CODES,
+    SIGNATURE_SIZE,
+    ResponseBlock,
+    decode_response_block,
+    encode_response_block,
+    split_query_id,
+)
 
 PARTICIPANTS = 4
 
@@ -64,6 +74,57 @@ def replace(items: list[Logged[Any]], index: int, **update: Any) -> Logged[Any]:
     new = Logged(old.event.model_copy(update=update), old.partition, old.offset)
     items[index] = new
     return new
+
+
+# -- response blocks: what a participant (or a forger) writes -------------------------------------
+
+def answered_rows(block: ResponseBlock) -> np.ndarray:
+    """Record rows of the answered queries: answered index i is record row [i]."""
+    return np.flatnonzero(block.status == 0)
+
+
+def answered_ids(block: ResponseBlock) -> list[str]:
+    ids = block.query_ids
+    return [ids[r] for r in answered_rows(block).tolist()]
+
+
+def status_at(raw: bytearray, block: ResponseBlock) -> int:
+    """Where `block`'s status buffer starts in its record `raw`: after the outputs (buffer
+    offset 0), aligned (docs/wire-format.md)."""
+    at = bytes(raw).index(block.outputs.tobytes()) + -(-block.outputs.nbytes // ALIGN) * ALIGN
+    assert raw[at:at + len(block.status)] == block.status.tobytes()
+    return at
+
+
+def record_of(block: ResponseBlock, key: Any = None) -> bytes:
+    """`block` as a record: signed with `key`, or with the signature it carries."""
+    raw = encode_response_block(block)
+    return raw if key is None else sign_response_block(raw, key)
+
+
+def put_response(log: AuditLog, partition: int, record: bytes) -> int:
+    """A record appended to fi.responses, read as the auditor reads it; its offset."""
+    offset = next_offset(log.responses, partition)
+    audit_mod.add_record(log, "responses", partition, offset, record)
+    return offset
+
+
+def set_response(log: AuditLog, index: int, record: bytes) -> None:
+    """The record at `log.responses[index]`'s position replaced by `record`."""
+    old = log.responses[index]
+    log.responses[index] = Logged(decode_response_block(record), old.partition, old.offset)
+
+
+def one_answer(block: ResponseBlock, qid: str, row: np.ndarray, **update: Any) -> ResponseBlock:
+    """A response block that answers only `qid` (with `row`): the rows of its query block
+    before it declined, as a record must cover the block from its start."""
+    block_id, n = split_query_id(qid)
+    status = np.full(n + 1, DECLINE_CODES.index("expired"), np.uint8)
+    status[n] = 0
+    outputs = np.zeros((n + 1, row.shape[-1]), np.float32)
+    outputs[n] = row
+    return dataclasses.replace(block, spans=[(block_id, n + 1)], outputs=outputs,
+                               status=status, details={}, **update)
 
 
 def complete_result(log: AuditLog, skip: int = 0) -> int:
@@ -207,12 +268,10 @@ def test_an_answer_produced_after_the_deadline_must_not_be_used(
     r = log.results[i].event
     a = r.included[0]
     old = next(b for b in log.responses if (b.partition, b.offset) == (a.partition, a.offset))
-    row = old.event.outputs.to_numpy()[a.index:a.index + 1]
-    late = sign_batch(old.event.model_copy(update={
-        "batch_id": "late", "answered": [r.query_id], "outputs": Tensor.from_numpy(row),
-        "declined": [], "produced_at_ms": r.deadline_ms + 1}), synthetic.keys[a.participant_id])
-    offset = next_offset(log.responses, a.partition)
-    log.responses.append(Logged(late, a.partition, offset))
+    row = old.event.outputs[answered_rows(old.event)[a.index]]
+    late = one_answer(old.event, r.query_id, row, batch_id="late",
+                      produced_at_ms=r.deadline_ms + 1)
+    offset = put_response(log, a.partition, record_of(late, synthetic.keys[a.participant_id]))
     moved = IncludedAnswer(participant_id=a.participant_id, partition=a.partition,
                            offset=offset, index=0)
     replace(log.results, i, included=[moved, *r.included[1:]])
@@ -230,7 +289,7 @@ def test_a_broken_signature_is_named_for_every_result_that_lists_the_batch(
              if any((a.partition, a.offset) == (b.partition, b.offset)
                     for a in r.event.included)]
     broken = bytes([b.event.signature[0] ^ 1]) + b.event.signature[1:]
-    replace(log.responses, 3, signature=broken)
+    set_response(log, 3, b.event.signed + broken)
     report = audit(log)
     assert kinds(report) == {"bad_signature"}
     assert sorted(d.query_id or "" for d in report.discrepancies) == sorted(users)
@@ -239,10 +298,68 @@ def test_a_broken_signature_is_named_for_every_result_that_lists_the_batch(
 
 def test_changed_outputs_break_the_signature(log: AuditLog) -> None:
     b = log.responses[0].event
-    rows = b.outputs.to_numpy().copy()
+    rows = b.outputs.copy()
     rows[0, 0] += 0.5
-    replace(log.responses, 0, outputs=Tensor.from_numpy(rows))
+    set_response(log, 0, record_of(dataclasses.replace(b, outputs=rows)))  # old signature
     assert "bad_signature" in kinds(audit(log))
+
+
+@pytest.mark.parametrize("where", ["outputs", "header", "status"])
+def test_any_byte_altered_in_a_response_record_is_found(log: AuditLog, where: str) -> None:
+    """The signature covers the record's bytes: one byte changed anywhere before it (an
+    answer, the header's time, a decline's reason) and every result that lists it is named.
+    (A row declined after signing no longer decodes: its outputs are not zero.)"""
+    declines = 1 if where == "status" else 0
+    i = next(k for k, b in enumerate(log.responses)
+             if int((b.event.status != 0).sum()) == declines)
+    b = log.responses[i].event
+    raw = bytearray(b.signed + b.signature)
+    if where == "outputs":
+        at = bytes(raw).index(b.outputs[1].tobytes())
+        raw[at + 1] ^= 0x01
+    elif where == "header":
+        field = b'"produced_at_ms":%d' % b.produced_at_ms
+        raw[bytes(raw).index(field) + len(field) - 1] ^= 0x01  # its last digit: 1 ms off
+    else:
+        at = status_at(raw, b)
+        [row] = np.flatnonzero(b.status).tolist()
+        raw[at + row] = DECLINE_CODES.index("expired")  # the decline's reason rewritten
+    set_response(log, i, bytes(raw))
+    report = audit(log)
+    assert "bad_signature" in kinds(report), where
+    assert {d.participant_id for d in found(report, "bad_signature")} == {b.participant_id}
+
+
+def test_a_response_record_that_no_longer_decodes_leaves_its_answers_unknown(
+        log: AuditLog) -> None:
+    """A row declined after signing (its outputs not zero) does not decode: the reader
+    counts the record as undecodable and every answer a result lists from it is unknown."""
+    i = next(k for k, b in enumerate(log.responses) if not (b.event.status != 0).any())
+    old = log.responses.pop(i)
+    raw = bytearray(old.event.signed + old.event.signature)
+    raw[status_at(raw, old.event)] = DECLINE_CODES.index("expired")
+    audit_mod.add_record(log, "responses", old.partition, old.offset, bytes(raw))
+    users = {r.event.query_id for r in log.results if any(
+        (a.partition, a.offset) == (old.partition, old.offset) for a in r.event.included)}
+    report = audit(log)
+    assert kinds(report) == {"unknown_response"}
+    assert {d.query_id for d in report.discrepancies} == users
+    assert report.undecodable == {"responses invalid": 1}
+
+
+def test_records_that_are_not_blocks_are_counted_and_outputs_reported(log: AuditLog) -> None:
+    """The old JSON wire, or garbage, on a block topic: undecodable, never an exception;
+    on fi.results (the system's own output) a finding."""
+    q = Query(query_id="q-json", task="digits", input=Tensor.from_numpy(np.zeros(4, np.float32)),
+              created_at_ms=1, deadline_ms=2)
+    for topic, value in (("queries", encode(q)), ("responses", b"\x00" * 40),
+                         ("results", b"FIBK" + b"\xff" * 30), ("responses", None)):
+        audit_mod.add_record(log, topic, 1, next_offset(getattr(log, topic), 1) + 50, value)
+    report = audit(log)
+    assert kinds(report) == {"malformed_record"}
+    assert report.counts["undecodable"] == 4
+    assert sum(report.undecodable.values()) == 4
+    assert {u.topic for u in log.undecodable} == {"queries", "responses", "results"}
 
 
 def test_answers_of_an_unregistered_participant(log: AuditLog) -> None:
@@ -290,12 +407,9 @@ def _copy_answer(log: AuditLog, synthetic: SyntheticLog, i: int) -> IncludedAnsw
     a, b = r.included[0], r.included[1]
     assert (a.participant_id, b.participant_id) == ("p1", "p2")
     src = next(x for x in log.responses if (x.partition, x.offset) == (a.partition, a.offset))
-    row = src.event.outputs.to_numpy()[a.index:a.index + 1]
-    copy = sign_batch(src.event.model_copy(update={
-        "participant_id": "p2", "batch_id": f"copy{i}", "answered": [r.query_id],
-        "outputs": Tensor.from_numpy(row), "declined": []}), synthetic.keys["p2"])
-    offset = next_offset(log.responses, a.partition)
-    log.responses.append(Logged(copy, a.partition, offset))
+    row = src.event.outputs[answered_rows(src.event)[a.index]]
+    copy = one_answer(src.event, r.query_id, row, participant_id="p2", batch_id=f"copy{i}")
+    offset = put_response(log, a.partition, record_of(copy, synthetic.keys["p2"]))
     return IncludedAnswer(participant_id="p2", partition=a.partition, offset=offset, index=0)
 
 
@@ -381,7 +495,7 @@ def test_a_missing_incentive(log: AuditLog) -> None:
 
 def test_privacy_spend_is_recomputed_and_checked_against_the_registered_budget(
         log: AuditLog) -> None:
-    answers = sum(len(b.event.answered) for b in log.responses
+    answers = sum(len(answered_rows(b.event)) for b in log.responses
                   if b.event.participant_id == "p1")
     report = audit(log)
     p1 = report.spend[0]
@@ -485,10 +599,10 @@ def test_bad_bounds_say_what_is_expected(text: str) -> None:
 
 
 def resign(log: AuditLog, synthetic: SyntheticLog, index: int, **update: Any) -> None:
-    old = log.responses[index]
-    log.responses[index] = Logged(sign_batch(old.event.model_copy(update=update),
-                                             synthetic.keys[old.event.participant_id]),
-                                  old.partition, old.offset)
+    """The record at `index` changed and signed again by its participant."""
+    old = log.responses[index].event
+    set_response(log, index, record_of(dataclasses.replace(old, **update),
+                                       synthetic.keys[old.participant_id]))
 
 
 def test_spend_under_several_mechanisms_is_composed_by_the_one_epsilon(
@@ -500,7 +614,7 @@ def test_spend_under_several_mechanisms_is_composed_by_the_one_epsilon(
     counts: Counter[Mechanism] = Counter()
     for i in mine:
         b = log.responses[i].event
-        counts[Mechanism.from_privacy(b.privacy)] += len(b.answered)
+        counts[Mechanism.from_privacy(b.privacy)] += len(answered_rows(b))
     p1 = audit(log).spend[0]
     assert len(counts) == 2 and p1.epsilon == epsilon(counts, 1e-5)
     assert p1.max_answers is None and len(p1.mechanisms) == 2
@@ -512,14 +626,15 @@ def test_a_replayed_answer_is_free_and_fresh_noise_on_a_repeat_is_not(
     cache); a different row for the same input is a second release and costs."""
     [b0] = [i for i, b in enumerate(log.responses) if b.event.participant_id == "p1"][:1]
     batch = log.responses[b0].event
-    first, second = batch.answered[:2]
+    first, second = answered_ids(batch)[:2]
     queries = {q.event.query_id: i for i, q in enumerate(log.queries)}
     replace(log.queries, queries[second],
             input=log.queries[queries[first]].event.input)
     before = audit(log, merit=False).spend[0]
-    rows = batch.outputs.to_numpy().copy()
-    rows[1] = rows[0]
-    resign(log, synthetic, b0, outputs=Tensor.from_numpy(rows))
+    rows = batch.outputs.copy()
+    r0, r1 = answered_rows(batch)[:2]
+    rows[r1] = rows[r0]
+    resign(log, synthetic, b0, outputs=rows)
     after = audit(log, merit=False).spend[0]
     assert (before.reused, after.reused) == (0, 1)
     assert after.answers == before.answers - 1 and after.epsilon < before.epsilon
@@ -532,7 +647,7 @@ def test_batches_of_one_participant_are_counted_once_even_if_redelivered(
     report = audit(log)
     assert report.ok
     spend = {s.participant_id: s for s in report.spend}[b.event.participant_id]
-    assert spend.answers == sum(len(x.event.answered) for x in log.responses[:-1]
+    assert spend.answers == sum(len(answered_rows(x.event)) for x in log.responses[:-1]
                                 if x.event.participant_id == b.event.participant_id)
 
 
@@ -544,10 +659,9 @@ def test_a_forged_unsigned_batch_spends_nothing_of_an_innocent_participants_budg
     """Before: one forged σ = 0 batch (no valid signature) made p1 show ε = inf."""
     from schemas import Privacy
     b = log.responses[0]
-    forged = b.event.model_copy(update={
-        "batch_id": "forged", "signature": b"x" * 64,
-        "privacy": Privacy(clip_norm=1.0, noise_multiplier=0.0)})
-    log.responses.append(Logged(forged, b.partition, next_offset(log.responses, b.partition)))
+    forged = dataclasses.replace(b.event, batch_id="forged", signature=b"x" * SIGNATURE_SIZE,
+                                 privacy=Privacy(clip_norm=1.0, noise_multiplier=0.0))
+    put_response(log, b.partition, record_of(forged))
     report = audit(log)
     assert report.ok, [d.line() for d in report.discrepancies]
     spend = {s.participant_id: s for s in report.spend}[b.event.participant_id]
@@ -562,12 +676,10 @@ def test_an_implausible_row_used_in_a_result_is_flagged(log: AuditLog, synthetic
     a = log.results[i].event.included[0]
     j = next(k for k, b in enumerate(log.responses)
              if (b.partition, b.offset) == (a.partition, a.offset))
-    rows = log.responses[j].event.outputs.to_numpy().copy()
-    rows[a.index, 0] = 1e6
-    key = synthetic.keys[a.participant_id]
-    log.responses[j] = Logged(sign_batch(log.responses[j].event.model_copy(
-        update={"outputs": Tensor.from_numpy(rows)}), key), log.responses[j].partition,
-        log.responses[j].offset)
+    block = log.responses[j].event
+    rows = block.outputs.copy()
+    rows[answered_rows(block)[a.index], 0] = 1e6
+    resign(log, synthetic, j, outputs=rows)
     assert "implausible_answer_used" in kinds(audit(log))
 
 
