@@ -236,3 +236,39 @@ def test_inputs_over_budget_are_declined_and_not_cached() -> None:
     x = np.random.default_rng(0).random((3, 64), dtype=np.float32)
     got = answer_batch(x, cache, lambda n: 1, engine.infer, 10)
     assert got.answered == [0] and got.outputs.shape == (1, 10) and len(cache) == 1
+
+
+def test_the_naive_baseline_answers_one_row_at_a_time() -> None:
+    from consumers.naive import NaiveParticipantService
+
+    mech = Mechanism(noise_multiplier=1.0)
+    naive = object.__new__(NaiveParticipantService)
+    naive.engine = InferenceEngine(build(SPEC), SPEC, mech, torch.device("cpu"))
+    naive.cache, naive.spec = AnswerCache(mech, max_entries=100), SPEC
+    calls: list[int] = []
+    infer = naive.engine.infer
+
+    def counted(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return infer(x)
+
+    naive.engine.infer = counted  # type: ignore[method-assign,assignment]
+    x = np.random.default_rng(0).random((3, 64), dtype=np.float32)
+    got = naive._answer(np.stack([x[0], x[1], x[0], x[2]]), lambda n: n if len(calls) < 2 else 0)
+    assert calls == [1, 1] and got.answered == [0, 1, 2] and (got.fresh, got.reused) == (2, 1)
+    assert np.array_equal(got.outputs[0], got.outputs[2])  # the repeat: the cached answer
+
+
+def test_the_copycat_republishes_whole_spans_rekeyed() -> None:
+    from consumers.copycat import _rows_of
+    from schemas.blocks import ResponseBlock
+
+    outputs = np.zeros((4, 10), np.float32)
+    outputs[[0, 3]] = 0.1
+    block = ResponseBlock("p", "b", "digits", "1", Privacy(clip_norm=1, noise_multiplier=1),
+                          1, 0, [("a", 1), ("b", 2), ("c", 1)], outputs,
+                          np.array([0, 3, 1, 0], np.uint8), {1: "why"})
+    picks = [s for s in block.span_rows() if s[0] != "a"]
+    rows, status, details = _rows_of(block, picks)
+    assert status.tolist() == [3, 1, 0] and details == {0: "why"}
+    assert np.array_equal(rows, outputs[1:])
