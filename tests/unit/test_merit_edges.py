@@ -7,9 +7,18 @@ twelve participants, the default permutation count and the per-participant count
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from aiokafka.structs import ConsumerRecord
 
+from consumers.merit import MeritService
+from fi_stream.audit import Logged
+from fi_stream.audit.rows import RowIndex, response_views
 from fi_stream.merit import LabeledQuery, merit_incentives, usable_queries, window_labels
-from schemas import Window
+from fi_stream.settings import load_settings
+from fi_stream.testing import synthetic_log
+from schemas import DecodeError, Window
+from schemas.blocks import decode_response_block, decode_result_block
+from schemas.blocks.convert import results_of
 
 WINDOW = Window(partition=1, seq=4, results=30, first_completed_at_ms=0, last_completed_at_ms=9)
 
@@ -62,3 +71,44 @@ def test_included_counts_the_queries_each_participant_was_in() -> None:
     events = merit_incentives(WINDOW, queries, {"d": 1.0}, budget=1.0, feedback_horizon=0)
     assert {e.participant_id: e.counts.included for e in events} == {
         "a": 3, "b": 1, "c": 1, "d": 0}
+
+
+# -- the merit service reads blocks (issue 13) -----------------------------------------------------
+
+def _record(topic: str, partition: int, offset: int, value: bytes, key: bytes = b"k"
+            ) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(topic=topic, partition=partition, offset=offset, timestamp=0,
+                          timestamp_type=0, key=key, value=value, checksum=None,
+                          serialized_key_size=len(key), serialized_value_size=len(value),
+                          headers=[])
+
+
+def test_the_service_takes_a_result_block_row_by_row_and_its_rows_from_response_blocks(
+        ) -> None:
+    """A result block's results land in their window, as `results_of` gives them; the rows
+    a labelled result lists resolve from the response blocks (as the audit resolves them),
+    so merit scores exactly the outputs the aggregator used."""
+    synthetic = synthetic_log(queries=24, participants=3, partitions=1, batch=8,
+                              window_results=100, seed=3)
+    service = MeritService(load_settings(None))
+    topics = service.topics
+    results, blocks = [], []
+    for r in synthetic.records:
+        if r.topic == "results":
+            offset = len(results)
+            service._on_results(_record(topics.results, r.partition, offset, r.value))
+            results.extend(results_of(decode_result_block(r.value)))
+        elif r.topic == "responses":
+            blocks.append(Logged(decode_response_block(r.value), r.partition, len(blocks)))
+    [(key, pending)] = service._pending.items()
+    assert key == (0, 0) and pending.results == results and len(results) == 24
+    labels = {r.query_id: (i % 10, _record(topics.feedback, 0, i, b"{}"))
+              for i, r in enumerate(results)}
+    queries = service._labeled_queries(results, RowIndex(response_views(blocks)), labels)
+    index = RowIndex(response_views(blocks))
+    for r, q in zip(results, queries, strict=True):
+        assert q.participant_ids == [a.participant_id for a in r.included]
+        expected = index.rows(r.included)
+        assert expected is not None and q.outputs.tobytes() == expected.tobytes()
+    with pytest.raises(DecodeError):  # `_read` dead-letters it: not a block
+        service._on_results(_record(topics.results, 0, 99, b'{"query_id": "q"}'))
