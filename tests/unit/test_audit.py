@@ -21,6 +21,7 @@ from fi_stream.audit import (
     AuditReport,
     DeadLetter,
     Logged,
+    TopicKind,
     Undecodable,
     audit,
     replay,
@@ -352,8 +353,10 @@ def test_records_that_are_not_blocks_are_counted_and_outputs_reported(log: Audit
     on fi.results (the system's own output) a finding."""
     q = Query(query_id="q-json", task="digits", input=Tensor.from_numpy(np.zeros(4, np.float32)),
               created_at_ms=1, deadline_ms=2)
-    for topic, value in (("queries", encode(q)), ("responses", b"\x00" * 40),
-                         ("results", b"FIBK" + b"\xff" * 30), ("responses", None)):
+    cases: list[tuple[TopicKind, bytes | None]] = [
+        ("queries", encode(q)), ("responses", b"\x00" * 40),
+        ("results", b"FIBK" + b"\xff" * 30), ("responses", None)]
+    for topic, value in cases:
         audit_mod.add_record(log, topic, 1, next_offset(getattr(log, topic), 1) + 50, value)
     report = audit(log)
     assert kinds(report) == {"malformed_record"}
@@ -637,6 +640,7 @@ def test_a_replayed_answer_is_free_and_fresh_noise_on_a_repeat_is_not(
     resign(log, synthetic, b0, outputs=rows)
     after = audit(log, merit=False).spend[0]
     assert (before.reused, after.reused) == (0, 1)
+    assert before.epsilon is not None and after.epsilon is not None
     assert after.answers == before.answers - 1 and after.epsilon < before.epsilon
 
 

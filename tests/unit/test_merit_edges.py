@@ -16,8 +16,8 @@ from fi_stream.audit.rows import RowIndex, response_views
 from fi_stream.merit import LabeledQuery, merit_incentives, usable_queries, window_labels
 from fi_stream.settings import load_settings
 from fi_stream.testing import synthetic_log
-from schemas import DecodeError, Window
-from schemas.blocks import decode_response_block, decode_result_block
+from schemas import DecodeError, Result, Window
+from schemas.blocks import ResponseBlock, decode_response_block, decode_result_block
 from schemas.blocks.convert import results_of
 
 WINDOW = Window(partition=1, seq=4, results=30, first_completed_at_ms=0, last_completed_at_ms=9)
@@ -92,14 +92,14 @@ def test_the_service_takes_a_result_block_row_by_row_and_its_rows_from_response_
                               window_results=100, seed=3)
     service = MeritService(load_settings(None))
     topics = service.topics
-    results, blocks = [], []
-    for r in synthetic.records:
-        if r.topic == "results":
-            offset = len(results)
-            service._on_results(_record(topics.results, r.partition, offset, r.value))
-            results.extend(results_of(decode_result_block(r.value)))
-        elif r.topic == "responses":
-            blocks.append(Logged(decode_response_block(r.value), r.partition, len(blocks)))
+    results: list[Result] = []
+    blocks: list[Logged[ResponseBlock]] = []
+    for rec in synthetic.records:
+        if rec.topic == "results":
+            service._on_results(_record(topics.results, rec.partition, len(results), rec.value))
+            results.extend(results_of(decode_result_block(rec.value)))
+        elif rec.topic == "responses":
+            blocks.append(Logged(decode_response_block(rec.value), rec.partition, len(blocks)))
     [(key, pending)] = service._pending.items()
     assert key == (0, 0) and pending.results == results and len(results) == 24
     labels = {r.query_id: (i % 10, _record(topics.feedback, 0, i, b"{}"))
