@@ -21,8 +21,16 @@ from fi_stream.clock import now_ms
 from fi_stream.kafka import make_producer
 from fi_stream.service_env import service_env
 from fi_stream.settings import Settings
-from schemas import Incentive, Query, ResponseBatch, Result, Tensor, decode, encode, headers
-from tests.integration.harness import HandParticipant, read_topic, registered
+from schemas import Incentive, decode
+from schemas.blocks import QueryBlockHeader, block_headers
+from tests.integration.harness import (
+    HandParticipant,
+    query_value,
+    read_topic,
+    registered,
+    response_batches,
+    results_in,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -59,17 +67,21 @@ async def _stream(settings: Settings, hands: list[HandParticipant], rng: np.rand
     await producer.start()
     try:
         for start in range(0, N_QUERIES, CHUNK):
+            # Blocks of 1 to 50 queries, alternating partitions: a SIGKILL lands between
+            # and within blocks' rows being settled.
             by_partition: dict[int, list[str]] = {0: [], 1: []}
-            for i in range(start, start + CHUNK):
-                qid = f"q{i:05d}"
-                partition = i % 2
+            i = start
+            while i < start + CHUNK:
+                n = min(int(rng.integers(1, 51)), start + CHUNK - i)
+                block_id, partition = f"b{i:05d}", (i // 7) % 2
                 now = now_ms()
-                q = Query(query_id=qid, task="digits",
-                          input=Tensor.from_numpy(rng.random(64, dtype=np.float32)),
-                          created_at_ms=now, deadline_ms=now + 240_000, quorum=3)
-                await producer.send(t.queries, encode(q), key=qid.encode(),
-                                    partition=partition, headers=headers(Query))
-                by_partition[partition].append(qid)
+                value = query_value(block_id, rng.random((n, 64), dtype=np.float32),
+                                    created_at_ms=now, deadline_ms=now + 240_000, quorum=3)
+                await producer.send(t.queries, value, key=block_id.encode(),
+                                    partition=partition,
+                                    headers=block_headers(QueryBlockHeader))
+                by_partition[partition] += [f"{block_id}.{r}" for r in range(n)]
+                i += n
             for hand in hands:
                 for partition, qids in by_partition.items():
                     answers = {q: int(rng.integers(10)) for q in qids}
@@ -191,14 +203,14 @@ async def test_a_paused_member_that_wakes_up_late_duplicates_nothing(
 
 
 async def _check_exactly_once(topics: Settings) -> None:
-    results = [decode(r.value, Result) for r in
-               await read_topic(topics, topics.topic_names.results)]
+    results = results_in(await read_topic(topics, topics.topic_names.results))
     counts = Counter(r.query_id for r in results)
     assert len(counts) == N_QUERIES and set(counts.values()) == {1}, counts.most_common(3)
 
     # Equal to a recomputation from the recorded responses (what a crash-free run emits).
-    responses = {(r.partition, r.offset): decode(r.value, ResponseBatch)
-                 for r in await read_topic(topics, topics.topic_names.responses)}
+    records = await read_topic(topics, topics.topic_names.responses)
+    responses = {(r.partition, r.offset): batch
+                 for r, batch in zip(records, response_batches(records), strict=True)}
     for result in results:
         assert result.status == "complete"
         rows = np.stack([responses[(a.partition, a.offset)].outputs.to_numpy()[a.index]

@@ -17,8 +17,8 @@ from fi_stream.clock import now_ms
 from fi_stream.kafka import make_producer
 from fi_stream.service_env import service_env
 from fi_stream.settings import Settings
-from schemas import Query, ResponseBatch, Tensor, decode, encode, headers
-from tests.integration.harness import read_topic, registered
+from schemas.blocks import QueryBlockHeader, block_headers
+from tests.integration.harness import query_value, read_topic, registered, response_batches
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -42,13 +42,12 @@ async def _queries(settings: Settings) -> None:
     await producer.start()
     rng = np.random.default_rng(0)
     try:
-        for i in range(N):
+        for i in range(N):  # blocks of one: the signal lands between many records
             now = now_ms()
-            q = Query(query_id=f"q{i}", task="digits", created_at_ms=now,
-                      deadline_ms=now + 240_000,
-                      input=Tensor.from_numpy(rng.random(64, dtype=np.float32)))
-            await producer.send(settings.topic_names.queries, encode(q), key=q.query_id.encode(),
-                                headers=headers(Query))
+            value = query_value(f"q{i}", rng.random(64, dtype=np.float32), created_at_ms=now,
+                                deadline_ms=now + 240_000)
+            await producer.send(settings.topic_names.queries, value, key=f"q{i}".encode(),
+                                headers=block_headers(QueryBlockHeader))
             if i % 100 == 0:
                 await asyncio.sleep(0.05)
         await producer.flush()
@@ -75,8 +74,8 @@ async def test_stopped_participant_loses_no_query(
     try:
         async with asyncio.timeout(90):
             while True:
-                batches = [decode(r.value, ResponseBatch) for r in
-                           await read_topic(topics, topics.topic_names.responses)]
+                batches = response_batches(
+                    await read_topic(topics, topics.topic_names.responses))
                 answered = {q for b in batches for q in b.answered}
                 if len(answered) == N:
                     break
@@ -84,4 +83,4 @@ async def test_stopped_participant_loses_no_query(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
-    assert answered == {f"q{i}" for i in range(N)}
+    assert answered == {f"q{i}.0" for i in range(N)}

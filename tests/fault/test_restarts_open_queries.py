@@ -22,9 +22,15 @@ import pytest
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_producer
 from fi_stream.settings import Settings
-from schemas import Query, Result, Tensor, decode, encode, headers
+from schemas.blocks import QueryBlockHeader, block_headers
 from tests.fault.test_aggregator_crash import _spawn_aggregator, _until_started
-from tests.integration.harness import HandParticipant, read_topic, registered
+from tests.integration.harness import (
+    HandParticipant,
+    query_value,
+    read_topic,
+    registered,
+    results_in,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -40,16 +46,16 @@ async def _send_round(settings: Settings, hands: list[HandParticipant], round_: 
     t = settings.topic_names
     producer = make_producer(settings)
     await producer.start()
-    qids = [f"r{round_}-q{i}" for i in range(n)]
+    qids = [f"r{round_}-q{i}.0" for i in range(n)]
     try:
         by_partition: dict[int, list[str]] = {0: [], 1: []}
         for i, qid in enumerate(qids):
             now = now_ms()
-            q = Query(query_id=qid, task="digits",
-                      input=Tensor.from_numpy(np.full(64, 0.5, np.float32)),
-                      created_at_ms=now, deadline_ms=now + deadline_ms, quorum=2)
-            await producer.send(t.queries, encode(q), key=qid.encode(), partition=i % 2,
-                                headers=headers(Query))
+            block_id = qid.removesuffix(".0")
+            value = query_value(block_id, np.full(64, 0.5, np.float32), created_at_ms=now,
+                                deadline_ms=now + deadline_ms, quorum=2)
+            await producer.send(t.queries, value, key=block_id.encode(), partition=i % 2,
+                                headers=block_headers(QueryBlockHeader))
             by_partition[i % 2].append(qid)
         for hand in hands:
             for partition, ids in by_partition.items():
@@ -85,12 +91,15 @@ async def test_restarts_with_open_queries_emit_every_result_exactly_once(
 
     expected = await _send_round(topics, up, 0, LONG_DEADLINE_MS, n=2)  # pins both partitions
     now = now_ms()
-    unserved = Query(query_id="unserved", task="no-such-task",
-                     input=Tensor.from_numpy(np.zeros(64, np.float32)), created_at_ms=now,
-                     deadline_ms=now + LONG_DEADLINE_MS)
-    await _send_raw(topics, 0, "unserved", encode(unserved))
-    await _send_raw(topics, 1, "invalid", b'{"query_id": "invalid", "quorum": 0}')
-    expected += ["unserved", "invalid"]
+    unserved = query_value("unserved", np.zeros(64, np.float32), task="no-such-task",
+                           created_at_ms=now, deadline_ms=now + LONG_DEADLINE_MS)
+    await _send_raw(topics, 0, "unserved", unserved)
+    # A block whose header breaks the contract (quorum 0) but whose id and size read.
+    invalid = query_value("invalid", np.zeros(64, np.float32), created_at_ms=now,
+                          deadline_ms=now + LONG_DEADLINE_MS)
+    assert b'"quorum":1' in invalid
+    await _send_raw(topics, 1, "invalid", invalid.replace(b'"quorum":1', b'"quorum":0'))
+    expected += ["unserved.0", "invalid.0"]
     for i, sig in enumerate(RESTARTS, start=1):
         expected += await _send_round(topics, up, i, SHORT_DEADLINE_MS)
         await asyncio.sleep(SHORT_DEADLINE_MS / 1000 + 2.5)  # their results go out
@@ -108,16 +117,16 @@ async def test_restarts_with_open_queries_emit_every_result_exactly_once(
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0, log.read_text()[-3000:]
 
-    results = [decode(r.value, Result) for r in records]
+    results = results_in(records)
     counts = Counter(r.query_id for r in results)
     lost = set(expected) - counts.keys()
     duplicated = {q: n for q, n in counts.items() if n > 1}
     assert not lost and not duplicated, (sorted(lost), duplicated)
     assert counts.keys() == set(expected)
     by_id = {r.query_id: r for r in results}
-    assert by_id["unserved"].status == "insufficient" and "no registered participant" in (
-        by_id["unserved"].reason or "")
-    assert by_id["unserved"].completed_at_ms < by_id["unserved"].deadline_ms  # at once
-    assert by_id["invalid"].status == "rejected" and by_id["invalid"].reason
+    assert by_id["unserved.0"].status == "insufficient" and "no registered participant" in (
+        by_id["unserved.0"].reason or "")
+    assert by_id["unserved.0"].completed_at_ms < by_id["unserved.0"].deadline_ms  # at once
+    assert by_id["invalid.0"].status == "rejected" and by_id["invalid.0"].reason
     assert {by_id[q].status for q in expected[:2]} == {"partial"}
     assert all(by_id[q].missing == ["h3"] for q in expected if q.startswith("r"))

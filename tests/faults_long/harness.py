@@ -29,7 +29,10 @@ from fi_stream.kafka import make_consumer, make_producer
 from fi_stream.kafka.reading import partitions_of
 from fi_stream.service_env import service_env
 from fi_stream.settings import Settings
-from schemas import Query, Result, Tensor, decode, encode, headers
+from schemas import Result
+from schemas.blocks import QueryBlockHeader, block_headers, decode_result_block
+from schemas.blocks.convert import results_of
+from tests.integration.harness import query_value
 
 #: The services' retry bounds in these tests: a shorter maximum backoff than the default
 #: (30 s), so the recovery time measured is the system's, not the last backoff's.
@@ -139,16 +142,17 @@ class QueryDriver:
         i = 0
         try:
             while not self._stop.is_set():
-                qid = f"q{i:07d}"
+                block_id = f"q{i:07d}"
+                qid = f"{block_id}.0"
                 i += 1
                 now = now_ms()
-                q = Query(query_id=qid, task="digits", created_at_ms=now,
-                          deadline_ms=now + DEADLINE_MS, quorum=1,
-                          input=Tensor.from_numpy(rng.random(64, dtype=np.float32)))
+                value = query_value(block_id, rng.random(64, dtype=np.float32),
+                                    created_at_ms=now, deadline_ms=now + DEADLINE_MS)
                 sent = time.monotonic()
                 try:
-                    fut = await producer.send(self.settings.topic_names.queries, encode(q),
-                                              key=qid.encode(), headers=headers(Query))
+                    fut = await producer.send(self.settings.topic_names.queries, value,
+                                              key=block_id.encode(),
+                                              headers=block_headers(QueryBlockHeader))
                 except KafkaError:
                     self.failed += 1
                     continue
@@ -196,9 +200,10 @@ class ResultChecker:
             now = time.monotonic()
             for records in got.values():
                 for r in records:
-                    qid = (r.key or b"").decode()
-                    self.arrivals.setdefault(qid, []).append(now)
-                    self.results[qid] = decode(r.value, Result)
+                    for result in results_of(decode_result_block(r.value)):
+                        qid = result.query_id
+                        self.arrivals.setdefault(qid, []).append(now)
+                        self.results[qid] = result
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -19,28 +19,50 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from consumers.aggregator import AggregatorService
 from consumers.participant import ParticipantService, make_participant
 from fi_stream.admission import participant_entry, publish, settings_privacy
+from fi_stream.block_signing import sign_response_block
 from fi_stream.clock import now_ms
 from fi_stream.kafka import make_consumer, make_producer
 from fi_stream.kafka.reading import read_to_end
 from fi_stream.models.store import load_spec
 from fi_stream.registry import RegistryView
 from fi_stream.settings import Settings, load_settings
-from fi_stream.signing import (
-    PRIVATE_KEY_FILE,
-    load_or_create_key,
-    public_key_bytes,
-    sign_batch,
+from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key, public_key_bytes
+from schemas import Budget, Participant, Privacy, ResponseBatch, Result, encode, headers
+from schemas.blocks import (
+    DECLINE_CODES,
+    ResponseBlock,
+    decode_response_block,
+    decode_result_block,
+    encode_query_block,
+    encode_response_block,
+    query_block,
+    split_query_id,
 )
-from schemas import (
-    Budget,
-    Decline,
-    Participant,
-    Privacy,
-    ResponseBatch,
-    Tensor,
-    encode,
-    headers,
-)
+from schemas.blocks.convert import response_batch_of, results_of
+
+Record = ConsumerRecord[bytes, bytes]
+
+
+def query_value(block_id: str, x: Any, *, created_at_ms: int, deadline_ms: int,
+                quorum: int = 1, strategy: str | None = None, task: str = "digits",
+                client_id: str = "anonymous") -> bytes:
+    """The record of a block of one (query id `block_id.0`) with input `x` as <f4; `x` of
+    shape [N, 64]: a block of N (ids `block_id.0` … `block_id.N-1`)."""
+    inputs = np.asarray(x, dtype=np.float32)
+    inputs = inputs[None] if inputs.ndim == 1 else inputs
+    return encode_query_block(query_block(
+        block_id, task, inputs, created_at_ms=created_at_ms, deadline_ms=deadline_ms,
+        quorum=quorum, strategy=strategy, client_id=client_id))
+
+
+def response_batches(records: list[Record]) -> list[ResponseBatch]:
+    """The per-query views of the response block records (fi.responses)."""
+    return [response_batch_of(decode_response_block(r.value)) for r in records]
+
+
+def results_in(records: list[Record]) -> list[Result]:
+    """Every Result of the result block records (fi.results), in log order."""
+    return [res for r in records for res in results_of(decode_result_block(r.value))]
 
 
 @dataclass
@@ -133,19 +155,33 @@ class HandParticipant:
 
     def batch(self, partition: int, answers: dict[str, int],
               declined: dict[str, str] | None = None,
-              key: Ed25519PrivateKey | None = None) -> bytes:
-        """answers: query_id → predicted class (a one-hot output)."""
-        rows = np.zeros((len(answers), 10), np.float32)
-        for i, cls in enumerate(answers.values()):
-            rows[i, cls] = 1.0
-        batch = ResponseBatch(
-            participant_id=self.participant_id, batch_id=uuid.uuid4().hex, task="digits",
-            model_version="hand", privacy=self.privacy, produced_at_ms=now_ms(),
-            query_partition=partition, answered=list(answers),
-            outputs=Tensor.from_numpy(rows),
-            declined=[Decline(query_id=q, reason=r)  # type: ignore[arg-type]
-                      for q, r in (declined or {}).items()])
-        return encode(sign_batch(batch, key or self.key))
+              key: Ed25519PrivateKey | None = None,
+              outputs: np.ndarray[Any, Any] | None = None) -> bytes:
+        """A signed response block record: answers (query_id → predicted class, a one-hot
+        output, or the matching row of `outputs`) and declines (query_id → reason). The
+        ids must cover whole blocks (`B.0` … `B.n-1`); one span per block, in the order
+        the blocks first appear."""
+        wanted: dict[str, int | str] = {**answers, **(declined or {})}
+        given = {q: i for i, q in enumerate(answers)}
+        by_block: dict[str, dict[int, str]] = {}
+        for qid in wanted:
+            block_id, row = split_query_id(qid)
+            by_block.setdefault(block_id, {})[row] = qid
+        order = [rows[n] for rows in by_block.values() for n in range(len(rows))]
+        rows_out = np.zeros((len(order), 10), np.float32)
+        status = np.zeros(len(order), np.uint8)
+        for r, qid in enumerate(order):
+            value = wanted[qid]
+            if isinstance(value, str):
+                status[r] = DECLINE_CODES.index(value)
+            elif outputs is not None:
+                rows_out[r] = outputs[given[qid]]
+            else:
+                rows_out[r, value] = 1.0
+        spans = [(block_id, len(rows)) for block_id, rows in by_block.items()]
+        block = ResponseBlock(self.participant_id, uuid.uuid4().hex, "digits", "hand",
+                              self.privacy, now_ms(), partition, spans, rows_out, status)
+        return sign_response_block(encode_response_block(block), key or self.key)
 
     async def produce_raw(self, topic: str, value: bytes, *, key: str,
                           partition: int | None = None,

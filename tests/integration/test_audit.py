@@ -25,13 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from consumers.auditor import Auditor, Bound
 from fi_stream.aggregation import aggregate
 from fi_stream.audit import AuditReport, Logged
+from fi_stream.block_signing import sign_response_block
 from fi_stream.clock import now_ms
 from fi_stream.kafka import ensure_topics, make_producer
 from fi_stream.models import load_digits_split
 from fi_stream.privacy import PrivacyBudget, choose_mechanism
 from fi_stream.results import status_of
 from fi_stream.settings import Settings, load_settings
-from fi_stream.signing import PRIVATE_KEY_FILE, load_private_key, sign_batch
+from fi_stream.signing import PRIVATE_KEY_FILE, load_private_key
 from producers.query_client import QueryClient
 from schemas import (
     Event,
@@ -39,16 +40,25 @@ from schemas import (
     IncludedAnswer,
     Privacy,
     Query,
-    ResponseBatch,
     Result,
     Tensor,
     WindowRef,
     encode,
     headers,
 )
+from schemas.blocks import (
+    QueryBlockHeader,
+    ResponseBlock,
+    ResultBlockHeader,
+    block_headers,
+    encode_response_block,
+    encode_result_block,
+    split_query_id,
+)
+from schemas.blocks.convert import result_block_of
 from tests.conftest import PIPELINE_PRIVACY
 
-from .harness import federation
+from .harness import federation, query_value
 
 pytestmark = pytest.mark.kafka
 
@@ -72,18 +82,31 @@ class Recorded:
 
 async def _produce(settings: Settings, topic: str, event: Event | bytes, *, key: str,
                    partition: int) -> int:
-    """One record with a plain (non-transactional) producer; returns its offset."""
+    """One record with a plain (non-transactional) producer; returns its offset. A Query
+    or a Result goes as the block of one that carries it."""
     producer = make_producer(settings)
     await producer.start()
     try:
-        value = event if isinstance(event, bytes) else encode(event)
-        hdrs = None if isinstance(event, bytes) else headers(type(event))
+        value, hdrs = _record(event)
         meta = await producer.send_and_wait(getattr(settings.topic_names, topic), value,
                                             key=key.encode(), partition=partition,
                                             headers=hdrs)
         return int(meta.offset)
     finally:
         await producer.stop()
+
+
+def _record(event: Event | bytes) -> tuple[bytes, list[tuple[str, bytes]] | None]:
+    if isinstance(event, bytes):
+        return event, None
+    if isinstance(event, Query):
+        block_id, _ = split_query_id(event.query_id)
+        return query_value(block_id, event.input.to_numpy(), created_at_ms=event.created_at_ms,
+                           deadline_ms=event.deadline_ms), block_headers(QueryBlockHeader)
+    if isinstance(event, Result):
+        return (encode_result_block(result_block_of([event])),
+                block_headers(ResultBlockHeader))
+    return encode(event), headers(type(event))
 
 
 async def _cli_audit(settings: Settings, out: Path) -> tuple[int, str]:
@@ -124,7 +147,8 @@ async def recorded(kafka_bootstrap: str, model_dirs: dict[str, Path],
             await producer.send(settings.topic_names.feedback,
                                 encode(Feedback(query_id=qid, label=label,
                                                 created_at_ms=now_ms())),
-                                key=qid.encode(), headers=headers(Feedback))
+                                key=split_query_id(qid)[0].encode(),
+                                headers=headers(Feedback))
     finally:
         await producer.stop()
     await asyncio.sleep(0.01)
@@ -209,7 +233,7 @@ async def test_a_result_rewritten_with_another_prediction(recorded: Recorded) ->
     r = original.event
     assert r.prediction is not None
     forged = r.model_copy(update={"prediction": (r.prediction + 1) % 10})
-    offset = await _produce(recorded.settings, "results", forged, key=r.query_id,
+    offset = await _produce(recorded.settings, "results", forged, key=split_query_id(r.query_id)[0],
                             partition=original.partition)
     report = await _audit(recorded.settings)
     [wrong] = _of(report, "prediction_mismatch", r.query_id)
@@ -221,7 +245,7 @@ async def test_a_result_rewritten_with_another_prediction(recorded: Recorded) ->
 async def test_a_query_with_two_results(recorded: Recorded) -> None:
     original = recorded.results[1]
     r = original.event
-    await _produce(recorded.settings, "results", r, key=r.query_id,
+    await _produce(recorded.settings, "results", r, key=split_query_id(r.query_id)[0],
                    partition=original.partition)
     report = await _audit(recorded.settings)
     [dup] = _of(report, "duplicate_result", r.query_id)
@@ -231,10 +255,11 @@ async def test_a_query_with_two_results(recorded: Recorded) -> None:
 
 async def test_a_query_with_no_result(recorded: Recorded) -> None:
     now = now_ms()
-    query = Query(query_id=f"lost-{uuid.uuid4().hex[:8]}", task="digits",
+    query = Query(query_id=f"lost-{uuid.uuid4().hex[:8]}.0", task="digits",
                   input=Tensor.from_numpy(SPLIT.x_test[40]), created_at_ms=now - 61_000,
                   deadline_ms=now - 60_000)
-    offset = await _produce(recorded.settings, "queries", query, key=query.query_id,
+    offset = await _produce(recorded.settings, "queries", query,
+                            key=split_query_id(query.query_id)[0],
                             partition=1)
     report = await _audit(recorded.settings)
     [missing] = _of(report, "missing_result", query.query_id)
@@ -259,20 +284,18 @@ async def _forge(recorded: Recorded, *, produced_late: bool, break_signature: bo
     s = recorded.settings
     now = now_ms()
     deadline = now - 10_000 if produced_late else now + 60_000
-    query = Query(query_id=f"forged-{uuid.uuid4().hex[:8]}", task="digits",
+    query = Query(query_id=f"forged-{uuid.uuid4().hex[:8]}.0", task="digits",
                   input=Tensor.from_numpy(SPLIT.x_test[41]), created_at_ms=deadline - 5_000,
                   deadline_ms=deadline)
-    await _produce(s, "queries", query, key=query.query_id, partition=0)
+    await _produce(s, "queries", query, key=split_query_id(query.query_id)[0], partition=0)
     row = np.eye(1, 10, k=4, dtype=np.float32)
-    batch = sign_batch(ResponseBatch(
-        participant_id="p1", batch_id=uuid.uuid4().hex, task="digits", model_version="forged",
-        privacy=_registered_privacy(s), produced_at_ms=now,
-        query_partition=0, answered=[query.query_id], outputs=Tensor.from_numpy(row)),
-        recorded.key)
-    if break_signature:
-        batch = batch.model_copy(update={"signature": bytes([batch.signature[0] ^ 1])
-                                         + batch.signature[1:]})
-    offset = await _produce(s, "responses", batch, key="p1", partition=0)
+    block = ResponseBlock("p1", uuid.uuid4().hex, "digits", "forged", _registered_privacy(s),
+                          now, 0, [(split_query_id(query.query_id)[0], 1)], row,
+                          np.zeros(1, np.uint8))
+    record = sign_response_block(encode_response_block(block), recorded.key)
+    if break_signature:  # flip one bit of the signature (the record's last 64 bytes)
+        record = record[:-64] + bytes([record[-64] ^ 1]) + record[-63:]
+    offset = await _produce(s, "responses", record, key="p1", partition=0)
     agg = aggregate(row.astype(np.float64), "soft_vote")
     result = Result(
         query_id=query.query_id, task="digits", status=status_of(1, 1, 0),
@@ -281,7 +304,8 @@ async def _forge(recorded: Recorded, *, produced_late: bool, break_signature: bo
         included=[IncludedAnswer(participant_id="p1", partition=0, offset=offset, index=0)],
         strategy="soft_vote", quorum=1, created_at_ms=query.created_at_ms,
         deadline_ms=deadline, completed_at_ms=now, window=FORGED_WINDOW)
-    await _produce(s, "results", result, key=query.query_id, partition=0)
+    await _produce(s, "results", result, key=split_query_id(query.query_id)[0],
+                   partition=0)
     return query.query_id, offset
 
 

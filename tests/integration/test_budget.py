@@ -14,9 +14,8 @@ from fi_stream.models import load_digits_split
 from fi_stream.privacy import Mechanism, epsilon_spent
 from fi_stream.settings import Settings
 from producers.query_client import QueryClient
-from schemas import ResponseBatch, decode
 
-from .harness import federation, read_topic
+from .harness import federation, read_topic, response_batches
 
 pytestmark = pytest.mark.kafka
 
@@ -47,6 +46,5 @@ async def test_exhausted_budget_declines_and_survives_a_restart(
     for r in second[4:]:
         assert [d.reason for d in r.declined] == ["budget_exhausted"]
         assert r.completed_at_ms < r.deadline_ms  # the aggregator did not wait for p1
-    batches = [decode(rec.value, ResponseBatch) for rec in
-               await read_topic(settings, settings.topic_names.responses)]
+    batches = response_batches(await read_topic(settings, settings.topic_names.responses))
     assert sum(len(b.answered) for b in batches) == CAP

@@ -18,9 +18,8 @@ from fi_stream.privacy import Mechanism, epsilon_spent
 from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE, load_or_create_key
 from producers.query_client import QueryClient
-from schemas import ResponseBatch, decode
 
-from .harness import federation, read_topic
+from .harness import federation, read_topic, response_batches
 
 pytestmark = pytest.mark.kafka
 
@@ -106,6 +105,5 @@ async def test_two_processes_share_one_budget(
     assert a.answered > 0 and b.answered > 0, f"both took part: {a.answered}, {b.answered}"
     assert a.answered + b.answered == CAP
     assert sorted(r.status for r in got).count("complete") == CAP
-    batches = [decode(rec.value, ResponseBatch) for rec in
-               await read_topic(settings, settings.topic_names.responses)]
+    batches = response_batches(await read_topic(settings, settings.topic_names.responses))
     assert sum(len(x.answered) for x in batches) == CAP

@@ -18,9 +18,9 @@ from fi_stream.models import load_digits_split
 from fi_stream.settings import Settings
 from producers.feedback import publish_labels
 from producers.query_client import QueryClient
-from schemas import Incentive, Result, decode
+from schemas import Incentive, decode
 
-from .harness import federation, read_topic
+from .harness import federation, read_topic, results_in
 
 pytestmark = pytest.mark.kafka
 
@@ -54,8 +54,7 @@ async def test_labeled_windows_get_shapley_incentives_exactly_once(
     assert set(keys.values()) == {1}
     assert {(p, s) for p, s, _ in keys} == windows
 
-    results = [decode(r.value, Result) for r in
-               await read_topic(settings, settings.topic_names.results)]
+    results = results_in(await read_topic(settings, settings.topic_names.results))
     correct: dict[tuple[int, int], list[bool]] = defaultdict(list)
     for r in results:
         if r.query_id in labels and r.included:

@@ -14,9 +14,17 @@ from fi_stream.clock import now_ms
 from fi_stream.models import load_digits_split
 from fi_stream.settings import Settings
 from producers.query_client import QueryClient, QueryRejectedError
-from schemas import Query, ResponseBatch, Result, Tensor, decode, encode, headers
+from schemas.blocks import QueryBlockHeader, block_headers
 
-from .harness import HandParticipant, federation, read_topic, registered
+from .harness import (
+    HandParticipant,
+    federation,
+    query_value,
+    read_topic,
+    registered,
+    response_batches,
+    results_in,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -36,8 +44,8 @@ async def test_a_query_of_3e38_is_rejected_and_declined_with_the_reason_then_all
         await asyncio.sleep(1.0)  # the participants' declines of the rejected query
         assert {pid: p.ledger.answers - spent[pid] for pid, p in fed.participants.items()} \
             == dict.fromkeys(fed.participants, 1)  # no privacy spent on the rejected one
-    declines = [d for r in await read_topic(topics, topics.topic_names.responses)
-                for d in decode(r.value, ResponseBatch).declined]
+    declines = [d for b in response_batches(
+        await read_topic(topics, topics.topic_names.responses)) for d in b.declined]
     assert len(declines) == 3
     assert all(d.reason == "bad_input" and "maximum" in (d.detail or "") for d in declines)
 
@@ -54,28 +62,25 @@ async def test_implausible_rows_of_a_registered_participant_are_excluded_not_fat
     await aggregator.start()
     try:
         now = now_ms()
-        qids = [f"q{i}" for i in range(4)]
-        for i, qid in enumerate(qids):
-            q = Query(query_id=qid, task="digits", input=Tensor.from_numpy(X[i]),
-                      created_at_ms=now, deadline_ms=now + 20_000, quorum=1)
-            await hands["h1"].produce_raw(topics.topic_names.queries, encode(q), key=qid,
-                                          partition=0, hdrs=headers(Query))
+        blocks = [f"q{i}" for i in range(4)]
+        qids = [f"{b}.0" for b in blocks]
+        for i, block_id in enumerate(blocks):
+            value = query_value(block_id, X[i], created_at_ms=now, deadline_ms=now + 20_000)
+            await hands["h1"].produce_raw(topics.topic_names.queries, value, key=block_id,
+                                          partition=0, hdrs=block_headers(QueryBlockHeader))
         for pid in ("h1", "h2"):
             await hands[pid].produce_raw(topics.topic_names.responses,
                                          hands[pid].batch(0, dict.fromkeys(qids, 2)), key=pid,
                                          partition=0)
         bad = hands["h3"]
-        raw = decode(bad.batch(0, dict.fromkeys(qids, 2)), ResponseBatch)
-        rows = raw.outputs.to_numpy().copy()
+        rows = np.eye(10, dtype=np.float32)[[2, 2, 2, 2]]
         rows[0, 0], rows[1, 0], rows[2, 0], rows[3, 0] = np.nan, np.inf, 1e6, -3e38
-        from fi_stream.signing import sign_batch
-        forged = sign_batch(raw.model_copy(update={"outputs": Tensor.from_numpy(rows)}), bad.key)
-        await bad.produce_raw(topics.topic_names.responses, encode(forged), key="h3",
-                              partition=0)
+        forged = bad.batch(0, dict.fromkeys(qids, 2), outputs=rows)  # signed by h3 itself
+        await bad.produce_raw(topics.topic_names.responses, forged, key="h3", partition=0)
         records = await read_topic(topics, topics.topic_names.results, min_records=4)
     finally:
         await aggregator.stop()
-    results = [decode(r.value, Result) for r in records]
+    results = results_in(records)
     assert {r.query_id for r in results} == set(qids)
     for r in results:
         assert r.status == "partial" and r.prediction == 2

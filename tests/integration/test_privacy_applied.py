@@ -26,9 +26,9 @@ from fi_stream.models import load_digits_split, load_model
 from fi_stream.privacy import clip_rows
 from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE
-from schemas import Query, ResponseBatch, Tensor, decode, encode, headers
+from schemas.blocks import QueryBlockHeader, block_headers, encode_query_block, query_block
 
-from .harness import federation, read_topic
+from .harness import federation, read_topic, response_batches
 
 pytestmark = pytest.mark.kafka
 
@@ -44,25 +44,23 @@ def _fresh_model_dir(src: Path, dst: Path) -> Path:
 
 async def _publish_and_collect(settings: Settings, model_dir: Path, x: np.ndarray
                                ) -> dict[str, np.ndarray]:
-    """query id → the row the participant published for it."""
+    """query id → the row the participant published for it; the rows go as one block."""
     async with federation(settings, {"p1": model_dir}, with_aggregator=False):
         producer = make_producer(settings)
         await producer.start()
         try:
-            for i, row in enumerate(x):
-                q = Query(query_id=f"q{i}", task="digits", input=Tensor.from_numpy(row),
-                          created_at_ms=now_ms(), deadline_ms=now_ms() + 60_000)
-                await producer.send(settings.topic_names.queries, encode(q),
-                                    key=q.query_id.encode(), headers=headers(Query))
-            await producer.flush()
+            block = query_block("q", "digits", x, created_at_ms=now_ms(),
+                                deadline_ms=now_ms() + 60_000)
+            await producer.send_and_wait(settings.topic_names.queries,
+                                         encode_query_block(block), key=b"q",
+                                         headers=block_headers(QueryBlockHeader))
         finally:
             await producer.stop()
         published: dict[str, np.ndarray] = {}
         async with asyncio.timeout(90):
             while len(published) < len(x):  # batches may still be on their way
-                for record in await read_topic(settings, settings.topic_names.responses,
-                                               min_records=1, timeout=90):
-                    batch = decode(record.value, ResponseBatch)
+                for batch in response_batches(await read_topic(
+                        settings, settings.topic_names.responses, min_records=1, timeout=90)):
                     assert not batch.declined, batch.declined
                     published.update(zip(batch.answered, batch.outputs.to_numpy(),
                                          strict=True))
@@ -88,7 +86,7 @@ async def test_published_rows_are_clipped_outputs_plus_noise_of_std_sigma_c(
     model_dir = _fresh_model_dir(model_dirs["p1"], tmp_path / "p1")
     x = np.ascontiguousarray(load_digits_split().x_test[:N])
     published = await _publish_and_collect(settings, model_dir, x)
-    rows = np.stack([published[f"q{i}"] for i in range(N)]).astype(np.float64)
+    rows = np.stack([published[f"q.{i}"] for i in range(N)]).astype(np.float64)
     clean = _clean(model_dir, x).astype(np.float64)
     assert bool((np.linalg.norm(clean, axis=1) <= CLIP * (1 + 1e-5)).all())
     noise = rows - clean

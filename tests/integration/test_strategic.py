@@ -26,9 +26,9 @@ from fi_stream.models import load_digits_split
 from fi_stream.settings import Settings
 from fi_stream.signing import PRIVATE_KEY_FILE
 from producers.query_client import QueryClient
-from schemas import Incentive, ResponseBatch, Result, decode
+from schemas import Incentive, Result, decode
 
-from .harness import read_topic
+from .harness import read_topic, response_batches
 
 pytestmark = pytest.mark.kafka
 
@@ -95,8 +95,8 @@ async def test_copycat_is_caught_and_strategic_answers_earn_least(
     assert paid["rnd"] < min(paid[p] for p in model_dirs)
 
     # The same rows through the experiment's functions: the same flags, the same shares.
-    responses = [(r.offset, decode(r.value, ResponseBatch)) for r in
-                 await read_topic(settings, settings.topic_names.responses)]
+    records = await read_topic(settings, settings.topic_names.responses)
+    responses = list(zip([r.offset for r in records], response_batches(records), strict=True))
     answers: dict[str, dict[str, tuple[tuple[int, int], np.ndarray]]] = defaultdict(dict)
     for offset, batch in responses:
         rows = batch.outputs.to_numpy()

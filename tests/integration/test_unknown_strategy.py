@@ -13,9 +13,8 @@ import pytest
 from fi_stream.models import load_digits_split
 from fi_stream.settings import Settings
 from producers.query_client import QueryClient, QueryRejectedError
-from schemas import ResponseBatch, decode
 
-from .harness import federation, read_topic
+from .harness import federation, read_topic, response_batches
 
 pytestmark = pytest.mark.kafka
 
@@ -52,7 +51,7 @@ async def test_unknown_strategy_is_rejected_with_its_reason_never_substituted(
         await asyncio.sleep(1.0)  # the participants' declines
         assert {pid: p.ledger.answers - spent[pid] for pid, p in fed.participants.items()} \
             == dict.fromkeys(fed.participants, 0)  # no privacy spent on either query
-    declines = [d for r in await read_topic(topics, topics.topic_names.responses)
-                for d in decode(r.value, ResponseBatch).declined]
+    declines = [d for b in response_batches(
+        await read_topic(topics, topics.topic_names.responses)) for d in b.declined]
     assert len(declines) == 4  # 2 queries x 2 participants
     assert all((d.detail or "").startswith("unknown_strategy") for d in declines)
