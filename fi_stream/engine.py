@@ -132,7 +132,6 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
     task = spec.task_spec()
     seen: set[tuple[int, str]] = set()
     statuses: list[Array] = []
-    rows: list[Array] = []
     chunks: list[Array] = []
     total = 0  # batch rows so far
     for index, (partition, raw) in enumerate(items):
@@ -154,13 +153,12 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
         statuses.append(screened.status)
         out.details.update({total + r: d for r, d in screened.details.items()})
         if screened.inputs is not None:
-            rows.append(total + screened.answerable())
-            chunks.append(screened.inputs)
+            chunks.append(screened.inputs)  # the block's status-0 rows, in row order
         total += len(block)
     if statuses:
         out.status = statuses[0] if len(statuses) == 1 else np.concatenate(statuses)
     if chunks:
-        out.answerable = rows[0] if len(rows) == 1 else np.concatenate(rows)
+        out.answerable = np.flatnonzero(out.status == ANSWERED)
         out.inputs = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
     return out
 

@@ -233,3 +233,10 @@ def test_a_participant_declines_exactly_what_the_aggregator_rejects(block: Query
         else:
             assert p.status[row] == DECLINE_CODES.index("bad_input")
             assert p.details[row] == problem
+
+
+def test_bench_measures_both_sides() -> None:
+    from fi_stream.bench_engine_blocks import measure
+
+    row = measure(16, 0.05)
+    assert row["raw_items_per_s"] > 0 and row["engine_over_raw"] > 0
