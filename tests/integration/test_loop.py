@@ -13,9 +13,9 @@ from fi_stream.clock import now_ms
 from fi_stream.models import load_digits_split
 from fi_stream.settings import Settings
 from producers.query_client import QueryClient
-from schemas import Query, Result, Tensor, decode, encode, headers
+from schemas.blocks import QueryBlockHeader, block_headers
 
-from .harness import HandParticipant, federation, read_topic, registered
+from .harness import HandParticipant, federation, query_value, read_topic, registered, results_in
 
 pytestmark = pytest.mark.kafka
 
@@ -93,18 +93,18 @@ async def test_duplicate_response_counts_once_and_forgeries_change_nothing(
     async with federation(topics, {}) as fed:
         await fed.aggregator.registry.wait_for({"h1", "h2"}, timeout=20)
         now = now_ms()
-        query = Query(query_id="dup-1", task="digits", input=Tensor.from_numpy(X[4]),
-                      created_at_ms=now, deadline_ms=now + 60_000, quorum=2)
-        await p1.produce_raw(t.queries, encode(query), key="dup-1", partition=0,
-                             hdrs=headers(Query))
-        answer = p1.batch(0, {"dup-1": 3})
+        query = query_value("dup-1", X[4], created_at_ms=now, deadline_ms=now + 60_000,
+                            quorum=2)
+        await p1.produce_raw(t.queries, query, key="dup-1", partition=0,
+                             hdrs=block_headers(QueryBlockHeader))
+        answer = p1.batch(0, {"dup-1.0": 3})
         await p1.produce_raw(t.responses, answer, key="h1", partition=0)
         await p1.produce_raw(t.responses, answer, key="h1", partition=0)  # redelivery
-        forged = p2.batch(0, {"dup-1": 7}, key=HandParticipant(topics, "x").key)
+        forged = p2.batch(0, {"dup-1.0": 7}, key=HandParticipant(topics, "x").key)
         await p1.produce_raw(t.responses, forged, key="h2", partition=0)  # not h2's key
-        await p2.produce_raw(t.responses, p2.batch(0, {"dup-1": 3}), key="h2", partition=0)
+        await p2.produce_raw(t.responses, p2.batch(0, {"dup-1.0": 3}), key="h2", partition=0)
         [record] = await read_topic(topics, t.results, min_records=1)
-        result = decode(record.value, Result)
+        [result] = results_in([record])
         assert fed.aggregator.join.duplicates == 1
     assert result.status == "complete" and result.prediction == 3
     assert [(a.participant_id, a.offset) for a in result.included] == [("h1", 0), ("h2", 3)]
@@ -122,8 +122,8 @@ async def test_naive_baseline_answers_every_query_one_batch_each(
     await ensure_topics(settings)
     async with federation(settings, model_dirs) as fed, \
             QueryClient(settings, quorum=3) as client:
-        results = [r async for _, _, r in client.stream(X[:12], deadline_ms=20_000)]
+        results = await asyncio.gather(*(client.infer(x, deadline_ms=20_000) for x in X[:12]))
         assert {type(p).__name__ for p in fed.participants.values()} == {
             "NaiveParticipantService"}
-        assert all(p.batches == 12 for p in fed.participants.values())  # one per query
+        assert all(p.batches == 12 for p in fed.participants.values())  # one per block of one
     assert [r.status for r in results] == ["complete"] * 12
