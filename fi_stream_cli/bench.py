@@ -57,9 +57,9 @@ def bench_engine(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the JSON here.")
                         ] = None,
 ) -> None:
-    """Raw forward (ceiling) vs. the participant engine (encoded queries → encoded, signed
-    ResponseBatches, pipelined as in the service) vs. one query at a time; then the
-    engine with K teachers side by side (same batch, unpipelined)."""
+    """Raw forward (ceiling) vs. the participant engine (a query block of --batch queries →
+    a signed response block, pipelined as in the service) vs. one query (a block of one) at
+    a time; then the engine with K teachers side by side (same block, unpipelined)."""
     from consumers.participant import INLINE_WORK_S
     from fi_stream.engine import Precision, pick_device
     from fi_stream_cli import measure
@@ -96,7 +96,8 @@ def bench_emit(
                         ] = None,
 ) -> None:
     """The aggregator's work per settled query (soft vote, loo-agreement tallies, building
-    and encoding the Result): query by query vs. `soft_vote_in_batches`, side by side.
+    the Results and encoding their result block): query by query vs.
+    `soft_vote_in_batches`, side by side.
     (48 queries per poll is what the aggregator sees at ~1,400 queries/s.)"""
     from fi_stream_cli import measure
 
