@@ -22,8 +22,9 @@ import asyncio
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from aiokafka import ConsumerRecord, TopicPartition
@@ -57,11 +58,14 @@ SPEC = TaskSpec(task="digits", input_shape=(64,), input_min=0.0, input_max=1.0,
                 num_classes=C)
 KEYS = {p: Ed25519PrivateKey.generate() for p in PIDS}
 
-Record = ConsumerRecord[bytes, bytes]
+Work: TypeAlias = list[tuple[list[bytes], list[bytes]]]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 def _record(topic: str, offset: int, key: bytes, value: bytes) -> Record:
-    return ConsumerRecord(topic, 0, offset, NOW, 0, key, value, None, len(key), len(value), [])
+    record: Record = ConsumerRecord(topic, 0, offset, NOW, 0, key, value, None, len(key),
+                                    len(value), [])
+    return record
 
 
 def workload(queries: int, block: int, batch: int, rng: np.random.Generator
@@ -85,7 +89,7 @@ def workload(queries: int, block: int, batch: int, rng: np.random.Generator
 
 
 def service(strategy: str) -> AggregatorService:
-    settings = Settings(aggregator={"strategy": strategy})  # type: ignore[arg-type]
+    settings = Settings(aggregator={"strategy": strategy})
     s = AggregatorService(settings)
     s._owned.add(0)
     s._tx.positions[TopicPartition(s.topics.queries, 0)] = 0
@@ -137,7 +141,7 @@ def run_vectorized(work: list[tuple[list[bytes], list[bytes]]], strategy: str,
             rb = decode_response_block(raw)
             assert verify_response_block(rb, keys[rb.participant_id])
             answered = rb.outputs[rb.status == 0]
-            codes = exclusion_codes(screen_rows(answered, PRIVACY, C))
+            codes = exclusion_codes(list(screen_rows(answered, PRIVACY, C)))
             full = np.zeros(len(rb), np.uint8)
             full[rb.status == 0] = codes
             t.add_response(rb, 0, r_off, NOW + 2, full)
@@ -199,8 +203,10 @@ def main() -> None:
     for block, per_block in ((1, True), (1, False), (256, False)):
         batch = block if per_block else args.batch
         work = workload(args.queries, block, batch, np.random.default_rng(0))
-        for name, run in (("step1", lambda w: asyncio.run(run_step1(w, args.strategy))),
-                          ("vectorized", lambda w: run_vectorized(w, args.strategy))):
+        runs: list[tuple[str, Callable[[Work], dict[str, float]]]] = [
+            ("step1", lambda w: asyncio.run(run_step1(w, args.strategy))),
+            ("vectorized", lambda w: run_vectorized(w, args.strategy))]
+        for name, run in runs:
             best: dict[str, float] | None = None
             for _ in range(3):
                 got = run(work)
