@@ -26,6 +26,7 @@ from schemas.blocks import QueryBlockHeader, block_headers
 from tests.integration.harness import (
     HandParticipant,
     query_value,
+    read_results,
     read_topic,
     registered,
     response_batches,
@@ -116,8 +117,7 @@ async def test_sigkill_three_times_yields_every_result_exactly_once(
         proc = await _spawn_aggregator(topics, log, children)
     await streaming
     try:
-        await read_topic(topics, topics.topic_names.results, min_records=N_QUERIES,
-                         timeout=120)
+        await read_results(topics, min_results=N_QUERIES, timeout=120)
         await asyncio.sleep(2.5)  # let the last incentive windows close (1 s) and commit
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -150,7 +150,7 @@ async def test_two_aggregators_share_the_work_and_survive_one_leaving(
         (tmp_path / "a.log").read_text()[-3000:]
     await streaming
     try:
-        await read_topic(topics, topics.topic_names.results, min_records=N_QUERIES, timeout=120)
+        await read_results(topics, min_results=N_QUERIES, timeout=120)
         await asyncio.sleep(2.5)
     finally:
         b.send_signal(signal.SIGTERM)
@@ -191,7 +191,7 @@ async def test_a_paused_member_that_wakes_up_late_duplicates_nothing(
     a.send_signal(signal.SIGCONT)
     await streaming
     try:
-        await read_topic(topics, topics.topic_names.results, min_records=N_QUERIES, timeout=120)
+        await read_results(topics, min_results=N_QUERIES, timeout=120)
         await asyncio.sleep(2.5)
     finally:
         for proc in (a, b):

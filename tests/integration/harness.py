@@ -136,6 +136,18 @@ async def read_topic(settings: Settings, topic: str, *, min_records: int = 0,
         await consumer.stop()
 
 
+async def read_results(settings: Settings, *, min_results: int = 0,
+                       timeout: float = 20.0) -> list[Result]:
+    """Every committed Result on fi.results (waiting until there are `min_results`)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            results = results_in(await read_topic(settings, settings.topic_names.results,
+                                                  timeout=timeout))
+            if len(results) >= min_results:
+                return results
+            await asyncio.sleep(0.2)
+
+
 class HandParticipant:
     """A registered participant whose answers the test writes by hand."""
 
