@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 import consumers.participant as participant_mod
 from consumers.participant import INLINE_WORK_S, ParticipantService
 from consumers.participant_metrics import ParticipantMetrics
+from fi_stream.engine import Prepared
 from fi_stream.logging import configure_logging
 from fi_stream.metrics import serve_metrics
 from fi_stream.results import IncentiveWindow
@@ -132,6 +133,6 @@ async def test_long_work_goes_to_the_worker_thread(
     monkeypatch.setattr(participant_mod.asyncio, "to_thread", to_thread)
     s = _service(work_s, device, persist)
     s._compute = lambda prepared, limit: (calls.append("compute"), (0, 0, []))[1]  # type: ignore[method-assign]
-    batch = SimpleNamespace(prepared=SimpleNamespace(answerable=[]), records=[], acks=[])
+    batch = SimpleNamespace(prepared=Prepared(), records=[], acks=[])
     await s._publish(batch)  # type: ignore[arg-type]
     assert calls == (["thread", "compute"] if threaded else ["compute"])
