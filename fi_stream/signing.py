@@ -1,10 +1,9 @@
-"""Ed25519 keys and batch signatures. One signature per ResponseBatch: a verify costs
-~50 µs, so per-query signatures would cap an aggregator at a few thousand queries/s
-(DESIGN §3).
+"""Ed25519 keys: a participant's signing key next to its model, and raw public keys for the
+registry. What is signed, and how it is verified, is fi_stream.block_signing (one
+signature per response record) and fi_stream.admission (registry entries).
 
-Keys and signing use cryptography. Verifying, the aggregator's and the auditor's hottest
-call, uses libsodium (PyNaCl): 54 µs against OpenSSL's 105 µs on the 2-core sandbox, where
-it was a third of the aggregator's CPU. Both are standard Ed25519 (RFC 8032) over raw
+Keys and signing use cryptography; verifying uses libsodium (PyNaCl): 54 µs against
+OpenSSL's 105 µs on the 2-core sandbox. Both are standard Ed25519 (RFC 8032) over raw
 32-byte keys, so either verifies the other's signatures."""
 
 from __future__ import annotations
@@ -14,11 +13,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from nacl.exceptions import BadSignatureError
-from nacl.signing import VerifyKey
 
 from fi_stream.errors import SignatureError
-from schemas import ResponseBatch, canonical_bytes
 
 PRIVATE_KEY_FILE = "signing_key.pem"
 
@@ -57,16 +53,3 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
 
 def public_key_bytes(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def sign_batch(batch: ResponseBatch, key: Ed25519PrivateKey) -> ResponseBatch:
-    """A copy of `batch` carrying the signature over its canonical bytes."""
-    return batch.model_copy(update={"signature": key.sign(canonical_bytes(batch))})
-
-
-def verify_batch(batch: ResponseBatch, public_key: bytes) -> bool:
-    try:
-        VerifyKey(public_key).verify(canonical_bytes(batch), batch.signature)
-    except (BadSignatureError, ValueError, TypeError):  # forged, or a malformed key/signature
-        return False
-    return True

@@ -2,10 +2,7 @@
 
 from schemas.codec import (
     DecodeError,
-    QueryView,
-    canonical_bytes,
     decode,
-    decode_query_view,
     encode,
     headers,
 )
@@ -59,7 +56,6 @@ __all__ = [
     "ParticipantDecline",
     "Privacy",
     "Query",
-    "QueryView",
     "ResponseBatch",
     "Result",
     "ResultStatus",
@@ -67,9 +63,7 @@ __all__ = [
     "Tensor",
     "Window",
     "WindowRef",
-    "canonical_bytes",
     "decode",
-    "decode_query_view",
     "encode",
     "headers",
 ]

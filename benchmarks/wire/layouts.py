@@ -4,8 +4,9 @@
         --json benchmarks/wire/layouts.json
 
 Compares, for blocks of N digits queries ([N, 64] as float32, float16 or uint8):
-- `json_b64`: today's wire, one JSON Query record per query with a base64 tensor
-  (schemas.codec.encode; the participant's decode_query_view), float32 only;
+- `json_b64`: the wire before blocks, one JSON Query record per query with a base64
+  tensor (schemas.codec.encode; decoded with schemas.codec.decode since the participant's
+  JSON fast decoder was retired with the switch: earlier figures used it), float32 only;
 - `block`: the chosen frame (schemas.blocks): prefix + orjson header validated by pydantic
   + aligned raw buffers;
 - `block_orjson_only`: the same bytes, the header parsed by orjson without validation (the
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from schemas import Query, Tensor, decode_query_view, encode
+from schemas import Query, Tensor, decode, encode
 from schemas.blocks import decode_query_block, encode_query_block, query_block
 from schemas.blocks.frame import PREFIX, PREFIX_SIZE, aligned
 
@@ -62,8 +63,8 @@ def json_b64(n: int, x: np.ndarray[Any, Any]) -> tuple[Callable[[], None], int]:
         raws = [encode(Query(query_id=q, task="digits", input=Tensor.from_numpy(row),
                              created_at_ms=1, deadline_ms=2))
                 for q, row in zip(ids, x, strict=True)]
-        views = [decode_query_view(r) for r in raws]
-        np.stack([v.to_numpy() for v in views])
+        views = [decode(r, Query) for r in raws]
+        np.stack([v.input.to_numpy() for v in views])
 
     raws = [encode(Query(query_id=q, task="digits", input=Tensor.from_numpy(row),
                          created_at_ms=1, deadline_ms=2)) for q, row in zip(ids, x, strict=True)]

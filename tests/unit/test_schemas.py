@@ -22,7 +22,6 @@ from schemas import (
     Tensor,
     Window,
     WindowRef,
-    canonical_bytes,
     decode,
     encode,
 )
@@ -115,12 +114,6 @@ def test_extra_fields_are_rejected() -> None:
     raw = encode(_query()).replace(b'"task"', b'"surprise":1,"task"')
     with pytest.raises(DecodeError, match="invalid"):
         decode(raw, Query)
-
-
-def test_canonical_bytes_ignore_signature_only() -> None:
-    b = _batch()
-    assert canonical_bytes(b) == canonical_bytes(b.model_copy(update={"signature": b""}))
-    assert canonical_bytes(b) != canonical_bytes(b.model_copy(update={"produced_at_ms": 6}))
 
 
 def test_json_schema_files_match_models() -> None:
