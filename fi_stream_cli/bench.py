@@ -119,7 +119,7 @@ def bench_e2e(
         min=1, help="Aggregator processes in the group (they share the partitions).")] = 1,
     rate: Annotated[float, typer.Option(
         help="Offered queries/s; 0 finds the sustained maximum, then measures latency at "
-             "half of it.")] = 0.0,
+             "half of it (for each batched run).")] = 0.0,
     duration: Annotated[float, typer.Option(min=1.0, help="Measured seconds per run.")] = 10.0,
     warmup: Annotated[float, typer.Option(
         min=0.0, help="Seconds of load before measuring: new topics, first transactions and "
@@ -128,6 +128,10 @@ def bench_e2e(
     deadline_ms: Annotated[int, typer.Option(min=1, help="Each query's time budget, ms.")
                            ] = 5_000,
     naive: Annotated[bool, typer.Option(help="Also run the naive pipeline for the ratio.")] = True,
+    block_one: Annotated[bool, typer.Option(
+        "--block-one/--no-block-one",
+        help="Also run the batched pipeline fed blocks of one (the block-size ratio).")
+                         ] = True,
     control: Annotated[bool, typer.Option(
         help="Also run the batched pipeline at max_batch 1 (separates batching from round "
              "trips).")] = True,
@@ -140,16 +144,28 @@ def bench_e2e(
         min=0, help="Participants' micro-batch wait (batched pipeline).")] = 30,
     block: Annotated[int, typer.Option(
         min=1, max=65_536, help="Queries per query block the load generator sends to the "
-        "batched pipeline (the naive and control runs are fed blocks of one: one query per "
-        "record).")] = 1,
+        "batched pipeline's main run (the block-one, naive and control runs are fed blocks "
+        "of one: one query per record).")] = 1,
     keep: Annotated[bool, typer.Option(help="Keep each run's topics afterwards.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the JSON here.")
                         ] = None,
 ) -> None:
-    """The whole system on the local broker (or FI_KAFKA_BOOTSTRAP), one process per service:
-    batched participants fed query blocks of --block queries vs. a naive pipeline (blocks of
-    one; one forward per query, one awaited produce per response, one commit per message).
-    Each run has its own topics (prefix bench-*); the JSON records the block size."""
+    """The whole system on the local broker (or FI_KAFKA_BOOTSTRAP), one process per service,
+    side by side in one invocation: the batched pipeline fed query blocks of --block
+    queries, the same pipeline fed blocks of one, the naive pipeline (blocks of one; one
+    forward per query, one awaited produce per response, one commit per message) and the
+    control (batched at max_batch 1). Each run has its own topics (prefix bench-*).
+
+    JSON keys (each run: the load generator's summary, `producers.load.drive`):
+    `block`, `max_batch`: the run parameters. With --rate 0: `batched_max` and
+    `batched_half_rate` (blocks of --block: the sustained maximum, then latency at half
+    of it), `block1_max` and `block1_half_rate` (the same, blocks of one); with --rate R:
+    `batched` and `block1` at R. `naive_max`, `control_max`: closed loop, blocks of one.
+    Ratios of goodput (queries_per_s; the max runs, or the --rate runs):
+    `block_ratio` = blocks of --block / blocks of one, `block1_over_naive` = blocks of one /
+    naive, `throughput_ratio` = blocks of --block / naive, `batching_ratio` = blocks of
+    --block / control, `round_trip_ratio` = control / naive. With --block 1 the block-one
+    run is the batched run itself (`block1_*` repeat it, `block1_same_run` is true)."""
     from fi_stream.kafka import delete_topics
     from fi_stream.settings import ParticipantSettings, load_settings
     from fi_stream_cli.federation import LocalFederation, fresh_settings, local_broker
@@ -182,6 +198,17 @@ def bench_e2e(
             if not keep:
                 await delete_topics(settings)
 
+    async def batched_runs(key: str, participant: dict[str, Any], rows: int
+                           ) -> dict[str, Any]:
+        """`key` (at --rate) or `key`_max and `key`_half_rate (--rate 0), blocks of `rows`."""
+        name = "batched" if rows == block else "block1"
+        if rate > 0:
+            return {key: await run(name, participant, rate, rows=rows)}
+        top = await run(name, participant, 0, rows=rows)
+        half = top["queries_per_s"] / 2
+        return {f"{key}_max": top,
+                f"{key}_half_rate": await run(name, participant, half, rows=rows)}
+
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {"benchmark": "e2e", "participants": participants,
                                "aggregators": aggregators,
@@ -194,32 +221,39 @@ def bench_e2e(
             # bench-only one.
             batched = {"max_batch": ParticipantSettings().max_batch, "max_wait_ms": max_wait_ms}
             out["max_batch"] = batched["max_batch"]
-            if rate > 0:
-                out["batched"] = await run("batched", batched, rate)
-            else:
-                out["batched_max"] = await run("batched", batched, 0)
-                half = out["batched_max"]["queries_per_s"] / 2
-                out["batched_half_rate"] = await run("batched", batched, half)
+            out.update(await batched_runs("batched", batched, block))
+            if block_one and block == 1:
+                out["block1_same_run"] = True
+                out.update({k.replace("batched", "block1"): v for k, v in list(out.items())
+                            if k.startswith("batched")})
+            elif block_one:
+                out.update(await batched_runs("block1", batched, 1))
             if naive:
                 out["naive_max"] = await run(
                     "naive", {"pipeline": "naive", "max_batch": 1, "max_wait_ms": 0}, 0,
                     naive_in_flight, rows=1)
-                top = out["batched_max"] if "batched_max" in out else out["batched"]
-                out["throughput_ratio"] = (top["queries_per_s"]
-                                           / max(out["naive_max"]["queries_per_s"], 1e-9))
             if control:
                 # The batched pipeline at max_batch 1: still pipelined (acks awaited off the
                 # path, commits every second) but one query per forward and per record. It
                 # splits the ratio: batching = batched / control, round trips = control / naive.
                 out["control_max"] = await run(
                     "control", {"max_batch": 1, "max_wait_ms": 0}, 0, naive_in_flight, rows=1)
-                top = out["batched_max"] if "batched_max" in out else out["batched"]
-                control_qps = max(out["control_max"]["queries_per_s"], 1e-9)
-                out["batching_ratio"] = top["queries_per_s"] / control_qps
-                if naive:
-                    out["round_trip_ratio"] = (control_qps
-                                               / max(out["naive_max"]["queries_per_s"], 1e-9))
+        out.update(ratios(out))
         return out
 
     result = run_async(main)
     report(result, json_out)
+
+
+def ratios(out: dict[str, Any]) -> dict[str, float]:
+    """The goodput ratios of `bench e2e` between the runs `out` holds (see its help)."""
+
+    def qps(key: str) -> float | None:
+        run = out.get(f"{key}_max", out.get(key))
+        return None if run is None else max(run["queries_per_s"], 1e-9)
+
+    pairs = {"block_ratio": ("batched", "block1"), "block1_over_naive": ("block1", "naive"),
+             "throughput_ratio": ("batched", "naive"), "batching_ratio": ("batched", "control"),
+             "round_trip_ratio": ("control", "naive")}
+    got = {name: (qps(a), qps(b)) for name, (a, b) in pairs.items()}
+    return {name: a / b for name, (a, b) in got.items() if a is not None and b is not None}

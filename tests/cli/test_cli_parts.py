@@ -54,3 +54,26 @@ def test_names_are_checked_when_settings_load() -> None:
         load_settings(participant={"device": "gpu"})
     assert load_settings(participant={"device": "cuda:1"}).participant.device == "cuda:1"
     assert load_settings(log_level="debug").log_level == "DEBUG"
+
+
+def test_bench_e2e_ratios_pair_the_runs_it_has() -> None:
+    from fi_stream_cli.bench import ratios
+
+    out = {"batched_max": {"queries_per_s": 1200.0}, "batched_half_rate": {"queries_per_s": 1.0},
+           "block1_max": {"queries_per_s": 400.0}, "naive_max": {"queries_per_s": 100.0}}
+    assert ratios(out) == {"block_ratio": 3.0, "block1_over_naive": 4.0,
+                           "throughput_ratio": 12.0}
+    # --rate R: the runs are keyed without _max; a missing run leaves its ratios out.
+    got = ratios({"batched": {"queries_per_s": 50.0}, "control_max": {"queries_per_s": 25.0}})
+    assert got == {"batching_ratio": 2.0}
+
+
+def test_bench_e2e_help_documents_the_json_keys() -> None:
+    from typer.testing import CliRunner
+
+    from fi_stream_cli.main import app
+
+    text = CliRunner().invoke(app, ["bench", "e2e", "--help"], env={"COLUMNS": "200"}).output
+    for key in ("batched_max", "batched_half_rate", "block1_max", "block1_half_rate",
+                "block_ratio", "block1_over_naive", "--block-one"):
+        assert key in text
