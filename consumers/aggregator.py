@@ -24,7 +24,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from consumers.aggregator_blocks import RESULT_HEADERS, ResultBlocks, read_query_block
+from consumers.aggregator_blocks import RESULT_HEADERS, ResultBlocks, Settled, read_query_block
 from consumers.aggregator_checks import check_record
 from consumers.aggregator_commit import (
     FailingRebalance,
@@ -47,7 +47,7 @@ from fi_stream.results import Batched, build_result, soft_vote_in_batches, unans
 from fi_stream.service import Service
 from fi_stream.settings import Settings
 from fi_stream.validation import QueryHeader, block_problems, readable_block_headers, task_spec
-from schemas import DecodeError, Result, ResultStatus
+from schemas import DecodeError, ResultStatus
 
 log = structlog.get_logger(__name__)
 
@@ -228,8 +228,7 @@ class AggregatorService(Service):
                                    strategy=self.settings.aggregator.strategy,
                                    completed_at_ms=now,
                                    window=self._history.window(partition, now).ref)
-        self._history.add(partition, now, result, [], None)
-        self._publish_result(result, partition, now)
+        self._publish_result(Settled(result), partition, now)
         log.info("query_settled_now", query_id=header.query_id, status=status, reason=reason)
 
     def _on_responses(self, record: Record, now: int) -> None:
@@ -276,11 +275,13 @@ class AggregatorService(Service):
             self._metrics.late.inc()
             self._metrics.outcome(pid, "late")
         self.join.late_after_result.clear()
-        for partition, block_id, value in self._results.take():
+        for partition, block_id, value, rows in self._results.take():
             # Results go to the query's partition number: a restarted owner of that
             # partition finds what it already emitted on the same partition of fi.results.
             self._tx.outbox.append(Out(self.topics.results, partition, block_id.encode(),
                                        value, RESULT_HEADERS))
+            for s in rows:  # in log order, as the audit replays the windows
+                self._history.add(partition, now, s.result, s.ids, s.outputs, s.batched)
         for incentive in self._history.close_due(now):
             self._tx.send(self.topics.incentives, None, incentive.participant_id, incentive)
         self.join.expire(now)
@@ -306,18 +307,18 @@ class AggregatorService(Service):
         result, ids, outputs = build_result(oq, strategy=strategy, completed_at_ms=now,
                                             window=window.ref, weights=weights,
                                             batched=batched, copied=copied)
-        self._history.add(oq.partition, now, result, ids, outputs,
-                          batched if batched is not None and outputs is batched.outputs else None)
         self.join.close(oq, now)
-        self._publish_result(result, oq.partition, now)
+        self._publish_result(Settled(result, ids, outputs, batched if batched is not None
+                                     and outputs is batched.outputs else None),
+                             oq.partition, now)
         log.debug("result", query_id=result.query_id, status=result.status,
                   included=len(result.included), missing=result.missing)
 
-    def _publish_result(self, result: Result, partition: int, now: int) -> None:
-        """Into the pass's result blocks (written at its end, `_emit_ready`)."""
-        self._results.add(partition, result)
+    def _publish_result(self, settled: Settled, partition: int, now: int) -> None:
+        """Into the pass's result blocks (written, and given to the windows, at its end)."""
+        self._results.add(partition, settled)
         self.emitted += 1
-        self._metrics.result(result, now)
+        self._metrics.result(settled.result, now)
 
     def _noise_std(self, participant_id: str) -> float:
         """The noise std σ·C the participant registered (0: unknown, never flagged)."""

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.aggregator import AggregatorService
-from consumers.aggregator_blocks import RESULT_HEADERS, ResultBlocks, emitted_query_ids
+from consumers.aggregator_blocks import RESULT_HEADERS, ResultBlocks, Settled, emitted_query_ids
 from consumers.aggregator_commit import Out
 from fi_stream.block_signing import sign_response_block
 from fi_stream.join import JoinTable
@@ -166,6 +166,24 @@ async def test_a_blocks_results_mark_holds_until_its_last_row_is_out() -> None:
     assert service.join.oldest_results_mark(0) is None
 
 
+async def test_windows_take_results_in_the_order_they_are_written() -> None:
+    """Settled a.0 and b.0, then a.1 due, in one pass: the log holds [a.0, a.1] then [b.0],
+    and the windows are fed in that order (the audit replays them so: an order-sensitive
+    incentive method must see the same float sums)."""
+    service, fed = _service()
+    _queries(service, "a", np.zeros((2, 4), np.float32), offset=0)
+    _queries(service, "b", np.zeros((1, 4), np.float32), offset=1)
+    for offset, pid in enumerate(("p1", "p2")):
+        _responses(service, 2 * offset, _response_raw(pid, [("a", 1)], _rows(1)))
+        _responses(service, 2 * offset + 1, _response_raw(pid, [("b", 1)], _rows(1, seed=1)))
+    assert list(dict.fromkeys(service.join._settled)) == ["a.0", "b.0"]  # settle order
+    await service._emit_ready(NOW + 60_001 + service.settings.timing.lag_grace_ms)
+    written = [r.query_id for r in _emitted(service)]
+    assert written == ["a.0", "a.1", "b.0"]
+    assert [r.query_id for r in fed] == written
+    assert service._history.windows[0].results == 3
+
+
 async def test_invalid_rows_are_rejected_and_the_others_joined() -> None:
     service, _ = _service()
     inputs = np.zeros((3, 4), np.float32)
@@ -272,12 +290,14 @@ def test_result_blocks_split_only_what_one_record_cannot_hold() -> None:
     for r in (_result("b.2", width=3), _result("b.0", width=3), _result("b.1"),
               _result("b.3", strategy="median"), _result("b.4", width=2),
               _result("c.0", width=3)):
-        blocks.add(0, r)
+        blocks.add(0, Settled(r))
     assert len(blocks) == 6
     taken = blocks.take()
-    assert [(p, b) for p, b, _ in taken] == [(0, "b")] * 3 + [(0, "c")]
-    rows = [[r.query_id for r in results_of(decode_result_block(v))] for _, _, v in taken]
+    assert [(p, b) for p, b, _, _ in taken] == [(0, "b")] * 3 + [(0, "c")]
+    rows = [[r.query_id for r in results_of(decode_result_block(v))] for _, _, v, _ in taken]
     assert rows == [["b.0", "b.1", "b.2"], ["b.4"], ["b.3"], ["c.0"]]
+    # What the windows are given: the same results, in the same (log) order.
+    assert [[s.result.query_id for s in part] for *_, part in taken] == rows
     assert blocks.take() == []
 
 
