@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 import sys
 from collections import Counter
@@ -108,14 +109,20 @@ async def test_sigkill_three_times_yields_every_result_exactly_once(
     streaming = asyncio.create_task(_stream(topics, hands, rng))
     kills = 0
     moments = random.Random(1)
+    done = 0
     for started in range(1, 4):
         await _until_started(log, started)
-        await asyncio.sleep(moments.uniform(0.3, 2.0))  # a random moment while it works
+        # Each incarnation commits results before it dies (else no kill would test resuming
+        # from committed state), then is killed at a random moment while it works.
+        done = len(await read_results(topics, min_results=min(done + 100, N_QUERIES),
+                                      timeout=120))
+        await asyncio.sleep(moments.uniform(0.1, 1.5))
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         kills += 1
         proc = await _spawn_aggregator(topics, log, children)
     await streaming
+    await _until_started(log, 4)  # its SIGTERM below must find it running, not importing
     try:
         await read_results(topics, min_results=N_QUERIES, timeout=120)
         await asyncio.sleep(2.5)  # let the last incentive windows close (1 s) and commit
@@ -124,6 +131,9 @@ async def test_sigkill_three_times_yields_every_result_exactly_once(
         assert await asyncio.wait_for(proc.wait(), 30) == 0, log.read_text()[-3000:]
     assert kills == 3
     assert log.read_text().count("aggregator_started") == 4
+    # A restart resumed from committed state with results already emitted past its mark
+    # (the ones it must not emit again).
+    assert re.search(r'"results_seen": [1-9]', log.read_text()), "no resume was tested"
 
     await _check_exactly_once(topics)
 
