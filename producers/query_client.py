@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import itertools
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
@@ -105,7 +106,12 @@ class QueryClient:
         self._consumer: AIOKafkaConsumer | None = None
         #: block id → row → the future of that query's Result (rows still unanswered).
         self._waiters: dict[str, dict[int, asyncio.Future[Result]]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: (expiry on the loop's clock, block id) of every block sent, a heap; one timer
+        #: (`_timer`) sweeps it, not one timer per block: a block of one per query would
+        #: otherwise pay a TimerHandle and its cancellation each. Entries of blocks already
+        #: answered stay until their time comes (skipped then).
+        self._expiry: list[tuple[float, str]] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         #: Block ids: this client's uuid7 (time-ordered, unique) and a counter.
         self._prefix = uuid7().hex
@@ -148,6 +154,10 @@ class QueryClient:
             self._consumer = None
         for block_id in list(self._waiters):
             self.forget(block_id)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._expiry.clear()
 
     def next_block_id(self) -> str:
         """A block id no other block of any client has (uuid7 of this client + counter)."""
@@ -186,15 +196,35 @@ class QueryClient:
 
     def _drop(self, block_id: str) -> None:
         self._waiters.pop(block_id, None)
-        timer = self._timers.pop(block_id, None)
-        if timer is not None:
-            timer.cancel()
 
     def forget(self, block_id: str) -> None:
         """Stop waiting for a block's results: its unresolved futures are cancelled."""
         for fut in self._waiters.get(block_id, {}).values():
             fut.cancel()
         self._drop(block_id)
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, block_id: str, wait_s: float) -> None:
+        """Expire `block_id` in `wait_s`: one heap push; the sweep timer is (re)armed only
+        when this block is due before it fires (a client's blocks mostly come due in the
+        order they were sent)."""
+        at = loop.time() + wait_s
+        heapq.heappush(self._expiry, (at, block_id))
+        if self._timer is None or at < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(at, self._sweep)
+
+    def _sweep(self) -> None:
+        """Expire the blocks whose time came; rearm for the next, at most every 50 ms."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._expiry and self._expiry[0][0] <= now:
+            _, block_id = heapq.heappop(self._expiry)
+            if block_id in self._waiters:
+                self._expire(block_id)
+        if self._expiry:
+            self._timer = loop.call_at(max(self._expiry[0][0], now + 0.05), self._sweep)
 
     def _expire(self, block_id: str) -> None:
         """Grace is over: the block's unanswered queries fail with ResultTimeoutError."""
@@ -228,9 +258,10 @@ class QueryClient:
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Result]] = [loop.create_future() for _ in range(len(block))]
         self._waiters[block.block_id] = dict(enumerate(futures))
-        wait_ms = int(block.deadline_ms.max()) - now_ms() + self.settings.timing.result_grace_ms
-        self._timers[block.block_id] = loop.call_later(max(wait_ms / 1000, 0.1), self._expire,
-                                                       block.block_id)
+        deadlines = block.deadline_ms
+        last = int(deadlines[0]) if deadlines.size == 1 else int(deadlines.max())
+        wait_ms = last - now_ms() + self.settings.timing.result_grace_ms
+        self._watch(loop, block.block_id, max(wait_ms / 1000, 0.1))
         value = encode_query_block(block)
         hdrs = block_headers(QueryBlockHeader)
         if self._key is not None:  # the participants charge it to this client's quota
@@ -258,7 +289,8 @@ class QueryClient:
 
     async def infer(self, x: Array, *, deadline_ms: int | None = None) -> Result:
         """The query's Result; raises `QueryRejectedError` when it was rejected."""
-        _, fut = await self.submit(x, deadline_ms=deadline_ms)
+        # Not `submit`: its Query view would cost more than the block (nobody reads it here).
+        _, [fut] = await self.submit_block(np.asarray(x)[None], deadline_ms=deadline_ms)
         result = await fut
         if result.status == "rejected":
             raise QueryRejectedError(result)

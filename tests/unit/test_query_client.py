@@ -88,7 +88,7 @@ async def test_infer_sends_a_signed_block_of_one_and_reads_its_result_block() ->
     sig = dict(headers)[SIGNATURE_HEADER]
     key.public_key().verify(sig, value)  # the client's signature covers the block record
     assert result.query_id == f"{block.block_id}.0" and result.prediction == 0
-    assert not c._waiters and not c._timers
+    assert not c._waiters
 
 
 async def test_a_rejected_query_raises_with_its_result() -> None:
@@ -122,7 +122,7 @@ async def test_results_not_back_within_the_grace_fail_with_a_timeout() -> None:
         await futures[0]
     with pytest.raises(ResultTimeoutError):
         await futures[1]
-    assert not c._waiters and not c._timers
+    assert not c._waiters
 
 
 async def test_stream_packs_queries_into_blocks_and_yields_every_result() -> None:
@@ -161,7 +161,7 @@ async def test_leaving_a_stream_early_forgets_its_blocks() -> None:
     async with contextlib.aclosing(c.stream(np.zeros((6, 64), np.float32), block=3)) as it:
         async for _ in it:
             break
-    assert not c._waiters and not c._timers
+    assert not c._waiters
 
 
 def test_inputs_travel_as_given_or_as_float32() -> None:
@@ -176,3 +176,19 @@ def test_labels_are_keyed_by_their_query_block() -> None:
     assert feedback_key("0192ab-7.12") == b"0192ab-7"
     with pytest.raises(ValueError):
         feedback_key("not-derived")
+
+
+async def test_one_sweep_timer_expires_blocks_in_deadline_order_not_send_order() -> None:
+    c, _ = client(load_settings(None, timing={"grace_ms": 1}))
+    late, [late_fut] = await c.submit_block(np.zeros((1, 64), np.float32), deadline_ms=300)
+    answered, [answered_fut] = await c.submit_block(np.zeros((1, 64), np.float32),
+                                                    deadline_ms=1)
+    _, [early_fut] = await c.submit_block(np.zeros((1, 64), np.float32), deadline_ms=1)
+    c._deliver(results(answered, [0]), 0)
+    assert (await answered_fut).prediction == 0  # its heap entry is skipped when due
+    with pytest.raises(ResultTimeoutError):
+        await early_fut
+    assert not late_fut.done() and list(c._waiters) == [late.block_id]
+    with pytest.raises(ResultTimeoutError):
+        await late_fut
+    assert not c._waiters and c._timer is None
