@@ -77,3 +77,13 @@ def test_bench_e2e_help_documents_the_json_keys() -> None:
     for key in ("batched_max", "batched_half_rate", "block1_max", "block1_half_rate",
                 "block_ratio", "block1_over_naive", "--block-one"):
         assert key in text
+
+
+def test_load_generator_rows_cycle_through_the_inputs() -> None:
+    import numpy as np
+
+    from producers.load import _rows
+
+    xs = np.arange(10)[:, None]
+    assert _rows(xs, 13, 4).ravel().tolist() == [3, 4, 5, 6]
+    assert _rows(xs, 18, 4).ravel().tolist() == [8, 9, 0, 1]
