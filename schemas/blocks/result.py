@@ -35,6 +35,11 @@ _ROLES = np.array([*ROLE_CODES, *(DECLINED_BASE + k for k in range(1, len(DECLIN
                    *(EXCLUDED_BASE + k for k in range(len(EXCLUSION_CODES)))], dtype="|u1")
 _WITH_ANSWER = np.array([1, 3, *(EXCLUDED_BASE + k for k in range(len(EXCLUSION_CODES)))],
                         dtype="|u1")
+#: Lookup tables over a |u1 role code: is it known, does it name an answer.
+_KNOWN_ROLE = np.zeros(256, dtype=bool)
+_KNOWN_ROLE[_ROLES] = True
+_NAMES_ANSWER = np.zeros(256, dtype=bool)
+_NAMES_ANSWER[_WITH_ANSWER] = True
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -121,18 +126,20 @@ def decode_result_block(raw: bytes | None) -> ResultBlock:
 
 
 def _problem(v: dict[str, Array], responses: int) -> str | None:
-    """What is wrong with the buffers' values (a handful of numpy calls, no row loop)."""
+    """What is wrong with the buffers' values (a handful of numpy calls, no row loop;
+    boolean lookup tables instead of `np.isin`, which costs ~20 µs a call on a block of
+    one)."""
     rows, roles, response, index = v["rows"], v["roles"], v["response"], v["index"]
-    if int(rows.min()) < 0 or np.unique(rows).size != rows.size:
+    if rows.size and (int(rows.min()) < 0 or (
+            rows.size > 1 and np.unique(rows).size != rows.size)):
         return "rows must be distinct and ≥ 0"
-    if int(v["status"].max()) >= len(RESULT_CODES):
+    if v["status"].size and int(v["status"].max()) >= len(RESULT_CODES):
         return f"status codes are 0..{len(RESULT_CODES) - 1}"
-    if not np.isin(roles, _ROLES).all():
+    if not _KNOWN_ROLE[roles].all():
         return "roles has an unknown code"
-    answer = np.isin(roles, _WITH_ANSWER)
-    if roles.size and not (
-            ((response >= 0) & (response < responses) & (index >= 0))[answer].all()
-            and (response[~answer] == -1).all() and (index[~answer] == -1).all()):
+    answer = _NAMES_ANSWER[roles]
+    named = (response >= 0) & (response < responses) & (index >= 0)
+    if not np.where(answer, named, (response == -1) & (index == -1)).all():
         return (f"response (0..{responses - 1}) and index (≥ 0) are set exactly for the"
                 " cells that name an answer (included, copied, excluded), -1 elsewhere")
     return None
