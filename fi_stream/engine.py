@@ -32,7 +32,9 @@ from fi_stream.screening import (
     BUDGET_EXHAUSTED,
     QUOTA_EXHAUSTED,
     Array,
+    Screened,
     screen,
+    screen_batch,
 )
 from schemas import DecodeError, Privacy, TaskSpec
 from schemas.blocks import (
@@ -40,9 +42,9 @@ from schemas.blocks import (
     MAX_BLOCK,
     QueryBlock,
     ResponseBlock,
-    decode_query_block,
     encode_response_block,
 )
+from schemas.blocks.codec import QueryParts, query_block_of, query_block_parts
 
 Precision = Literal["fp32", "bf16"]
 #: The detail of a row whose released output is not finite (never signed).
@@ -129,14 +131,12 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
     (fi_stream.quota); the rest: `quota_exhausted`.
     """
     out = Prepared()
-    task = spec.task_spec()
     seen: set[tuple[int, str]] = set()
-    statuses: list[Array] = []
-    chunks: list[Array] = []
-    total = 0  # batch rows so far
+    blocks: list[QueryParts] = []
+    indices: list[int] = []
     for index, (partition, raw) in enumerate(items):
         try:
-            block = decode_query_block(raw)
+            block = query_block_parts(raw)
         except DecodeError as exc:
             out.broken.append((index, exc))
             continue
@@ -144,23 +144,44 @@ def prepare(items: Sequence[tuple[int, bytes | None]], spec: ModelSpec, now_ms: 
             out.repeats.append(index)
             continue
         seen.add((partition, block.block_id))
-        screened = screen(block, task, now_ms, max_deadline_ms)
-        if quota is not None and screened.inputs is not None:
-            screened.limit(quota(index, block, len(screened.inputs)), QUOTA_EXHAUSTED,
-                           f"client {block.client_id} used its share of this participant's "
-                           "budget")
-        out.spans.append((partition, block.block_id, len(block)))
-        statuses.append(screened.status)
-        out.details.update({total + r: d for r, d in screened.details.items()})
-        if screened.inputs is not None:
-            chunks.append(screened.inputs)  # the block's status-0 rows, in row order
-        total += len(block)
-    if statuses:
-        out.status = statuses[0] if len(statuses) == 1 else np.concatenate(statuses)
-    if chunks:
+        blocks.append(block)
+        indices.append(index)
+        out.spans.append((partition, block.block_id, block.rows))
+    if not blocks:
+        return out
+    screened = screen_batch(blocks, spec.task_spec(), now_ms, max_deadline_ms)
+    if quota is not None and screened.inputs is not None:
+        _charge(screened, blocks, indices, quota)
+    out.status, out.details = screened.status, screened.details
+    if screened.inputs is not None:
         out.answerable = np.flatnonzero(out.status == ANSWERED)
-        out.inputs = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        out.inputs = screened.inputs
     return out
+
+
+def _charge(screened: Screened, blocks: list[QueryParts], indices: list[int],
+            quota: Quota) -> None:
+    """Ask `quota` for each block's answerable rows, in record order (only blocks with
+    some); decline the rows past its grant (quota_exhausted) and drop their inputs."""
+    status, inputs = screened.status, screened.inputs
+    answerable = np.flatnonzero(status == ANSWERED)
+    starts = np.cumsum([0] + [p.rows for p in blocks])
+    counts = np.diff(np.searchsorted(answerable, starts)).tolist()
+    for i, count in enumerate(counts):
+        if not count:
+            continue
+        block = blocks[i]
+        granted = quota(indices[i], query_block_of(block), count)
+        if granted < count:
+            first = int(starts[i])
+            rows = (np.flatnonzero(status[first:first + block.rows] == ANSWERED)
+                    + first)[granted:]
+            status[rows] = QUOTA_EXHAUSTED
+            screened.details.update(dict.fromkeys(rows.tolist(), (
+                f"client {block.client_id} used its share of this participant's budget")))
+    kept = status[answerable] == ANSWERED
+    if not kept.all():
+        screened.inputs = inputs[kept] if kept.any() and inputs is not None else None
 
 
 def usable_outputs(outputs: Array, rows: int, num_classes: int) -> Array:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -220,3 +223,90 @@ def test_errors_name_the_problem() -> None:
     with pytest.raises(DecodeError, match="block_id"):  # derived ids must fit an event id
         decode_query_block(encode_query_block(query_block(
             "b" * 123, "t", np.ones((1, 3), np.float32), created_at_ms=1, deadline_ms=2)))
+
+
+# -- the usual query block's fast decode is the generic one, on any record near it -----------
+
+_N = 2
+_CHANGES: list[tuple[tuple[str, ...], object]] = [
+    (("block_id",), "b" * 122), (("block_id",), "b" * 123), (("block_id",), ""),
+    (("block_id",), "a b"), (("block_id",), "é"), (("block_id",), "q1\n"), (("block_id",), 7),
+    (("task",), "t" * 128), (("task",), "t" * 129), (("client_id",), ""),
+    (("client_id",), "c" * 128), (("client_id",), "c" * 129), (("client_id",), 'a"b'),
+    (("client_id",), "a\\b"), (("client_id",), "é"), (("client_id",), None),
+    (("quorum",), 0), (("quorum",), 65_536), (("quorum",), 65_537), (("quorum",), True),
+    (("quorum",), 1.0), (("quorum",), "2"), (("strategy",), ""), (("strategy",), "s" * 64),
+    (("strategy",), "s" * 65), (("strategy",), 'x"'), (("strategy",), 3),
+    (("input_scale",), 0.0625), (("input_scale",), 0.0), (("input_scale",), -1.0),
+    (("input_scale",), 1), (("input_scale",), 2.5e-300), (("input_scale",), 1e300),
+    (("input_scale",), True), (("input_scale",), "0.5"), (("schema_version",), 2),
+    (("schema_version",), True), (("schema_version",), 1.0), (("query_ids",), []),
+    (("created_at_ms", "offset"), 64), (("created_at_ms", "offset"), 1),
+    (("deadline_ms", "offset"), 0), (("input", "offset"), 192), (("input", "offset"), 64),
+    (("input", "offset"), 2**40), (("deadline_ms", "shape"), [_N + 1]),
+    (("created_at_ms", "shape"), [_N, 1]), (("input", "shape"), [_N]),
+    (("input", "shape"), [_N, 3, 0]), (("input", "shape"), [_N, 2**40]),
+    (("input", "dtype"), "<f8"), (("created_at_ms", "dtype"), "<f4"),
+    (("deadline_ms", "extra"), 1),
+]
+_DROPS = ["block_id", "client_id", "quorum", "strategy", "input_scale", "schema_version",
+          "input"]
+
+
+@st.composite
+def _near_usual(draw: st.DrawFn) -> bytes:
+    """A query block record like encode_query_block's, some header values, keys, the
+    layout or the frame changed (valid or not)."""
+    from schemas.blocks.frame import layout, pack
+
+    dtype = draw(st.sampled_from(["<f4", "<f2", "|u1"]))
+    row = draw(st.sampled_from([(3,), (2, 2), ()]))
+    arrays = {"created_at_ms": np.arange(_N, dtype="<i8"),
+              "deadline_ms": np.arange(_N, dtype="<i8") + 5,
+              "input": np.ones((_N, *row), dtype)}
+    refs, end = layout(arrays)
+    header: dict[str, object] = {
+        "schema_version": 1, "block_id": "b", "task": "t", "client_id": "anonymous",
+        "quorum": 1, "strategy": None, "input_scale": 0.0625 if dtype == "|u1" else None,
+        **{k: dict(v) for k, v in refs.items()}}
+    for path, value in draw(st.lists(st.sampled_from(_CHANGES), max_size=2)):
+        where = header
+        for key in path[:-1]:
+            where = where[key]  # type: ignore[assignment]
+        where[path[-1]] = value
+    for key in draw(st.lists(st.sampled_from(_DROPS), max_size=1)):
+        header.pop(key, None)
+    options = draw(st.sampled_from([0, 0, 0, orjson.OPT_INDENT_2, orjson.OPT_SORT_KEYS]))
+    raw = bytes(pack(1, orjson.dumps(header, option=options), arrays, refs, end))
+    tail = draw(st.sampled_from(["", "", "", "", "pad", "cut"]))
+    return raw + b"\0" * 64 if tail == "pad" else raw[:-1] if tail == "cut" else raw
+
+
+def _outcome(decode: Callable[[bytes], object], raw: bytes) -> object:
+    try:
+        return decode(raw)
+    except DecodeError as exc:
+        return str(exc)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(_near_usual())
+def test_the_fast_query_decode_is_exactly_as_strict(raw: bytes) -> None:
+    """query_block_parts (fi_stream.engine's decode) takes the usual record without the
+    pydantic model: it must accept exactly what the model and the generic frame accept,
+    with the same values, and refuse the rest with their words."""
+    from schemas.blocks.codec import _fast_parts, generic_parts, query_block_parts
+
+    reference = _outcome(generic_parts, raw)
+    fast = _fast_parts(raw)
+    assert fast is None or fast == reference
+    assert _outcome(query_block_parts, raw) == reference
+
+
+@given(query_blocks())
+def test_what_encode_writes_takes_the_fast_decode(block: object) -> None:
+    from schemas.blocks.codec import _fast_parts, generic_parts
+
+    raw = encode_query_block(block)  # type: ignore[arg-type]
+    assert _fast_parts(raw) == generic_parts(raw)
+    assert _fast_parts(raw) is not None

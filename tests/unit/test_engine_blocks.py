@@ -235,6 +235,55 @@ def test_a_participant_declines_exactly_what_the_aggregator_rejects(block: Query
             assert p.details[row] == problem
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blocks=st.lists(_blocks(), min_size=1, max_size=8),
+       tasks=st.lists(st.sampled_from(["digits", "digits", "digits", "cifar"]), min_size=8,
+                      max_size=8),
+       cap=st.sampled_from([None, 60_000]), grants=st.lists(st.integers(0, 6), min_size=8,
+                                                             max_size=8))
+def test_screening_a_batch_is_screening_block_by_block(
+        blocks: list[QueryBlock], tasks: list[str], cap: int | None, grants: list[int]) -> None:
+    """prepare screens a micro-batch's rows at once (screening.screen_batch): the same
+    statuses, details and inputs as screen() block by block, on any mix of tasks, dtypes,
+    shapes, strategies, times and values; and the quota's cut lands on the same rows."""
+    from dataclasses import replace
+
+    from fi_stream.screening import QUOTA_EXHAUSTED, screen, screen_batch
+    from schemas.blocks.codec import query_block_parts
+
+    raws = [encode_query_block(replace(b, block_id=f"b{i}", task=t))
+            for i, (b, t) in enumerate(zip(blocks, tasks, strict=False))]
+    status: list[int] = []
+    details: dict[int, str] = {}
+    inputs: list[np.ndarray[Any, Any]] = []
+    for i, raw in enumerate(raws):
+        one = screen(decode_query_block(raw), TASK, NOW, cap)
+        if one.inputs is not None:
+            one.limit(grants[i], QUOTA_EXHAUSTED, "client anonymous used its share of this "
+                      "participant's budget")
+        details.update({len(status) + r: text for r, text in one.details.items()})
+        status.extend(one.status.tolist())
+        inputs.extend([] if one.inputs is None else [one.inputs])
+    p = prepare([(0, r) for r in raws], DIGITS, NOW, cap,
+                quota=lambda i, _b, rows: grants[i])
+    assert p.status.tolist() == status and p.details == details
+    assert (p.inputs is None) == (not inputs)
+    if inputs:
+        np.testing.assert_array_equal(p.inputs, np.concatenate(inputs))
+        assert p.answerable.tolist() == np.flatnonzero(np.array(status) == 0).tolist()
+    # without a quota: screen_batch itself
+    batch = screen_batch([query_block_parts(r) for r in raws], TASK, NOW, cap)
+    alone = [screen(decode_query_block(r), TASK, NOW, cap) for r in raws]
+    starts = np.cumsum([0] + [len(a.status) for a in alone]).tolist()
+    assert batch.status.tolist() == np.concatenate([a.status for a in alone]).tolist()
+    assert batch.details == {at + r: text for at, a in zip(starts, alone, strict=False)
+                             for r, text in a.details.items()}
+    chunks = [a.inputs for a in alone if a.inputs is not None]
+    assert (batch.inputs is None) == (not chunks)
+    if chunks:
+        np.testing.assert_array_equal(batch.inputs, np.concatenate(chunks))
+
+
 def test_bench_measures_both_sides() -> None:
     from fi_stream.bench_engine_blocks import measure
 
