@@ -13,8 +13,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from fi_stream.batched import Batched
 from schemas import DecodeError, Query, Result
 from schemas.blocks import (
@@ -26,7 +24,7 @@ from schemas.blocks import (
     encode_result_block,
     split_query_id,
 )
-from schemas.blocks.convert import queries_of, result_block_of
+from schemas.blocks.convert import query_views, result_block_of
 
 #: Kafka headers of every result block record.
 RESULT_HEADERS = block_headers(ResultBlockHeader)
@@ -36,11 +34,11 @@ def read_query_block(raw: bytes | None) -> tuple[QueryBlock, list[Query]]:
     """The block and its per-query views; a `DecodeError` for anything the views could not
     carry (negative times: a `Query` holds epoch milliseconds ≥ 0)."""
     block = decode_query_block(raw)
-    if int(np.min(block.created_at_ms)) < 0 or int(np.min(block.deadline_ms)) < 0:
+    if int(block.created_at_ms.min()) < 0 or int(block.deadline_ms.min()) < 0:
         raise DecodeError("invalid", "fi.query_block: created_at_ms and deadline_ms must "
                           "be epoch milliseconds >= 0")
     try:
-        return block, queries_of(block)
+        return block, query_views(block)
     except ValueError as exc:  # pydantic's ValidationError is one
         raise DecodeError("invalid", f"fi.query_block: {str(exc)[:300]}") from None
 

@@ -11,6 +11,7 @@ on the wire path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,13 +24,14 @@ from schemas.blocks.headers import (
     DECLINED_BASE,
     EXCLUDED_BASE,
     EXCLUSION_CODES,
+    MAX_BLOCK,
     RESULT_CODES,
     query_id,
     split_query_id,
 )
 from schemas.blocks.result import ResultBlock
 from schemas.events import Query, ResponseBatch, Result
-from schemas.tensor import Tensor
+from schemas.tensor import MAX_TENSOR_BYTES, Tensor
 
 MISSING, INCLUDED, LATE, COPIED, UNLISTED = 0, 1, 2, 3, 4
 
@@ -43,6 +45,55 @@ def queries_of(block: QueryBlock) -> list[Query]:
                   deadline_ms=deadline[n], quorum=block.quorum, strategy=block.strategy,
                   client_id=block.client_id)
             for n in range(len(block))]
+
+
+#: schemas.events.Id's pattern (whole string).
+_ID = re.compile(r"[A-Za-z0-9_.:\-]+").fullmatch
+_QUERY_SET = frozenset(Query.model_fields) - {"schema_version"}
+_TENSOR_SET = frozenset(Tensor.model_fields)
+_VERSION = Query.model_fields["schema_version"].default
+_new, _set = object.__new__, object.__setattr__
+
+
+def _trusted(cls: type[Any], fields: dict[str, Any], fields_set: frozenset[str]) -> Any:
+    """What `cls.model_construct(**fields)` makes (fields in declaration order), at a
+    fifth of its cost: no defaults to fill, no aliases, no post-init (`query_views`' test
+    holds the views equal, field set included, to validated ones)."""
+    m = _new(cls)
+    _set(m, "__dict__", fields)
+    _set(m, "__pydantic_fields_set__", set(fields_set))
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None)
+    return m
+
+
+def query_views(block: QueryBlock) -> list[Query]:
+    """`queries_of(block)`, equal view for view, without validating each row: the
+    aggregator makes a view per query at thousands per second (a validated `Query` and its
+    `Tensor` cost ~20 µs, ~2 µs so). Only the query id, the input row and the times differ
+    between rows, so when a few O(1) checks on the block show every row valid (a valid
+    block id of ≤ 122 characters and ≤ MAX_BLOCK rows: every derived id is a valid id;
+    times ≥ 0; a row within MAX_TENSOR_BYTES) the views are built unvalidated; otherwise
+    `queries_of` says, row for row, what is wrong."""
+    n = len(block)
+    inputs = block.model_inputs()
+    created, deadline = block.created_at_ms.tolist(), block.deadline_ms.tolist()
+    if not (0 < n <= MAX_BLOCK and len(block.block_id) <= 122 and _ID(block.block_id)
+            and len(block.task) <= 128 and _ID(block.task) and type(block.quorum) is int
+            and block.quorum >= 1 and type(block.client_id) is str
+            and (block.strategy is None or type(block.strategy) is str)
+            and inputs.dtype == "<f4" and inputs[0].nbytes <= MAX_TENSOR_BYTES
+            and min(created) >= 0 and min(deadline) >= 0):
+        return queries_of(block)
+    shape = tuple(int(d) for d in inputs.shape[1:])
+    b, task, quorum, strategy, client = (block.block_id, block.task, block.quorum,
+                                         block.strategy, block.client_id)
+    return [_trusted(Query, {
+        "schema_version": _VERSION, "query_id": query_id(b, i), "task": task,
+        "input": _trusted(Tensor, {"dtype": "<f4", "shape": shape,
+                                   "data": inputs[i].tobytes()}, _TENSOR_SET),
+        "created_at_ms": created[i], "deadline_ms": deadline[i], "quorum": quorum,
+        "strategy": strategy, "client_id": client}, _QUERY_SET) for i in range(n)]
 
 
 def response_batch_of(block: ResponseBlock) -> ResponseBatch:
