@@ -67,6 +67,15 @@ def _trusted(cls: type[Any], fields: dict[str, Any], fields_set: frozenset[str])
     return m
 
 
+def _fields_valid(block: QueryBlock) -> bool:
+    """Would every row's view take the block's own fields (derived ids included)?"""
+    return (len(block.block_id) <= 122 and bool(_ID(block.block_id))
+            and len(block.task) <= 128 and bool(_ID(block.task))
+            and type(block.quorum) is int and block.quorum >= 1
+            and type(block.client_id) is str
+            and (block.strategy is None or type(block.strategy) is str))
+
+
 def query_views(block: QueryBlock) -> list[Query]:
     """`queries_of(block)`, equal view for view, without validating each row: the
     aggregator makes a view per query at thousands per second (a validated `Query` and its
@@ -78,12 +87,9 @@ def query_views(block: QueryBlock) -> list[Query]:
     n = len(block)
     inputs = block.model_inputs()
     created, deadline = block.created_at_ms.tolist(), block.deadline_ms.tolist()
-    if not (0 < n <= MAX_BLOCK and len(block.block_id) <= 122 and _ID(block.block_id)
-            and len(block.task) <= 128 and _ID(block.task) and type(block.quorum) is int
-            and block.quorum >= 1 and type(block.client_id) is str
-            and (block.strategy is None or type(block.strategy) is str)
-            and inputs.dtype == "<f4" and inputs[0].nbytes <= MAX_TENSOR_BYTES
-            and min(created) >= 0 and min(deadline) >= 0):
+    if not (0 < n <= MAX_BLOCK and _fields_valid(block) and inputs.dtype == "<f4"
+            and inputs[0].nbytes <= MAX_TENSOR_BYTES and min(created) >= 0
+            and min(deadline) >= 0):
         return queries_of(block)
     shape = tuple(int(d) for d in inputs.shape[1:])
     b, task, quorum, strategy, client = (block.block_id, block.task, block.quorum,
