@@ -34,6 +34,7 @@ class AggregatorMetrics:
                                  "Query created → result emitted", registry=registry)
         self.lag = ConsumerLag(registry)
         self._outcome: dict[tuple[str, str], Any] = {}
+        self._status: dict[str, Any] = {}
         self._duplicates_seen = 0
 
     def outcome(self, participant: str, outcome: str) -> None:
@@ -46,7 +47,10 @@ class AggregatorMetrics:
 
     def result(self, result: Result, now: int) -> None:
         """One result emitted at `now`."""
-        self.results.labels(result.status).inc()
+        child = self._status.get(result.status)
+        if child is None:
+            child = self._status[result.status] = self.results.labels(result.status)
+        child.inc()
         self.count(result)
         self.latency.observe(max(0, now - result.created_at_ms) / 1000)
 
