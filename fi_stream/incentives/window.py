@@ -61,6 +61,7 @@ class IncentiveWindow:
     #: The method's state (`initialize()` when None).
     state: State | None = None
     _method: IncentiveMethod = field(init=False, repr=False, compare=False)
+    _ref: WindowRef | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._method = get_method(self.method)
@@ -69,7 +70,12 @@ class IncentiveWindow:
 
     @property
     def ref(self) -> WindowRef:
-        return WindowRef(partition=self.partition, seq=self.seq)
+        """One (immutable) WindowRef per window: every result of it carries this one, not
+        a model validated per query."""
+        ref = self._ref
+        if ref is None or (ref.partition, ref.seq) != (self.partition, self.seq):
+            ref = self._ref = WindowRef(partition=self.partition, seq=self.seq)
+        return ref
 
     def _count(self, pid: str, key: str) -> None:
         row = self.counts.get(pid)
