@@ -33,6 +33,9 @@ class Answer:
     produced_at_ms: int
     #: Why the row may not be used (fi_stream.validation.screen_rows); None: usable.
     excluded: ExclusionReason | None = None
+    #: Whether every value of `vector` is finite, when known (`JoinTable.add_batch`
+    #: checks a record's rows at once); None: `build_result` checks the row itself.
+    finite: bool | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -151,9 +154,13 @@ class JoinTable:
         participant's (unusable) answer and is listed in the result's `excluded`."""
         pid = batch.participant_id
         rows = batch.outputs.to_numpy()
+        # One numpy pass for the record instead of one per answer in build_result.
+        finite: list[bool | None] = (np.isfinite(rows).all(axis=1).tolist()
+                                     if rows.ndim == 2 else [None] * len(batch.answered))
         for index, qid in enumerate(batch.answered):
             answer = Answer(pid, rows[index], partition, offset, index, batch.produced_at_ms,
-                            exclusions[index] if exclusions is not None else None)
+                            exclusions[index] if exclusions is not None else None,
+                            finite[index])
             self._route(qid, pid, answer, None, partition, offset, now_ms)
         for decline in batch.declined:
             self._route(decline.query_id, pid, None, decline.reason, partition, offset, now_ms)

@@ -19,6 +19,8 @@ from fi_stream.incentives.window import IncentiveWindow
 from fi_stream.join import Answer, OpenQuery
 from fi_stream.validation import QueryHeader
 from schemas import Result, ResultStatus, Tensor, WindowRef
+from schemas.blocks.convert import TENSOR_FIELDS, trusted
+from schemas.tensor import MAX_TENSOR_BYTES
 
 __all__ = ["Batched", "IncentiveWindow", "batch_matches", "build_result",
            "soft_vote_in_batches", "status_of", "unanswered_result"]
@@ -64,7 +66,7 @@ def build_result(oq: OpenQuery, *, strategy: str, completed_at_ms: int, window: 
                 params["weights"] = [_weight(weights.get(i, 0.0)) for i in ids]
                 fields["weights"] = params["weights"]
             agg = aggregate(outputs, strategy, **params)
-        fields.update(aggregate=Tensor.from_numpy(agg.vector), prediction=agg.prediction,
+        fields.update(aggregate=_tensor(agg.vector), prediction=agg.prediction,
                       confidence=agg.confidence)
     q = oq.query
     # Nested parts as plain dicts: validated in the same (single) call as the Result, not
@@ -93,11 +95,21 @@ def _usable(oq: OpenQuery) -> dict[str, Any]:
     """The answers `aggregate` accepts: finite rows of one width (the join's checks, again,
     so that no input makes `build_result` raise)."""
     answers = {p: a for p, a in oq.answers.items()
-               if a.vector.ndim == 1 and a.vector.size and np.isfinite(a.vector).all()}
+               if a.vector.ndim == 1 and a.vector.size and (
+                   a.finite if a.finite is not None else np.isfinite(a.vector).all())}
     if not answers:
         return {}
     width = answers[min(answers)].vector.shape
     return {p: a for p, a in answers.items() if a.vector.shape == width}
+
+
+def _tensor(vector: np.ndarray[Any, Any]) -> Tensor:
+    """`Tensor.from_numpy(vector)`, for the usual <f8 vector without validating it again
+    (a Tensor of an array's own dtype, shape and bytes is valid)."""
+    if vector.dtype.str != "<f8" or vector.ndim != 1 or vector.nbytes > MAX_TENSOR_BYTES:
+        return Tensor.from_numpy(vector)
+    return trusted(Tensor, {"dtype": "<f8", "shape": (int(vector.shape[0]),),
+                            "data": vector.tobytes()}, TENSOR_FIELDS)
 
 
 def _weight(value: float) -> float:
