@@ -123,17 +123,24 @@ def response_batch_of(block: ResponseBlock) -> ResponseBatch:
         declined=declined)
 
 
+def _filled(shape: tuple[int, ...], value: float, dtype: str) -> Array:
+    """np.full without its Python wrapper (six per result block, most of them of one row)."""
+    out = np.empty(shape, dtype)
+    out.fill(value)
+    return out
+
+
 class _Columns:
     """The [N, P] buffers of a result block being filled, one Result row at a time."""
 
     def __init__(self, results: Sequence[Result], participants: list[str]) -> None:
         n, p = len(results), len(participants)
         self.col = {pid: i for i, pid in enumerate(participants)}
-        self.roles = np.full((n, p), UNLISTED, dtype="|u1")
-        self.response = np.full((n, p), -1, dtype="<i4")
-        self.index = np.full((n, p), -1, dtype="<i4")
+        self.roles = _filled((n, p), UNLISTED, "|u1")
+        self.response = _filled((n, p), -1, "<i4")
+        self.index = _filled((n, p), -1, "<i4")
         weighted = any(r.weights is not None for r in results)
-        self.weights = np.full((n, p), np.nan) if weighted else None
+        self.weights = _filled((n, p), np.nan, "<f8") if weighted else None
         self.responses: dict[tuple[int, int], int] = {}
         self.copies: list[tuple[int, int, int]] = []
 
@@ -240,9 +247,9 @@ def _aggregates(results: Sequence[Result]) -> tuple[Array, Array, Array]:
     if len(widths) > 1 or any(len(w) != 1 for w in widths):
         raise ValueError(f"aggregates must be vectors of one width; got shapes {widths}")
     width = widths.pop()[0] if widths else 0
-    aggregate = np.full((len(results), width), np.nan)
-    prediction = np.full(len(results), -1, dtype="<i8")
-    confidence = np.full(len(results), np.nan)
+    aggregate = _filled((len(results), width), np.nan, "<f8")
+    prediction = _filled((len(results),), -1, "<i8")
+    confidence = _filled((len(results),), np.nan, "<f8")
     for n, r in enumerate(results):
         if (r.aggregate is None, r.prediction is None, r.confidence is None) == (
                 True, True, True):

@@ -99,7 +99,8 @@ def encode_result_block(block: ResultBlock) -> bytes:
     header: dict[str, Any] = {
         "schema_version": 1, "block_id": block.block_id, "task": block.task,
         "strategy": block.strategy, "quorum": block.quorum,
-        "window": block.window.model_dump(), "participants": block.participants,
+        "window": {"partition": block.window.partition, "seq": block.window.seq},
+        "participants": block.participants,
         "responses": [{"partition": part, "offset": off} for part, off in block.responses],
         "reasons": [{"row": r, "text": t} for r, t in sorted(block.reasons.items())],
         "copies": [{"row": r, "participant": p, "copy_of": c} for r, p, c in block.copies],
