@@ -285,8 +285,7 @@ class AggregatorService(Service):
         for incentive in self._history.close_due(now):
             self._tx.send(self.topics.incentives, None, incentive.participant_id, incentive)
         self.join.expire(now)
-        self._metrics.open.set(len(self.join.open))
-        self._metrics.duplicates_now(self.join.duplicates)
+        self._metrics.pass_done(len(self.join.open), self.join.duplicates)
 
     def _strategy(self, oq: OpenQuery) -> str:
         """The query's strategy, or the configured one when it names none (a query naming

@@ -35,15 +35,30 @@ class AggregatorMetrics:
         self.lag = ConsumerLag(registry)
         self._outcome: dict[tuple[str, str], Any] = {}
         self._status: dict[str, Any] = {}
+        self._pending: dict[tuple[str, str], int] = {}
         self._duplicates_seen = 0
 
     def outcome(self, participant: str, outcome: str) -> None:
-        # Children cached: labels() per participant per result costs ~5 % at 3k results/s.
-        child = self._outcome.get((participant, outcome))
-        if child is None:
-            child = self._outcome[participant, outcome] = self.outcomes.labels(
-                participant, outcome)
-        child.inc()
+        """Counted now, into the counter at `flush` (once per pass of the poll loop): an
+        inc() per participant per result costs ~2 µs (its lock), a dict entry ~0.1."""
+        key = (participant, outcome)
+        self._pending[key] = self._pending.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """The outcomes counted since the last flush into their counters."""
+        for key, n in self._pending.items():
+            # Children cached: labels() per participant per result costs ~5 % at 3k/s.
+            child = self._outcome.get(key)
+            if child is None:
+                child = self._outcome[key] = self.outcomes.labels(*key)
+            child.inc(n)
+        self._pending.clear()
+
+    def pass_done(self, open_queries: int, duplicates: int) -> None:
+        """End of a pass of the poll loop: the gauges and counters brought up to date."""
+        self.open.set(open_queries)
+        self.duplicates_now(duplicates)
+        self.flush()
 
     def result(self, result: Result, now: int) -> None:
         """One result emitted at `now`."""
