@@ -34,7 +34,7 @@ def read_query_block(raw: bytes | None) -> tuple[QueryBlock, list[Query]]:
     """The block and its per-query views; a `DecodeError` for anything the views could not
     carry (negative times: a `Query` holds epoch milliseconds ≥ 0)."""
     block = decode_query_block(raw)
-    if int(block.created_at_ms.min()) < 0 or int(block.deadline_ms.min()) < 0:
+    if min(block.created_at_ms.tolist()) < 0 or min(block.deadline_ms.tolist()) < 0:
         raise DecodeError("invalid", "fi.query_block: created_at_ms and deadline_ms must "
                           "be epoch milliseconds >= 0")
     try:

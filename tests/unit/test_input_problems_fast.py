@@ -43,3 +43,19 @@ def test_input_problems_shortcut_is_exact(n: int, w: int, seed: int, lo: float |
     x = x.astype(dtype)
     spec = TaskSpec(task="t", input_shape=(w,), input_min=lo, input_max=hi, num_classes=2)
     assert input_problems(x, spec) == _per_row(x, spec)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1)),
+                min_size=1, max_size=8), st.integers(0, 10**6))
+def test_deadline_problems_of_a_few_rows_as_of_many(rows: list[tuple[int, int]],
+                                                    max_ms: int) -> None:
+    from fi_stream.validation import _deadline_problems, deadline_problem
+    near = [(c, min(c + max_ms + k, 2**63 - 1)) for c, _ in rows for k in (-1, 0, 1)]
+    for pairs in (rows, near[:8]):
+        created = np.array([c for c, _ in pairs], dtype=np.int64)
+        deadline = np.array([d for _, d in pairs], dtype=np.int64)
+        exact = [deadline_problem(c, d, max_ms) for c, d in pairs]
+        assert _deadline_problems(created, deadline, max_ms) == exact
+        many = np.repeat(created, 3), np.repeat(deadline, 3)
+        assert _deadline_problems(*many, max_ms) == [p for p in exact for _ in range(3)]
