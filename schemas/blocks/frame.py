@@ -72,22 +72,29 @@ def pack(kind: int, header: bytes, arrays: dict[str, Array],
     return out
 
 
-def block_kind(raw: bytes | None) -> int:
-    """1 query block, 2 response block, 3 result block, read from the prefix alone (what a
-    reader of a mixed stream dispatches on); a `DecodeError` when `raw` is not a block."""
-    if raw is None:
-        raise DecodeError("malformed", "record has no value (tombstone)")
+def _prefix(raw: bytes) -> tuple[int, int, int]:
+    """(kind, flags, header length) of a record that starts with a block prefix this build
+    reads; a `DecodeError` otherwise."""
     if len(raw) < PREFIX_SIZE:
         raise DecodeError("malformed", f"{len(raw)} B is shorter than the 12-byte prefix")
-    magic, version, kind, _, _ = PREFIX.unpack_from(raw)
+    magic, version, kind, flags, length = PREFIX.unpack_from(raw)
     if magic != MAGIC:
         raise DecodeError("malformed", f"not a block: magic {bytes(magic)!r}, expected {MAGIC!r}")
     if version != SCHEMA_VERSION:
         raise DecodeError("unsupported_version", f"block frame version {version} is not"
                           f" understood; this build reads version {SCHEMA_VERSION}")
+    return int(kind), int(flags), int(length)
+
+
+def block_kind(raw: bytes | None) -> int:
+    """1 query block, 2 response block, 3 result block, read from the prefix alone (what a
+    reader of a mixed stream dispatches on); a `DecodeError` when `raw` is not a block."""
+    if raw is None:
+        raise DecodeError("malformed", "record has no value (tombstone)")
+    kind, _, _ = _prefix(raw)
     if kind not in (1, 2, 3):
         raise DecodeError("invalid", f"unknown block kind {kind}")
-    return int(kind)
+    return kind
 
 
 def unpack(raw: bytes | None, cls: type[H]) -> tuple[H, dict[str, Array], int]:
@@ -99,14 +106,7 @@ def unpack(raw: bytes | None, cls: type[H]) -> tuple[H, dict[str, Array], int]:
         raw = bytes(raw)
     if len(raw) > MAX_RECORD_BYTES:
         raise DecodeError("oversized", f"{len(raw)} B exceeds {MAX_RECORD_BYTES} B")
-    if len(raw) < PREFIX_SIZE:
-        raise DecodeError("malformed", f"{len(raw)} B is shorter than the 12-byte prefix")
-    magic, version, kind, flags, length = PREFIX.unpack_from(raw)
-    if magic != MAGIC:
-        raise DecodeError("malformed", f"not a block: magic {magic!r}, expected {MAGIC!r}")
-    if version != SCHEMA_VERSION:
-        raise DecodeError("unsupported_version", f"block frame version {version} is not"
-                          f" understood; this build reads version {SCHEMA_VERSION}")
+    kind, flags, length = _prefix(raw)
     if kind != cls.KIND or flags != 0:
         raise DecodeError("invalid", f"expected a {cls.SCHEMA} (kind {cls.KIND}, flags 0);"
                           f" got kind {kind}, flags {flags}")
