@@ -247,7 +247,8 @@ def _deadline_problems(created: npt.NDArray[np.int64], deadline: npt.NDArray[np.
 
 @dataclass(frozen=True, slots=True)
 class QueryHeader:
-    """What can be read of a query that does not decode, for its `rejected` Result."""
+    """What can be read of a row of a query block that does not decode, for its `rejected`
+    Result."""
 
     query_id: str
     task: str
@@ -264,26 +265,6 @@ def _id(value: Any) -> str | None:
 
 def _count(value: Any, minimum: int) -> int | None:
     return value if type(value) is int and minimum <= value < 2**63 else None
-
-
-def readable_header(raw: bytes | None) -> QueryHeader | None:
-    """The query id (and what else is valid) of an undecodable query; None when even the
-    id cannot be read (then the record only goes to the DLQ)."""
-    if raw is None:
-        return None
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    qid = _id(obj.get("query_id"))
-    if qid is None:
-        return None
-    return QueryHeader(query_id=qid, task=_id(obj.get("task")) or "unknown",
-                       created_at_ms=_count(obj.get("created_at_ms"), 0) or 0,
-                       deadline_ms=_count(obj.get("deadline_ms"), 0) or 0,
-                       quorum=_count(obj.get("quorum"), 1) or 1)
 
 
 def readable_block_headers(raw: bytes | None) -> list[QueryHeader] | None:

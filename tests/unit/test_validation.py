@@ -19,7 +19,6 @@ from fi_stream.validation import (
     norm_bound,
     privacy_problem,
     query_problem,
-    readable_header,
     screen_rows,
     strategy_problem,
 )
@@ -122,14 +121,6 @@ def test_participants_decline_an_unknown_strategy_before_any_privacy_is_spent() 
     assert decode_query_block(_raw(strategy="median")).strategy == "median"
     assert prepare([(0, _raw(strategy="median"))], MODEL, NOW, 60_000).answerable.tolist() \
         == [0]
-
-
-def test_the_id_of_an_undecodable_query_is_read_for_its_rejected_result() -> None:
-    h = readable_header(b'{"query_id": "q-7", "task": "digits", "quorum": 0}')
-    assert h is not None and (h.query_id, h.task, h.quorum) == ("q-7", "digits", 1)
-    assert readable_header(b'{"query_id": "bad id!"}') is None
-    assert readable_header(b"garbage") is None and readable_header(None) is None
-    assert readable_header(b'["q"]') is None
 
 
 def test_labels_must_be_classes_of_the_task() -> None:
